@@ -1,0 +1,33 @@
+"""Errors the user sees as one clear line (the CLI prints `error: <message>` and exits non-zero)."""
+
+
+class RetrainerError(Exception):
+    """Base class: an expected failure with a message fit for the user."""
+
+    exit_code = 2
+
+
+class ConfigError(RetrainerError):
+    """Bad settings file, bad environment variable, bad option."""
+
+
+class DataError(RetrainerError):
+    """Unreadable, empty or malformed input data."""
+
+
+class ValidationFailed(RetrainerError):
+    """The data was readable but failed the Great Expectations gate."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class RegistryError(RetrainerError):
+    """Unknown version, illegal status change, corrupt registry."""
+
+
+class RolloutError(RetrainerError):
+    """Serving/rollout refused: target not kept, already production, endpoint problems."""

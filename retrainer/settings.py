@@ -1,0 +1,156 @@
+"""One settings model for everything: read from `retrainer.yaml` (path from RETRAINER_CONFIG) and
+`RETRAINER_*` environment variables (nested with `__`, e.g. RETRAINER_GATE__MIN_AUC=0.75).
+
+Every threshold the project uses is a field here with its documented default.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "retrainer.yaml"
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class SplitSettings(_Section):
+    """Time-based split: the most recent `test_months` test, the `validation_months` before that
+    validate, everything older trains. Never shuffled across time."""
+    validation_months: int = Field(1, ge=1)
+    test_months: int = Field(1, ge=1)
+    min_train_months: int = Field(1, ge=1)
+
+
+class ModelSettings(_Section):
+    """HistGradientBoostingClassifier hyperparameters."""
+    learning_rate: float = Field(0.06, gt=0, le=1)
+    max_iter: int = Field(250, ge=1, le=5000)
+    max_leaf_nodes: int = Field(31, ge=2)
+    min_samples_leaf: int = Field(40, ge=1)
+    l2_regularization: float = Field(1.0, ge=0)
+    random_state: int = 42
+
+
+class GateSettings(_Section):
+    """Promotion gate at registration: a candidate needs AUC >= min_auc and may not be more than
+    max_auc_drop below production on the same test set."""
+    min_auc: float = Field(0.70, ge=0, le=1)
+    max_auc_drop: float = Field(0.02, ge=0, le=1)
+
+
+class ValidationSettings(_Section):
+    suite: str = "readmission_batch"
+    expectations_dir: Path = REPO_ROOT / "expectations"
+    min_rows: int = Field(500, ge=1)
+    label_rate_min: float = Field(0.05, ge=0, le=1)
+    label_rate_max: float = Field(0.35, ge=0, le=1)
+    null_tolerance: float = Field(0.98, ge=0, le=1)  # `mostly` for always-present columns
+    lab_null_tolerance: float = Field(0.7, ge=0, le=1)  # `mostly` for labs not always drawn
+
+
+class DriftSettings(_Section):
+    psi_threshold: float = Field(0.20, gt=0)
+    n_bins: int = Field(10, ge=2, le=100)
+    min_window: int = Field(500, ge=1)
+    features_required: int = Field(1, ge=1)
+    noise_quantile: float = Field(0.95, gt=0, lt=1)
+    extra_stats: bool = False  # KS and Jensen-Shannon alongside PSI
+
+
+class CanarySettings(_Section):
+    traffic: float = Field(0.10, gt=0, lt=1)
+    duration_hours: float = Field(72.0, gt=0)
+    check_interval_hours: float = Field(6.0, gt=0)
+    auc_tolerance: float = Field(0.02, ge=0, le=1)
+    min_labels: int = Field(200, ge=1)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_p95_latency_ms: float = Field(250.0, gt=0)
+    too_few_labels: Literal["extend_once", "rollback", "promote"] = "extend_once"
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    admin_token: SecretStr = SecretStr("change-me")
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_instances: int = Field(1000, ge=1)
+
+
+class AWSSettings(_Section):
+    region: str | None = None
+    bucket: str | None = None
+    prefix: str = "retrainer"
+    role_arn: str | None = None
+    instance_type: str = "ml.m5.large"
+    training_image_uri: str | None = None
+    endpoint_name: str = "readmission-30d"
+    credentials_block: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RETRAINER_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Path(".retrainer")
+    backend: Literal["local", "sagemaker"] = "local"
+    model_name: str = "readmission-30d"
+    approvers: list[str] = Field(default_factory=lambda: ["ml-lead"])
+    pseudonym_key_env: str = "RETRAINER_PSEUDONYM_KEY"
+    split: SplitSettings = SplitSettings()
+    model: ModelSettings = ModelSettings()
+    gate: GateSettings = GateSettings()
+    validation: ValidationSettings = ValidationSettings()
+    drift: DriftSettings = DriftSettings()
+    canary: CanarySettings = CanarySettings()
+    serving: ServingSettings = ServingSettings()
+    aws: AWSSettings = AWSSettings()
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("must be letters, digits, '-' or '_'")
+        return v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        from pydantic_settings import YamlConfigSettingsSource
+
+        path = os.environ.get("RETRAINER_CONFIG") or DEFAULT_CONFIG
+        sources = [init_settings, env_settings]
+        if Path(path).is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.home / "registry"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.home / "predictions"
+
+
+def load_settings(**overrides) -> Settings:
+    """Load settings, turning any problem into one ConfigError line."""
+    path = os.environ.get("RETRAINER_CONFIG")
+    if path and not Path(path).is_file():
+        raise ConfigError(f"settings file {path} (RETRAINER_CONFIG) does not exist")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"bad setting {where}: {err['msg']}{more}") from None
+    except Exception as exc:  # a YAML syntax error, an unreadable file
+        raise ConfigError(f"cannot read settings: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
