@@ -1,0 +1,108 @@
+"""Domain steps of a retrain that are not training or evaluation themselves: fingerprints,
+version choice, the registry record. Flows call these through thin tasks."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import schema as S
+from .dataio import Split, content_hash
+from .registry import ModelRecord, Registry, utcnow
+from .versioning import Fingerprint, VersionDecision, next_version
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Git commit (with -dirty) when in a checkout, plus a hash of the package source, so a model
+    can always be traced to the code that trained it."""
+    h = hashlib.sha256()
+    for f in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(f.read_bytes())
+    src = h.hexdigest()[:12]
+    try:
+        commit = subprocess.run(["git", "-C", str(PACKAGE_DIR), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(PACKAGE_DIR), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"git:{commit}{'-dirty' if dirty else ''} src:{src}"
+    except (OSError, subprocess.SubprocessError):
+        return f"src:{src}"
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprint(train_frame: pd.DataFrame, params: dict[str, Any]) -> Fingerprint:
+    return Fingerprint(schema_hash=S.schema_hash(S.feature_schema()),
+                       data_hash=content_hash(train_frame),
+                       params_hash=params_hash(params))
+
+
+def parent_of(registry: Registry) -> ModelRecord | None:
+    """The version a new model is compared with: production, else the newest registered."""
+    prod = registry.production()
+    if prod is not None:
+        return prod
+    versions = registry.list()
+    return versions[-1] if versions else None
+
+
+def choose_version(registry: Registry, fp: Fingerprint) -> tuple[VersionDecision, ModelRecord | None]:
+    parent = parent_of(registry)
+    parent_fp = (Fingerprint(parent.schema_hash, parent.data_hash, parent.params_hash)
+                 if parent else None)
+    decision = next_version([r.version for r in registry.list()],
+                            parent.version if parent else None, parent_fp, fp)
+    return decision, parent
+
+
+def data_summary(frame: pd.DataFrame, split: Split, files: list[str]) -> dict[str, Any]:
+    ts = pd.to_datetime(frame[S.TIMESTAMP])
+    return {"rows": int(len(frame)), "start": ts.min().isoformat(), "end": ts.max().isoformat(),
+            "files": files, "split": split.summary()}
+
+
+def build_record(*, decision: VersionDecision, parent: ModelRecord | None, fp: Fingerprint,
+                 trigger: str, params: dict[str, Any], metrics: dict[str, Any],
+                 data: dict[str, Any], validation: dict[str, Any], gate: dict[str, Any],
+                 has_production: bool, extra: dict[str, Any] | None = None) -> ModelRecord:
+    """The registry record: the first model goes straight to production, later ones enter as
+    candidates when the gate passes and as rejected when it does not."""
+    if not has_production:
+        status = "production" if gate["eligible"] else "rejected"
+    else:
+        status = "candidate" if gate["eligible"] else "rejected"
+    return ModelRecord(
+        version=decision.version, status=status, created_at=utcnow(), trigger=trigger,
+        parent=parent.version if parent else None, bump=decision.bump, bump_reason=decision.reason,
+        schema_hash=fp.schema_hash, data_hash=fp.data_hash, params_hash=fp.params_hash,
+        code_version=code_version(), params=params, metrics=metrics, data=data,
+        validation=validation, gate=gate, extra=extra or {})
+
+
+def version_card(rec: ModelRecord) -> str:
+    """Markdown card of a version for a Prefect artifact and `registry show`."""
+    m = rec.metrics.get("candidate", rec.metrics)
+    lines = [f"# {rec.version} ({rec.status})", "",
+             f"- trigger: **{rec.trigger}**; parent: {rec.parent or '-'}; bump: {rec.bump} ({rec.bump_reason})",
+             f"- test AUC: **{m.get('auc')}**; Brier {m.get('brier')}; F1 {m.get('f1')}",
+             f"- gate: {rec.gate.get('reason', '-')}",
+             f"- data: {rec.data.get('rows')} rows, {rec.data.get('start')} .. {rec.data.get('end')}; "
+             f"hash `{rec.data_hash[:16]}`",
+             f"- schema hash `{rec.schema_hash}`; params hash `{rec.params_hash}`",
+             f"- code: `{rec.code_version}`",
+             f"- validation: {'passed' if rec.validation.get('success') else 'failed'} "
+             f"({rec.validation.get('n_expectations', '?')} expectations)",
+             f"- artifacts sha256 `{rec.artifact_sha256[:16]}`", "",
+             "| parameter | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(rec.params.items())]
+    return "\n".join(lines)
