@@ -284,13 +284,13 @@ class LocalRegistry:
             self._change(idx, events, version, status, actor, reason)
         return self.get(version)
 
-    def _demote_production(self, idx, events, actor: str, reason: str) -> None:
+    def _demote_production(self, idx, events, actor: str, reason: str, incoming: str) -> None:
         for v, r in idx["versions"].items():
             if r["status"] == "production":
                 self._change(idx, events, v, "previous", actor, reason)
         # Keep only the KEEP_PREVIOUS most recent previous versions ready; archive the rest.
         history = list(dict.fromkeys(reversed(idx.get("production_history", []))))
-        previous = [v for v in history if idx["versions"][v]["status"] == "previous"]
+        previous = [v for v in history if idx["versions"][v]["status"] == "previous" and v != incoming]
         for v in previous[KEEP_PREVIOUS:]:
             self._change(idx, events, v, "archived", actor, f"more than {KEEP_PREVIOUS} previous versions")
 
@@ -303,7 +303,7 @@ class LocalRegistry:
                 raise RegistryError(f"{version} is already production")
             if "production" not in ALLOWED[status]:
                 raise RegistryError(f"{version} is {status}; it cannot become production")
-            self._demote_production(idx, events, actor, f"replaced by {version}: {reason}")
+            self._demote_production(idx, events, actor, f"replaced by {version}: {reason}", version)
             self._change(idx, events, version, "production", actor, reason)
         return self.get(version)
 

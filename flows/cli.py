@@ -1,0 +1,192 @@
+"""`retrainer` command line. Commands that only read or compute (data, validate, registry, drift)
+never import Prefect; commands that run the lifecycle run Prefect flows (on Prefect's ephemeral
+API unless PREFECT_API_URL points at a server).
+
+Every expected failure prints one line `error: ...` and exits non-zero; no tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_BUG = 1
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+# ---- data -------------------------------------------------------------------------------------
+def cmd_data_generate(a) -> int:
+    from retrainer.datagen import GenerationSpec, generate
+
+    try:
+        paths = generate(a.out, GenerationSpec(months=a.months, rows_per_month=a.rows_per_month,
+                                               seed=a.seed, start=a.start, drift_from=a.drift_from))
+    except ValueError as exc:
+        from retrainer.errors import ConfigError
+
+        raise ConfigError(str(exc)) from None
+    print(f"wrote {len(paths)} monthly files ({a.rows_per_month} rows each) to {a.out}")
+    return 0
+
+
+def cmd_validate(a) -> int:
+    from retrainer.dataio import load_batch
+    from retrainer.settings import load_settings
+    from retrainer.validation import validate_frame
+
+    settings = load_settings()
+    frame = load_batch(a.data)
+    result = validate_frame(frame, settings.validation)
+    if a.json:
+        _print_json(result.summary())
+    elif result.success:
+        print(f"ok: {a.data}: {result.n_rows} rows passed {result.n_expectations} expectations")
+    else:
+        print(f"FAILED: {a.data}: {result.n_failed} of {result.n_expectations} expectations failed")
+        for line in result.failure_lines():
+            print(f"  - {line}")
+    return 0 if result.success else 3
+
+
+# ---- lifecycle --------------------------------------------------------------------------------
+def cmd_retrain(a) -> int:
+    from flows.retrain import retrain
+
+    summary = retrain(data=a.data, trigger=a.trigger, actor=a.requested_by or os.environ.get("USER", "cli"))
+    _print_json(summary) if a.json else print(
+        f"\n{summary['version']} registered as {summary['status']} ({summary['bump']}); "
+        f"test AUC {summary['auc']:.4f}" +
+        (f" vs production {summary['production_version']} {summary['production_auc']:.4f}"
+         if summary["production_version"] else ""))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from flows.demo import demo
+
+    demo(workdir=a.workdir, rows_per_month=a.rows_per_month)
+    return 0
+
+
+# ---- registry ---------------------------------------------------------------------------------
+def _registry():
+    from retrainer.backends import get_backend
+    from retrainer.settings import load_settings
+
+    return get_backend(load_settings()).registry
+
+
+def cmd_registry_list(a) -> int:
+    records = _registry().list()
+    if a.json:
+        _print_json([{"version": r.version, "status": r.status, "created_at": r.created_at,
+                      "trigger": r.trigger, "auc": r.metrics.get("candidate", {}).get("auc"),
+                      "parent": r.parent, "bump": r.bump} for r in records])
+        return 0
+    if not records:
+        print("no versions registered")
+        return 0
+    print(f"{'VERSION':<10} {'STATUS':<11} {'AUC':>7}  {'TRIGGER':<11} {'BUMP':<6} CREATED")
+    for r in records:
+        auc = r.metrics.get("candidate", {}).get("auc")
+        print(f"{r.version:<10} {r.status:<11} {auc if auc is None else format(auc, '.4f'):>7}  "
+              f"{r.trigger:<11} {r.bump:<6} {r.created_at}")
+    return 0
+
+
+def cmd_registry_show(a) -> int:
+    from retrainer.lifecycle import version_card
+
+    rec = _registry().get(a.version)
+    if a.json:
+        _print_json(rec.to_dict())
+    else:
+        print(version_card(rec))
+    return 0
+
+
+def cmd_registry_audit(a) -> int:
+    events = _registry().audit()
+    if a.json:
+        _print_json(events)
+    for e in ([] if a.json else events):
+        print(f"{e['time']}  {e['version']:<8} {str(e['from']):>10} -> {e['to']:<10} by {e['actor']}: {e['reason']}")
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retrainer", description="Retrain, validate, version and roll out "
+                                "a readmission risk model with Prefect.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="synthetic data").add_subparsers(dest="sub", required=True)
+    g = data.add_parser("generate", help="write monthly Parquet files of synthetic admissions")
+    g.add_argument("--out", required=True)
+    g.add_argument("--months", type=int, default=12)
+    g.add_argument("--rows-per-month", type=int, default=5000)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--start", default="2024-01", help="first month, YYYY-MM (default 2024-01)")
+    g.add_argument("--drift-from", type=int, default=None, metavar="MONTH",
+                   help="1-based month from which features and the label relationship drift")
+    g.set_defaults(func=cmd_data_generate)
+
+    v = sub.add_parser("validate", help="run the Great Expectations gate on a Parquet file or folder")
+    v.add_argument("data")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser("retrain", help="run the retrain flow (validate, train, evaluate, register)")
+    r.add_argument("--data", required=True)
+    r.add_argument("--trigger", default="manual",
+                   choices=["manual", "scheduled", "drift", "volume", "performance", "concept"])
+    r.add_argument("--requested-by", default=None)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_retrain)
+
+    d = sub.add_parser("demo", help="the whole lifecycle on generated data, time compressed")
+    d.add_argument("--workdir", default=".retrainer/demo")
+    d.add_argument("--rows-per-month", type=int, default=4000)
+    d.set_defaults(func=cmd_demo)
+
+    reg = sub.add_parser("registry", help="inspect the model registry").add_subparsers(dest="sub", required=True)
+    rl = reg.add_parser("list")
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=cmd_registry_list)
+    rs = reg.add_parser("show")
+    rs.add_argument("version")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=cmd_registry_show)
+    ra = reg.add_parser("audit")
+    ra.add_argument("--json", action="store_true")
+    ra.set_defaults(func=cmd_registry_audit)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from retrainer.errors import RetrainerError
+
+    try:
+        return args.func(args)
+    except RetrainerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line unless asked for the traceback
+        if os.environ.get("RETRAINER_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(set RETRAINER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Tasks of the retrain lifecycle. Each is a thin wrapper over one domain step."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from retrainer import evaluation, lifecycle
+from retrainer.backends import Backend
+from retrainer.dataio import Split, load_batch, parquet_files, time_split
+from retrainer.errors import ValidationFailed
+from retrainer.registry import ModelRecord
+from retrainer.settings import Settings
+from retrainer.training import load_model
+
+from .runtime import artifact_key
+
+# DataFrames and backends are passed between tasks in process: no input hashing, no caching.
+opts = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="load-data", **opts)
+def load_data(path: str) -> tuple[pd.DataFrame, list[str]]:
+    return load_batch(path), [str(p) for p in parquet_files(path)]
+
+
+@task(name="validate-data", **opts)
+def validate_data(frame: pd.DataFrame, settings: Settings) -> dict[str, Any]:
+    """Great Expectations gate. On failure: a markdown artifact with what failed, then the run
+    stops before training (the registry is never touched)."""
+    from retrainer.validation import validate_frame
+
+    result = validate_frame(frame, settings.validation)
+    create_markdown_artifact(markdown=result.to_markdown(), key="data-validation",
+                             description="Great Expectations result of the training batch")
+    if not result.success:
+        lines = result.failure_lines()
+        raise ValidationFailed(f"data failed validation: {result.n_failed} of {result.n_expectations} "
+                               f"expectations failed: " + "; ".join(lines[:3])
+                               + (f"; and {len(lines) - 3} more" if len(lines) > 3 else ""), result)
+    return result.summary()
+
+
+@task(name="time-split", **opts)
+def split_data(frame: pd.DataFrame, settings: Settings) -> Split:
+    return time_split(frame, settings.split)
+
+
+@task(name="train-candidate", **opts)
+def train_candidate(backend: Backend, split: Split, settings: Settings) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="retrainer-train-"))
+    return str(backend.trainer.fit(split.train, split.validation, settings.model.model_dump(), workdir))
+
+
+@task(name="evaluate", **opts)
+def evaluate_models(backend: Backend, model_dir: str, split: Split) -> dict[str, Any]:
+    """Score the candidate and the current production model on the same held-out test set."""
+    candidate = evaluation.evaluate(load_model(model_dir), split.test)
+    prod = backend.registry.production()
+    production = None
+    if prod is not None:
+        production = evaluation.evaluate(load_model(backend.registry.verify(prod.version)), split.test)
+        production["version"] = prod.version
+    return {"candidate": candidate, "production": production}
+
+
+@task(name="register-model", **opts)
+def register_model(backend: Backend, model_dir: str, frame: pd.DataFrame, files: list[str], split: Split,
+                   metrics: dict[str, Any], validation: dict[str, Any], trigger: str,
+                   settings: Settings, actor: str, context: dict[str, Any] | None) -> ModelRecord:
+    params = settings.model.model_dump()
+    fp = lifecycle.fingerprint(split.train, params)
+    decision, parent = lifecycle.choose_version(backend.registry, fp)
+    gate = evaluation.promotion_gate(metrics["candidate"], metrics["production"], settings.gate)
+    record = lifecycle.build_record(
+        decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics,
+        data=lifecycle.data_summary(frame, split, files), validation=validation, gate=gate.to_dict(),
+        has_production=backend.registry.production() is not None, extra={"context": context or {}})
+    return backend.registry.register(record, Path(model_dir), actor=actor)
+
+
+@task(name="publish-report", **opts)
+def publish_report(record: ModelRecord) -> None:
+    m = record.metrics
+    prod_version = (m.get("production") or {}).get("version")
+    create_table_artifact(
+        table=evaluation.comparison_table(m["candidate"], m.get("production"), record.version, prod_version),
+        key="champion-challenger", description=f"{record.version} vs production {prod_version or '-'}")
+    create_markdown_artifact(markdown=lifecycle.version_card(record),
+                             key=artifact_key("model", record.version), description="version card")
