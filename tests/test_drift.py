@@ -1,0 +1,369 @@
+"""PSI drift statistics: correctness against a direct reading of the spec, streaming, profiles."""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.stats import chi2
+
+from retrainer.datagen import GenerationSpec, generate
+from retrainer.drift import (FLOOR, DriftReport, ReferenceProfile, drift_report, format_report,
+                             psi_from_counts)
+from retrainer.errors import DataError
+from retrainer.settings import DriftSettings
+
+SMALL = DriftSettings(min_window=1)
+
+
+# ---- the spec, written as plainly as possible ----------------------------------------------
+
+
+def _naive_numeric_keys(ref, n_bins=10):
+    ref = np.asarray(ref, dtype=float)
+    q = [k / n_bins for k in range(1, n_bins)]
+    edges = sorted(set(np.quantile(ref[~np.isnan(ref)], q).tolist()))
+
+    def bin_of(v):
+        if v is None or math.isnan(v):
+            return "missing"
+        for i, e in enumerate(edges):
+            if v <= e:  # right-closed: a value equal to an edge is in the lower bin
+                return i
+        return len(edges)
+
+    return list(range(len(edges) + 1)) + ["missing"], bin_of
+
+
+def _naive_categorical_keys(ref):
+    seen = sorted({str(v) for v in ref if not pd.isna(v)})
+
+    def bin_of(v):
+        if pd.isna(v):
+            return "missing"
+        return str(v) if str(v) in seen else "unseen"
+
+    return seen + ["unseen", "missing"], bin_of
+
+
+def naive_psi(ref, cur, categorical=False, n_bins=10):
+    keys, bin_of = _naive_categorical_keys(ref) if categorical else _naive_numeric_keys(ref, n_bins)
+
+    def shares(values):
+        counts = Counter(bin_of(v) for v in values)
+        return [counts[k] / len(values) if counts[k] else 1e-4 for k in keys]
+
+    r, c = shares(list(ref)), shares(list(cur))
+    return sum((ci - ri) * math.log(ci / ri) for ri, ci in zip(r, c))
+
+
+def _psi_of(ref, cur, dtype=None, n_bins=10):
+    ref_df = pd.DataFrame({"x": pd.Series(ref, dtype=dtype)})
+    cur_df = pd.DataFrame({"x": pd.Series(cur, dtype=dtype)})
+    return ReferenceProfile.fit(ref_df, n_bins=n_bins).score(cur_df, SMALL)["x"]
+
+
+# ---- binning and PSI arithmetic -------------------------------------------------------------
+
+
+def test_value_equal_to_an_edge_falls_in_the_lower_bin():
+    ref = np.arange(0.0, 101.0)
+    prof = ReferenceProfile.fit(pd.DataFrame({"x": ref}))
+    edges = np.array(prof["x"].edges)
+    assert np.array_equal(edges, np.quantile(ref, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))
+    counts = prof["x"].count(pd.Series(edges))
+    assert counts.tolist() == [1] * 9 + [0, 0]  # edge k lands in bin k (lower), none on top
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.choice(edges, 500), rng.uniform(-10, 110, 500), [-np.inf, np.inf]])
+    expected = np.bincount(np.searchsorted(edges, x, side="left"), minlength=len(edges) + 1)
+    assert prof["x"].count(pd.Series(x)).tolist() == expected.tolist() + [0]
+    cur = np.concatenate([edges, edges, [50.5, 200.0]])
+    assert _psi_of(ref, cur).psi == pytest.approx(naive_psi(ref, cur), rel=1e-12)
+
+
+def test_duplicate_edges_are_merged():
+    ref = np.array([0.0] * 60 + [1.0] * 20 + list(range(2, 22)), dtype=float)
+    prof = ReferenceProfile.fit(pd.DataFrame({"x": ref}))
+    edges = prof["x"].edges
+    assert list(edges) == sorted(set(edges)) and len(edges) < 9
+    assert edges[0] == 0.0 and 1.0 in edges
+    assert len(prof["x"].counts) == len(edges) + 2
+    cur = np.array([0.0] * 30 + [1.0] * 40 + [5.0] * 20 + [30.0] * 10)
+    res = _psi_of(ref, cur)
+    assert res.psi == pytest.approx(naive_psi(ref, cur), rel=1e-12)
+
+
+def test_unseen_categories_get_one_bin():
+    ref = ["a"] * 50 + ["b"] * 30 + ["c"] * 20
+    cur = ["a"] * 40 + ["b"] * 30 + ["d"] * 20 + ["e"] * 10
+    res = _psi_of(ref, cur, dtype="string")
+    assert res.kind == "categorical"
+    assert res.labels == ("a", "b", "c", "<unseen>", "<missing>")
+    assert res.cur_counts == (40, 30, 0, 30, 0)
+    assert res.psi == pytest.approx(naive_psi(ref, cur, categorical=True), rel=1e-12)
+
+
+def test_missing_values_form_their_own_bin_on_both_sides():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=400)
+    ref[rng.random(400) < 0.1] = np.nan
+    cur = rng.normal(0.3, 1, 300)
+    cur[rng.random(300) < 0.3] = np.nan
+    res = _psi_of(ref, cur)
+    assert res.ref_counts[-1] == np.isnan(ref).sum() and res.cur_counts[-1] == np.isnan(cur).sum()
+    assert res.psi == pytest.approx(naive_psi(ref, cur), rel=1e-12)
+
+    ref_c = ["x", None, "y", "y", None, "x", "z"] * 20
+    cur_c = ["x", None, None, None, "y", "w"] * 20
+    res_c = _psi_of(ref_c, cur_c, dtype="string")
+    assert res_c.ref_counts[-1] == 40 and res_c.cur_counts[-1] == 60
+    assert res_c.psi == pytest.approx(naive_psi(ref_c, cur_c, categorical=True), rel=1e-12)
+
+
+def test_empty_bin_share_is_floored_without_renormalising():
+    r, c = np.array([0.5, 0.5]), np.array([1.0, FLOOR])
+    expected = float(np.sum((c - r) * np.log(c / r)))
+    assert psi_from_counts([5, 5], [10, 0]) == pytest.approx(expected, rel=1e-15)
+    renormalised = c / c.sum()
+    assert psi_from_counts([5, 5], [10, 0]) != pytest.approx(float(np.sum((renormalised - r) * np.log(renormalised / r))), rel=1e-9)
+    # both empty: both floored, contributes nothing
+    assert psi_from_counts([5, 5, 0], [5, 5, 0]) == 0.0
+
+
+def test_bool_and_integer_features():
+    ref = pd.DataFrame({"flag": [True, False, True, True] * 50, "n": np.arange(200) % 7})
+    cur = pd.DataFrame({"flag": [True, False, False, False] * 50, "n": pd.Series(np.arange(200) % 5, dtype="Int64")})
+    rep = ReferenceProfile.fit(ref).score(cur, SMALL)
+    assert rep["flag"].kind == "categorical" and rep["flag"].labels[:2] == ("False", "True")
+    assert rep["flag"].psi == pytest.approx(naive_psi(ref["flag"], cur["flag"], categorical=True), rel=1e-12)
+    assert rep["n"].kind == "numeric"
+    assert rep["n"].psi == pytest.approx(naive_psi(ref["n"].to_numpy(float), cur["n"].to_numpy(float)), rel=1e-12)
+
+
+# ---- statuses and noise floor ---------------------------------------------------------------
+
+
+def _normal_frames(n_ref, n_cur, shift=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    ref = pd.DataFrame({"a": rng.normal(size=n_ref), "b": rng.exponential(size=n_ref)})
+    cur = pd.DataFrame({"a": rng.normal(shift, 1, n_cur), "b": rng.exponential(size=n_cur)})
+    return ref, cur
+
+
+def test_identical_distributions_are_ok():
+    ref, cur = _normal_frames(20_000, 5_000)
+    prof = ReferenceProfile.fit(ref)
+    assert all(r.psi == 0.0 for r in prof.score(ref))  # the very same data
+    rep = prof.score(cur)
+    assert [r.status for r in rep] == ["ok", "ok"]
+    assert all(r.psi < 3 * r.noise_floor for r in rep)
+    assert rep.drifted() == [] and not rep.drift_detected
+
+
+def test_shifted_distribution_drifts():
+    ref, cur = _normal_frames(20_000, 5_000, shift=1.0)
+    rep = ReferenceProfile.fit(ref).score(cur)
+    assert rep["a"].psi > 0.2 and rep["a"].status == "drift"
+    assert rep["b"].status == "ok"
+    assert [r.feature for r in rep.drifted()] == ["a"] and rep.drift_detected
+    assert rep.top(1)[0].feature == "a"
+    assert rep.drifted(threshold=10.0) == []
+
+
+def test_tiny_window_is_too_small_to_tell():
+    ref, cur = _normal_frames(20_000, 100, shift=2.0)
+    rep = ReferenceProfile.fit(ref).score(cur, DriftSettings(min_window=500))
+    assert rep["a"].psi > 0.2
+    assert {r.status for r in rep} == {"too_small"}
+    assert rep.drifted() == [] and not rep.drift_detected
+    assert "too small" in format_report(rep)
+    assert [r.feature for r in rep.drifted(min_window=50)] == ["a"]
+
+
+def test_noise_floor_matches_chi_square_formula():
+    ref, cur = _normal_frames(3_000, 700)
+    ref.loc[:9, "a"] = np.nan  # missing bin used on the reference side only
+    for q in (0.95, 0.99):
+        rep = ReferenceProfile.fit(ref).score(cur, DriftSettings(noise_quantile=q))
+        r = rep["a"]
+        assert r.bins == 11  # 10 quantile bins + the missing bin
+        assert r.n_ref == 3_000 and r.n_cur == 700
+        assert r.noise_floor == pytest.approx(chi2.ppf(q, 10) * (3_000 + 700) / (3_000 * 700), rel=1e-12)
+        assert rep["b"].bins == 10  # no missing anywhere: bin not used
+    # a single-valued feature uses one bin: PSI is 0 and so is the floor
+    one = pd.DataFrame({"c": np.ones(600)})
+    r = ReferenceProfile.fit(one).score(one)["c"]
+    assert (r.bins, r.psi, r.noise_floor, r.status) == (1, 0.0, 0.0, "ok")
+
+
+def test_extra_stats():
+    ref, cur = _normal_frames(5_000, 5_000, shift=0.5)
+    ref["k"] = pd.Series(np.where(np.arange(5_000) % 3, "u", "v"), dtype="string")
+    cur["k"] = ref["k"]
+    rep = ReferenceProfile.fit(ref).score(cur, DriftSettings(extra_stats=True))
+    assert 0.1 < rep["a"].ks < 0.3 and 0 < rep["a"].js < 1
+    assert rep["k"].ks is None and rep["k"].js == pytest.approx(0.0, abs=1e-9)
+    assert "ks" in json.loads(rep.to_json())[0]
+    assert ReferenceProfile.fit(ref).score(cur)["a"].ks is None
+
+
+# ---- streaming, serialisation, sources -------------------------------------------------------
+
+
+def _mixed_frame(n, seed, shift=0.0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(shift, 1, n)
+    x[rng.random(n) < 0.05] = np.nan
+    return pd.DataFrame({
+        "x": x,
+        "i": rng.poisson(3 + shift, n).astype(np.int64),
+        "c": pd.Series(rng.choice(["p", "q", "r", "s"], n, p=[0.4, 0.3, 0.2, 0.1]), dtype="string"),
+        "flag": rng.random(n) < 0.3,
+        "score": rng.random(n) ** (1 + shift),
+        "readmitted_30d": rng.integers(0, 2, n),
+    })
+
+
+def test_streaming_parquet_equals_in_memory(tmp_path):
+    ref, cur = _mixed_frame(4_000, 1), _mixed_frame(5_000, 2, shift=0.3)
+    cur.loc[cur.index[:7], "c"] = pd.NA
+    cur.loc[cur.index[7:20], "c"] = "unseen-value"
+    prof = ReferenceProfile.fit(ref)
+    assert [f.name for f in prof.features] == ["x", "i", "c", "flag", "score"]  # label excluded
+    assert prof["score"].role == "score"
+    path = tmp_path / "cur.parquet"
+    cur.to_parquet(path, row_group_size=700)
+    assert pq.ParquetFile(path).num_row_groups == 8
+    folder = tmp_path / "window"
+    folder.mkdir()
+    cur.iloc[:1234].to_parquet(folder / "part-0.parquet", row_group_size=500)
+    cur.iloc[1234:].to_parquet(folder / "part-1.parquet", row_group_size=999)
+    expected = prof.score(cur).to_records(detail=True)
+    assert prof.score(path).to_records(detail=True) == expected
+    assert prof.score(folder).to_records(detail=True) == expected
+    assert prof.score(str(path)).to_records(detail=True) == expected
+    # the reference itself can be read from Parquet too
+    ref_path = tmp_path / "ref.parquet"
+    ref.to_parquet(ref_path, row_group_size=1000)
+    assert ReferenceProfile.fit(ref_path).to_dict() == prof.to_dict()
+
+
+def test_profile_round_trips(tmp_path):
+    ref, cur = _mixed_frame(3_000, 3), _mixed_frame(3_000, 4, shift=0.5)
+    ref.loc[0, "x"] = np.inf
+    prof = ReferenceProfile.fit(ref, meta={"model": "readmission-30d", "version": "1.2.0"})
+    d = json.loads(json.dumps(prof.to_dict(), allow_nan=False))
+    again = ReferenceProfile.from_dict(d)
+    assert again == prof
+    saved = ReferenceProfile.load(prof.save(tmp_path / "profiles" / "v1.json"))
+    assert saved == prof and saved.meta["version"] == "1.2.0"
+    assert saved.score(cur).to_records(detail=True) == prof.score(cur).to_records(detail=True)
+    assert prof.n_rows == 3_000
+    # an explicit feature list, and infinite edges survive JSON
+    inf_prof = ReferenceProfile.fit(pd.DataFrame({"v": [-np.inf] * 50 + [1.0] * 50}), features=["v"])
+    assert inf_prof["v"].edges == (-np.inf, 1.0)
+    assert ReferenceProfile.from_dict(json.loads(json.dumps(inf_prof.to_dict(), allow_nan=False))) == inf_prof
+
+
+def test_score_column_only_when_present_in_both():
+    ref, cur = _mixed_frame(2_000, 5), _mixed_frame(2_000, 6)
+    prof = ReferenceProfile.fit(ref)
+    assert "score" in [r.feature for r in prof.score(cur)]
+    rep = prof.score(cur.drop(columns=["score"]))
+    assert "score" not in [r.feature for r in rep] and len(rep) == 4
+    no_score = ReferenceProfile.fit(ref, score_column=None)
+    assert "score" in [f.name for f in no_score.features] and no_score["score"].role == "feature"
+
+
+def test_report_outputs(tmp_path):
+    ref, cur = _mixed_frame(4_000, 7), _mixed_frame(4_000, 8, shift=1.0)
+    prof = ReferenceProfile.fit(ref)
+    path = prof.save(tmp_path / "profile.json")
+    cur_path = tmp_path / "cur.parquet"
+    cur.to_parquet(cur_path)
+    settings = DriftSettings(min_window=100)
+    rep = drift_report(path, cur_path, settings)
+    assert isinstance(rep, DriftReport)
+    assert rep.to_records() == drift_report(ref, cur, settings).to_records()
+    assert rep.to_records() == drift_report(prof, cur, settings).to_records()
+    records = json.loads(rep.to_json())
+    assert len(records) == 5
+    for rec in records:
+        assert {"feature", "psi", "bins", "n_ref", "n_cur", "noise_floor", "status"} <= set(rec)
+    md = rep.to_markdown()
+    assert "| feature | PSI |" in md and "**drift**" in md and "score (score)" in md
+    text = format_report(rep)
+    assert text.splitlines()[0] == rep.summary() and "x" in text
+    assert text.index(rep.top(1)[0].feature) < text.index(rep.top(5)[-1].feature)
+
+
+# ---- synthetic readmission data --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def months(tmp_path_factory):
+    out = tmp_path_factory.mktemp("months")
+    return generate(out, GenerationSpec(months=3, rows_per_month=5000, drift_from=3))
+
+
+def test_datagen_drift_is_flagged(months):
+    prof = ReferenceProfile.fit(months[0])
+    assert "patient_id" not in [f.name for f in prof.features]
+    assert "admission_ts" not in [f.name for f in prof.features]
+    steady = prof.score(months[1])
+    assert steady.drifted() == [] and steady.drifted(threshold=0.05) == []
+    assert all(r.psi < 4 * r.noise_floor for r in steady)
+
+    drifted = prof.score(months[2])
+    assert drifted.drift_detected
+    assert {"charlson_index", "n_comorbidities"} <= {r.feature for r in drifted.drifted()}
+    # the shifted features, at a lower threshold: age, creatinine, admission type, length of stay
+    flagged = {r.feature for r in drifted.drifted(threshold=0.05)}
+    assert {"age", "creatinine_mg_dl", "admission_type", "charlson_index", "length_of_stay_days"} <= flagged
+    # features the generator does not shift stay quiet
+    for name in ("sex", "sodium_mmol_l", "bmi", "primary_diagnosis_group", "followup_scheduled"):
+        assert drifted[name].status == "ok" and drifted[name].psi < 0.02, name
+
+
+# ---- bad inputs ------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_data_error(tmp_path):
+    ref = _mixed_frame(1_000, 9)
+    prof = ReferenceProfile.fit(ref)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    cases = [
+        lambda: prof.score(tmp_path / "nope.parquet"),
+        lambda: prof.score(tmp_path / "empty"),
+        lambda: prof.score(tmp_path / "junk.parquet"),
+        lambda: prof.score(ref.drop(columns=["x", "c"])),
+        lambda: prof.score(ref.assign(x="text")),
+        lambda: prof.score(ref.iloc[:0]),
+        lambda: ReferenceProfile.load(tmp_path / "missing.json"),
+        lambda: ReferenceProfile.from_dict({"format": "something-else"}),
+        lambda: ReferenceProfile.fit(ref, features=["x", "nope"]),
+        lambda: ReferenceProfile.fit(ref.iloc[:0]),
+        lambda: drift_report(tmp_path / "nope", ref),
+        lambda: prof.score(42),
+    ]
+    for case in cases:
+        with pytest.raises(DataError) as info:
+            case()
+        assert "\n" not in str(info.value) and str(info.value)
+    with pytest.raises(DataError, match="lacks 2 feature"):
+        prof.score(ref.drop(columns=["x", "c"]))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="cannot read drift profile"):
+        ReferenceProfile.load(tmp_path / "bad.json")
+    part = tmp_path / "parts"
+    part.mkdir()
+    ref.to_parquet(part / "a.parquet")
+    ref.drop(columns=["i"]).to_parquet(part / "b.parquet")
+    with pytest.raises(DataError, match="lacks 1 feature"):
+        prof.score(part)
