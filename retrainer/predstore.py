@@ -1,0 +1,521 @@
+"""De-identified prediction store for monitoring (drift, canary, new-data trigger).
+
+Layout under `root` (local backend; an S3 backend implements `PredictionStoreProtocol` the same way):
+
+    predictions/date=YYYY-MM-DD/part-<uuid>.parquet   one file per append call and prediction day
+    labels/part-<uuid>.parquet                        one file per ingested label file
+
+Every row goes through `deid.deidentify` before it is written, and is then cast to a fixed
+Parquet schema (`PREDICTION_SCHEMA`, `LABEL_SCHEMA`): a column that is not in the schema is never
+written, so raw identifiers cannot reach disk even if a caller adds one. Files are written under a
+hidden temporary name in the destination directory and renamed with `os.replace`, so readers only
+ever see complete files. Each call writes its own uniquely named file, so concurrent appends from
+several threads (or processes) need no lock.
+
+Time windows are half-open, `start <= ts < end`, in UTC; a `date` means midnight UTC of that day,
+a naive datetime is taken as UTC.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from . import deid
+from . import schema as S
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+LABELS = "labels"
+TS = "ts"
+SCORE = "score"
+VERSION = "version"
+VARIANT = "variant"
+LATENCY = "latency_ms"
+ERROR = "error"
+INGESTED_AT = "ingested_at"
+
+_ARROW_KIND = {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
+_UTC_US = pa.timestamp("us", tz="UTC")
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field(TS, _UTC_US, nullable=False),
+        pa.field(VARIANT, pa.string(), nullable=False),
+        pa.field(VERSION, pa.string(), nullable=False),
+        pa.field(SCORE, pa.float64()),
+        pa.field(LATENCY, pa.float64()),
+        pa.field(ERROR, pa.bool_(), nullable=False),
+        pa.field(deid.ADMISSION_PSEUDONYM, pa.string()),
+        pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
+        *(pa.field(f, _ARROW_KIND[S.COLUMN_TYPES[f]]) for f in S.FEATURES),
+        pa.field(deid.AGE_90_PLUS, pa.bool_()),
+        pa.field(deid.ZIP3, pa.string()),
+        pa.field(deid.ADMISSION_YEAR, pa.int64()),
+    ]
+)
+LABEL_SCHEMA = pa.schema(
+    [
+        pa.field(deid.ADMISSION_PSEUDONYM, pa.string(), nullable=False),
+        pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
+        pa.field(S.LABEL, pa.int64(), nullable=False),
+        pa.field(INGESTED_AT, _UTC_US, nullable=False),
+    ]
+)
+PREDICTION_COLUMNS: tuple[str, ...] = tuple(PREDICTION_SCHEMA.names)
+LABELLED_COLUMNS: tuple[str, ...] = PREDICTION_COLUMNS + (S.LABEL,)
+
+TimeLike = date | datetime | str | pd.Timestamp | None
+
+
+@runtime_checkable
+class PredictionStoreProtocol(Protocol):
+    """What the flows, the serving endpoint and the canary need from a prediction store."""
+
+    def append(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
+               ts=None, pseudonymizer: deid.Pseudonymizer, error=None) -> int: ...
+
+    def write_records(self, records: pd.DataFrame) -> int: ...
+
+    def read(self, start: TimeLike = None, end: TimeLike = None,
+             columns: Iterable[str] | None = None) -> pd.DataFrame: ...
+
+    def ingest_labels(self, path: Path | str, pseudonymizer: deid.Pseudonymizer) -> int: ...
+
+    def read_labels(self) -> pd.DataFrame: ...
+
+    def labelled(self, start: TimeLike = None, end: TimeLike = None) -> pd.DataFrame: ...
+
+    def variant_stats(self, start: TimeLike = None, end: TimeLike = None) -> dict[str, dict]: ...
+
+    def count_labels_since(self, ts: TimeLike) -> int: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Building records (backend independent)
+
+def _utc(value: TimeLike) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _broadcast(value, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        return np.full(n, float(arr))
+    arr = arr.reshape(-1)
+    if len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} values for {n} rows")
+    return arr
+
+
+def build_records(features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
+                  ts=None, pseudonymizer: deid.Pseudonymizer, error=None) -> pd.DataFrame:
+    """De-identify `features` and add the prediction columns; the frame `write_records` stores.
+
+    `scores`: one probability per row (NaN allowed for errored rows). `latency_ms`, `error`: a
+    scalar for all rows or one value per row. `ts`: prediction time(s); None means now (UTC).
+    """
+    if not isinstance(features, pd.DataFrame):
+        raise TypeError("features must be a pandas DataFrame")
+    if not version or not variant:
+        raise ValueError("version and variant must be non-empty")
+    n = len(features)
+    if n and np.ndim(scores) == 0:
+        raise ValueError("scores must have one value per row")
+    out = deid.deidentify(features, pseudonymizer)
+    if ts is None:
+        stamps = pd.DatetimeIndex([pd.Timestamp.now(tz="UTC")] * n)
+    elif np.ndim(ts) == 0:
+        stamps = pd.DatetimeIndex([_utc(ts)] * n)
+    else:
+        values = ts if isinstance(ts, (pd.Series, pd.Index, np.ndarray)) else list(ts)
+        stamps = pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+        if len(stamps) != n:
+            raise ValueError(f"ts has {len(stamps)} values for {n} rows")
+    if stamps.isna().any():
+        raise ValueError("ts contains missing values")
+    out[TS] = pd.Series(stamps.as_unit("us"), index=out.index)
+    out[VARIANT] = str(variant)
+    out[VERSION] = str(version)
+    out[SCORE] = _broadcast(scores, n, "scores")
+    out[LATENCY] = _broadcast(latency_ms, n, "latency_ms")
+    errors = np.zeros(n, dtype=bool) if error is None else _broadcast(error, n, "error") != 0
+    out[ERROR] = errors
+    return out
+
+
+def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Cast `frame` to `schema`: schema columns only (missing ones null), clear errors."""
+    arrays = []
+    for field in schema:
+        if field.name in frame.columns:
+            col = frame[field.name]
+            try:
+                if pa.types.is_timestamp(field.type):
+                    col = pd.to_datetime(col, utc=True)
+                arr = pa.array(col, type=field.type, from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
+                raise DataError(f"column {field.name!r} cannot be stored as {field.type}: "
+                                f"{type(exc).__name__}") from None
+        else:
+            arr = pa.nulls(len(frame), type=field.type)
+        if not field.nullable and arr.null_count:
+            raise DataError(f"column {field.name!r} has missing values")
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _check_deidentified(table: pa.Table) -> None:
+    """Defence in depth for `write_records`: refuse rows that were clearly not de-identified."""
+    for name in deid.PSEUDONYM_COLUMNS:
+        col = table.column(name).drop_null()
+        if len(col):
+            ok = pc.match_substring_regex(col, f"^[0-9a-f]{{{deid.PSEUDONYM_HEX_CHARS}}}$")
+            if not pc.all(ok).as_py():
+                raise DataError(f"column {name!r} does not hold pseudonyms; use append(), not write_records()")
+    age_max = pc.max(table.column("age")).as_py()
+    if age_max is not None and age_max > deid.AGE_CAP:
+        raise DataError("ages above 90 must be coarsened; use append(), not write_records()")
+    zips = table.column(deid.ZIP3).drop_null()
+    if len(zips) and not pc.all(pc.match_substring_regex(zips, r"^\d{3}$")).as_py():
+        raise DataError("zip3 must hold 3-digit ZIP prefixes; use append(), not write_records()")
+
+
+def _write_atomic(table: pa.Table, directory: Path, compression: str | None, metadata: dict | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    tmp = directory / f".{name}.tmp"
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression=compression or "none")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, directory / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return directory / name
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Local backend
+
+class PredictionStore:
+    """Local-disk prediction store (see module docstring). `compression` is the Parquet codec."""
+
+    def __init__(self, root: Path | str, *, compression: str | None = "zstd"):
+        self.root = Path(root)
+        self.compression = compression
+
+    def __repr__(self) -> str:
+        return f"PredictionStore({str(self.root)!r})"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / PREDICTIONS
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.root / LABELS
+
+    # -- writing ---------------------------------------------------------------------------------
+    def append(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
+               ts=None, pseudonymizer: deid.Pseudonymizer, error=None) -> int:
+        """De-identify and store one batch of predictions; returns the number of rows written."""
+        records = build_records(features, scores, version=version, variant=variant,
+                                latency_ms=latency_ms, ts=ts, pseudonymizer=pseudonymizer, error=error)
+        return self.write_records(records, _fingerprint=pseudonymizer.fingerprint)
+
+    def write_records(self, records: pd.DataFrame, *, _fingerprint: str | None = None) -> int:
+        """Store frames made by `build_records` (used by BufferedPredictionWriter), one file per
+        prediction day. Only `PREDICTION_SCHEMA` columns are written."""
+        if not len(records):
+            return 0
+        table = _to_table(records.reset_index(drop=True), PREDICTION_SCHEMA)
+        _check_deidentified(table)
+        days = pd.Series(table.column(TS).to_pandas()).dt.strftime("%Y-%m-%d").to_numpy()
+        meta = {"retrainer.key_fingerprint": _fingerprint} if _fingerprint else None
+        for day in np.unique(days):
+            mask = pa.array(days == day)
+            _write_atomic(table.filter(mask), self.predictions_dir / f"date={day}", self.compression, meta)
+        return table.num_rows
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _prediction_files(self, start: pd.Timestamp | None, end: pd.Timestamp | None) -> list[Path]:
+        if not self.predictions_dir.is_dir():
+            return []
+        first = start.date() if start is not None else None
+        last = (end - pd.Timedelta(microseconds=1)).date() if end is not None else None
+        files = []
+        for part in sorted(self.predictions_dir.glob("date=*")):
+            try:
+                day = date.fromisoformat(part.name[len("date="):])
+            except ValueError:
+                continue
+            if (first and day < first) or (last and day > last):
+                continue
+            files.extend(sorted(part.glob("part-*.parquet")))
+        return files
+
+    def read(self, start: TimeLike = None, end: TimeLike = None,
+             columns: Iterable[str] | None = None) -> pd.DataFrame:
+        """Predictions with `start <= ts < end` (UTC); all columns unless `columns` is given."""
+        start, end = _utc(start), _utc(end)
+        wanted = list(PREDICTION_COLUMNS if columns is None else columns)
+        unknown = [c for c in wanted if c not in PREDICTION_COLUMNS]
+        if unknown:
+            raise ValueError(f"unknown prediction column(s): {', '.join(unknown)}")
+        files = self._prediction_files(start, end)
+        if not files:
+            return PREDICTION_SCHEMA.empty_table().select(wanted).to_pandas()
+        expr = None
+        if start is not None:
+            expr = pads.field(TS) >= pa.scalar(start.to_pydatetime(), type=_UTC_US)
+        if end is not None:
+            cond = pads.field(TS) < pa.scalar(end.to_pydatetime(), type=_UTC_US)
+            expr = cond if expr is None else expr & cond
+        dataset = pads.dataset([str(f) for f in files], schema=PREDICTION_SCHEMA, format="parquet")
+        return dataset.to_table(columns=wanted, filter=expr).to_pandas()
+
+    # -- labels ----------------------------------------------------------------------------------
+    def ingest_labels(self, path: Path | str, pseudonymizer: deid.Pseudonymizer) -> int:
+        """Validate and store an outcome file (CSV or Parquet) keyed by raw `admission_id`, with
+        `readmitted_30d` in {0, 1} and optionally `patient_id`. Keys are pseudonymised, every other
+        column is ignored. Duplicate admissions in the file: the last row wins. Returns the number
+        of labels stored; on any problem raises DataError and writes nothing."""
+        frame = _read_label_file(Path(path))
+        labels = _validate_labels(frame, Path(path).name)
+        out = pd.DataFrame({
+            deid.ADMISSION_PSEUDONYM: pseudonymizer.pseudonymize(labels[S.ADMISSION_ID], S.ADMISSION_ID),
+            deid.PATIENT_PSEUDONYM: (pseudonymizer.pseudonymize(labels["patient_id"], "patient_id")
+                                     if "patient_id" in labels.columns
+                                     else pd.Series(pd.NA, index=labels.index, dtype="string")),
+            S.LABEL: labels[S.LABEL].to_numpy(dtype=np.int64),
+        })
+        out = out.drop_duplicates(deid.ADMISSION_PSEUDONYM, keep="last")
+        out[INGESTED_AT] = pd.Timestamp.now(tz="UTC")
+        table = _to_table(out.reset_index(drop=True), LABEL_SCHEMA)
+        _write_atomic(table, self.labels_dir, self.compression,
+                      {"retrainer.key_fingerprint": pseudonymizer.fingerprint})
+        return table.num_rows
+
+    def read_labels(self) -> pd.DataFrame:
+        """All labels, one row per admission pseudonym (the most recently ingested wins)."""
+        files = sorted(self.labels_dir.glob("part-*.parquet")) if self.labels_dir.is_dir() else []
+        if not files:
+            return LABEL_SCHEMA.empty_table().to_pandas()
+        table = pads.dataset([str(f) for f in files], schema=LABEL_SCHEMA, format="parquet").to_table()
+        frame = table.to_pandas()
+        frame = frame.sort_values(INGESTED_AT, kind="stable")
+        return frame.drop_duplicates(deid.ADMISSION_PSEUDONYM, keep="last").reset_index(drop=True)
+
+    def labelled(self, start: TimeLike = None, end: TimeLike = None) -> pd.DataFrame:
+        """Predictions in the window joined (inner) with their labels on `admission_pseudonym`."""
+        preds = self.read(start, end)
+        labels = self.read_labels()[[deid.ADMISSION_PSEUDONYM, S.LABEL]]
+        preds = preds[preds[deid.ADMISSION_PSEUDONYM].notna()]
+        joined = preds.merge(labels, on=deid.ADMISSION_PSEUDONYM, how="inner", validate="many_to_one")
+        return joined.reset_index(drop=True)
+
+    def variant_stats(self, start: TimeLike = None, end: TimeLike = None) -> dict[str, dict]:
+        """Per variant: n_predictions, n_labels (labelled predictions with a finite score, the
+        rows the AUC is computed on), auc (None if fewer than 2 classes among them), error_rate
+        (share of predictions flagged `error`), p95_latency_ms (None if no latency), version (of
+        the latest prediction) and versions (all seen in the window)."""
+        from sklearn.metrics import roc_auc_score
+
+        preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR])
+        joined = self.labelled(start, end)
+        stats: dict[str, dict] = {}
+        for variant, rows in preds.groupby(VARIANT, sort=True):
+            lab = joined[joined[VARIANT] == variant]
+            scored = lab[np.isfinite(lab[SCORE].to_numpy(dtype=float))]
+            auc = None
+            if scored[S.LABEL].nunique() >= 2:
+                auc = float(roc_auc_score(scored[S.LABEL].to_numpy(), scored[SCORE].to_numpy()))
+            latency = rows[LATENCY].dropna().to_numpy(dtype=float)
+            stats[str(variant)] = {
+                "n_predictions": int(len(rows)),
+                "n_labels": int(len(scored)),
+                "auc": auc,
+                "error_rate": float(rows[ERROR].mean()) if len(rows) else 0.0,
+                "p95_latency_ms": float(np.percentile(latency, 95)) if len(latency) else None,
+                "version": str(rows.sort_values(TS, kind="stable")[VERSION].iloc[-1]),
+                "versions": sorted(rows[VERSION].astype(str).unique().tolist()),
+            }
+        return stats
+
+    def count_labels_since(self, ts: TimeLike) -> int:
+        """Admissions whose (latest) label was ingested at or after `ts`."""
+        labels = self.read_labels()
+        if ts is None:
+            return int(len(labels))
+        return int((labels[INGESTED_AT] >= _utc(ts)).sum())
+
+
+def _read_label_file(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"label file {path.name} does not exist")
+    if path.stat().st_size == 0:
+        raise DataError(f"label file {path.name} is empty")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".csv.gz"):
+            # ids stay strings (leading zeros), labels are checked below
+            return pd.read_csv(path, dtype=str, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"label file {path.name} is empty") from None
+    except Exception as exc:  # corrupt Parquet, undecodable or malformed CSV
+        raise DataError(f"cannot read label file {path.name}: {_one_line(exc)}") from None
+    raise DataError(f"label file {path.name}: unsupported format (use .csv or .parquet)")
+
+
+def _validate_labels(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    missing = [c for c in (S.ADMISSION_ID, S.LABEL) if c not in frame.columns]
+    if missing:
+        raise DataError(f"label file {name} lacks column(s): {', '.join(missing)}")
+    if frame.empty:
+        raise DataError(f"label file {name} has no rows")
+    ids = frame[S.ADMISSION_ID].astype("string").str.strip()
+    if (ids.isna() | (ids == "")).any():
+        raise DataError(f"label file {name}: {int((ids.isna() | (ids == '')).sum())} row(s) without {S.ADMISSION_ID}")
+    raw = frame[S.LABEL]
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        raw = raw.astype("Int64")
+    values = pd.to_numeric(raw.astype("string").str.strip() if raw.dtype == object or
+                           pd.api.types.is_string_dtype(raw.dtype) else raw, errors="coerce")
+    bad = values.isna() | ~values.isin([0, 1])
+    if bad.any():
+        shown = sorted({str(v) for v in frame.loc[bad, S.LABEL].head(50)})[:5]
+        raise DataError(f"label file {name}: {S.LABEL} must be 0 or 1; {int(bad.sum())} row(s) have "
+                        f"other values (e.g. {', '.join(shown)})")
+    cols = {S.ADMISSION_ID: ids, S.LABEL: values.astype("int64")}
+    if "patient_id" in frame.columns:
+        pids = frame["patient_id"].astype("string").str.strip()
+        cols["patient_id"] = pids.mask(pids == "")
+    return pd.DataFrame(cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# Buffered writer for a serving endpoint
+
+class BufferedPredictionWriter:
+    """Batches small appends (e.g. one row per request) into fewer files.
+
+    `add(...)` de-identifies at once (raw identifiers are not kept in memory), buffers the records
+    and writes when `flush_rows` rows are buffered; a background thread also flushes every
+    `flush_seconds`. `flush()` writes what is buffered; `close()` (or leaving a `with` block)
+    stops the thread and flushes. Thread safe. A failed write puts its rows back in the buffer.
+    """
+
+    def __init__(self, store: PredictionStoreProtocol, *, pseudonymizer: deid.Pseudonymizer,
+                 flush_rows: int = 500, flush_seconds: float | None = 30.0):
+        if flush_rows < 1:
+            raise ValueError("flush_rows must be at least 1")
+        self.store = store
+        self.pseudonymizer = pseudonymizer
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._lock = threading.Lock()  # guards the buffer and the counters
+        self._flush_lock = threading.Lock()  # one flush at a time
+        self._buffer: list[pd.DataFrame] = []
+        self._buffered = 0  # rows in the buffer
+        self._inflight = 0  # rows being written
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread = None
+        if flush_seconds:
+            self._thread = threading.Thread(target=self._run, name="prediction-writer", daemon=True)
+            self._thread.start()
+
+    def __enter__(self) -> BufferedPredictionWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        """Rows added but not yet written (buffered or being written)."""
+        with self._lock:
+            return self._buffered + self._inflight
+
+    def add(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
+            ts=None, error=None) -> int:
+        """Buffer predictions; returns the number of rows added."""
+        records = build_records(features, scores, version=version, variant=variant,
+                                latency_ms=latency_ms, ts=ts, pseudonymizer=self.pseudonymizer,
+                                error=error)
+        _check_deidentified(_to_table(records, PREDICTION_SCHEMA))  # bad rows fail here, not at flush
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("BufferedPredictionWriter is closed")
+            self._buffer.append(records)
+            self._buffered += len(records)
+            full = self._buffered >= self.flush_rows
+        if full:
+            self.flush()
+        return len(records)
+
+    def flush(self) -> int:
+        """Write everything buffered; returns the number of rows written. Flushes are serialised,
+        so when it returns, every row added before the call is on disk (or back in the buffer)."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+                self._inflight, self._buffered = self._buffered, 0
+            if not batch:
+                return 0
+            try:
+                frame = pd.concat(batch, ignore_index=True)
+                written = self.store.write_records(frame)
+            except BaseException:
+                with self._lock:
+                    self._buffer[:0] = batch
+                    self._buffered += self._inflight
+                    self._inflight = 0
+                raise
+            with self._lock:
+                self._inflight = 0
+            return written
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            try:
+                self.flush()
+            except Exception as exc:  # keep serving; the rows stay buffered for the next try
+                log.error("prediction flush failed, will retry: %s", _one_line(exc))

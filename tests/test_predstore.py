@@ -1,0 +1,475 @@
+"""The de-identified prediction store: no identifier on disk, partitions, labels, stats, threads."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from retrainer import datagen, deid, predstore
+from retrainer import schema as S
+from retrainer.errors import DataError
+from retrainer.predstore import BufferedPredictionWriter, PredictionStore, PredictionStoreProtocol
+
+KEY = b"store-test-key-0123456789abcdef"
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+DAYS = ("2024-03-01", "2024-03-02", "2024-03-04")
+VARIANTS = ("production", "canary")
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = datagen.generate(tmp, datagen.GenerationSpec(months=2, rows_per_month=180, seed=11))
+        frame = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    # A few rows that exercise the coarsening rules.
+    frame.loc[0, "age"] = 95
+    frame.loc[1, "zip_code"] = "03642"
+    return frame
+
+
+@pytest.fixture
+def ps() -> deid.Pseudonymizer:
+    return deid.Pseudonymizer(KEY)
+
+
+def scores_for(frame: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    """Informative but imperfect scores (AUC around 0.8)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(0.25 * frame[S.LABEL].to_numpy() + rng.random(len(frame)) * 0.75, 0, 1)
+
+
+def fill(store: PredictionStore, raw: pd.DataFrame, ps) -> pd.DataFrame:
+    """Append `raw` in chunks over several days and variants; returns what was sent, per row."""
+    sent = []
+    chunks = np.array_split(np.arange(len(raw)), 6)
+    for i, idx in enumerate(chunks):
+        part = raw.iloc[idx]
+        variant = VARIANTS[i % 2]
+        day = pd.Timestamp(DAYS[i % len(DAYS)], tz="UTC")
+        ts = day + pd.to_timedelta(np.linspace(0, 86_399, len(part)).astype(int), unit="s")
+        scores = scores_for(part, seed=i)
+        latency = np.linspace(5, 50 + 10 * i, len(part))
+        errors = np.zeros(len(part), dtype=bool)
+        if variant == "canary":
+            errors[:3] = True
+        n = store.append(part.drop(columns=[S.LABEL]), scores, version=f"1.{i % 2}.0", variant=variant,
+                         latency_ms=latency, ts=ts, pseudonymizer=ps, error=errors)
+        assert n == len(part)
+        sent.append(pd.DataFrame({S.ADMISSION_ID: part[S.ADMISSION_ID].to_numpy(), "variant": variant,
+                                  "score": scores, "label": part[S.LABEL].to_numpy(), "latency": latency,
+                                  "error": errors, "ts": ts}))
+    return pd.concat(sent, ignore_index=True)
+
+
+# -- the identifier scan --------------------------------------------------------------------------
+
+def identifier_values(frame: pd.DataFrame) -> set[str]:
+    values: set[str] = set()
+    for col in ("patient_name", "mrn", "phone", "email", "street_address", "patient_id", S.ADMISSION_ID,
+                "zip_code"):
+        values.update(frame[col].dropna().astype(str))
+    dob = pd.to_datetime(frame["date_of_birth"])
+    for fmt in ("%Y-%m-%d", "%m/%d/%Y", "%Y%m%d"):
+        values.update(dob.dt.strftime(fmt))
+    return values
+
+
+def scan_for_identifiers(root: Path, secrets: set[str], extra_bytes: tuple[bytes, ...] = ()) -> list[str]:
+    """Every way an identifier could show up in the files under `root`; returns what was found.
+
+    Raw bytes: long values as plain substrings; every value as Parquet PLAIN (4-byte length prefix)
+    and Thrift statistics (1-byte length prefix) encodings, which also catches short 5-digit ZIPs
+    without false hits inside hex pseudonyms. Parquet read back: exact cell matches in every column
+    and substrings in every non-pseudonym text column; pseudonym columns must be 32 hex chars.
+    """
+    found: list[str] = []
+    encoded = [(s, s.encode()) for s in secrets]
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files, "nothing written"
+    for path in files:
+        rel = str(path.relative_to(root))
+        found += [f"path {rel}: {s}" for s in secrets if len(s) >= 5 and s in rel]
+        data = path.read_bytes()
+        for s, b in encoded:
+            if (len(b) >= 8 and b in data) or len(b).to_bytes(4, "little") + b in data \
+                    or bytes([len(b)]) + b in data:
+                found.append(f"bytes {rel}: {s}")
+        found += [f"bytes {rel}: extra" for b in extra_bytes if b in data]
+        if path.suffix != ".parquet":
+            continue
+        table = pq.read_table(path)
+        meta = b"".join(k + v for k, v in (table.schema.metadata or {}).items())
+        found += [f"metadata {rel}: {s}" for s, b in encoded if b in meta]
+        frame = table.to_pandas()
+        for col in frame.columns:
+            values = frame[col].dropna()
+            cells = set(values.astype(str))
+            found += [f"cell {rel}:{col}: {s}" for s in cells & secrets]
+            if col in deid.PSEUDONYM_COLUMNS:
+                assert all(HEX32.match(v) for v in cells), col
+            elif values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+                text = "\n".join(cells)
+                found += [f"text {rel}:{col}: {s}" for s in secrets if len(s) >= 6 and s in text]
+    return found
+
+
+def test_scanner_finds_identifiers_when_they_are_there(tmp_path, raw):
+    """Positive control: the scan is not vacuous."""
+    leak = tmp_path / "leak"
+    leak.mkdir()
+    raw.head(20).to_parquet(leak / "raw.parquet", compression=None)
+    found = scan_for_identifiers(leak, identifier_values(raw.head(20)))
+    for col in ("patient_name", "mrn", "phone", "email", "street_address", "patient_id", "zip_code"):
+        assert any(str(raw[col].iloc[3]) in f for f in found), col
+
+
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_no_raw_identifier_reaches_disk(tmp_path, raw, ps, compression):
+    store = PredictionStore(tmp_path / "store", compression=compression)
+    fill(store, raw, ps)
+    # labels arrive in a file that also carries identifiers that must be ignored
+    labels = raw[[S.ADMISSION_ID, "patient_id", "patient_name", "mrn", "email", S.LABEL]]
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    store.ingest_labels(tmp_path / "labels.csv", ps)
+    labels.to_parquet(tmp_path / "labels.parquet")
+    store.ingest_labels(tmp_path / "labels.parquet", ps)
+    with BufferedPredictionWriter(store, pseudonymizer=ps, flush_rows=10, flush_seconds=None) as writer:
+        for i in range(25):
+            writer.add(raw.iloc[[i]], [0.5], version="2.0.0", variant="shadow", latency_ms=3.0)
+
+    found = scan_for_identifiers(store.root, identifier_values(raw), extra_bytes=(KEY, KEY.hex().encode()))
+    assert found == []
+    # and the coarsening happened
+    stored = store.read()
+    assert stored["age"].max() == 90 and stored["age_90_plus"].sum() >= 1
+    assert "000" in set(stored["zip3"].dropna())
+    assert stored["zip3"].dropna().str.fullmatch(r"\d{3}").all()
+    assert set(stored.columns) == set(predstore.PREDICTION_COLUMNS)
+    for path in store.root.rglob("*.parquet"):
+        meta = pq.read_schema(path).metadata or {}
+        assert set(meta) <= {b"retrainer.key_fingerprint"}
+
+
+def test_partitioned_by_prediction_day_atomically(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    fill(store, raw, ps)
+    parts = sorted(p.name for p in (tmp_path / "predictions").iterdir())
+    assert parts == [f"date={d}" for d in DAYS]
+    for part in (tmp_path / "predictions").iterdir():
+        for f in part.iterdir():
+            assert re.fullmatch(r"part-[0-9a-f]{32}\.parquet", f.name), f.name  # no temp files left
+            days = pq.read_table(f).column("ts").to_pandas().dt.strftime("%Y-%m-%d")
+            assert set(days) == {part.name[5:]}
+    # one append spanning two days writes one file per day
+    two = PredictionStore(tmp_path / "two")
+    two.append(raw.head(4), [0.1] * 4, version="1", variant="v", latency_ms=1,
+               ts=["2024-05-01T23:59:59Z"] * 2 + ["2024-05-02T00:00:00Z"] * 2, pseudonymizer=ps)
+    assert sorted(p.parent.name for p in (tmp_path / "two").rglob("*.parquet")) == \
+        ["date=2024-05-01", "date=2024-05-02"]
+
+
+def test_read_with_date_filters(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    sent = fill(store, raw, ps)
+    assert len(store.read()) == len(sent)
+    day2 = store.read(start=date(2024, 3, 2), end=date(2024, 3, 3))
+    assert len(day2) == (sent["ts"].dt.strftime("%Y-%m-%d") == "2024-03-02").sum() > 0
+    assert (day2["ts"].dt.strftime("%Y-%m-%d") == "2024-03-02").all()
+    assert len(store.read(start="2024-03-02")) == (sent["ts"] >= "2024-03-02").sum()
+    assert len(store.read(end="2024-03-02")) == (sent["ts"] < "2024-03-02").sum()
+    # time-of-day precision inside a partition, tz-aware and naive (= UTC) bounds
+    noon = datetime(2024, 3, 1, 12, tzinfo=timezone.utc)
+    assert len(store.read(start=noon, end="2024-03-02")) == \
+        ((sent["ts"] >= noon) & (sent["ts"] < "2024-03-02")).sum()
+    assert len(store.read(start=datetime(2024, 3, 1, 12))) == (sent["ts"] >= noon).sum()
+    cols = store.read(start="2024-03-04", columns=["score", "variant"])
+    assert list(cols.columns) == ["score", "variant"] and len(cols) > 0
+    with pytest.raises(ValueError, match="patient_id"):
+        store.read(columns=["patient_id"])
+
+
+def test_empty_store_reads_empty_frames_with_the_right_columns(tmp_path):
+    store = PredictionStore(tmp_path / "nothing")
+    empty = store.read()
+    assert empty.empty and list(empty.columns) == list(predstore.PREDICTION_COLUMNS)
+    assert str(empty["ts"].dtype) == "datetime64[us, UTC]" and empty["score"].dtype == np.float64
+    assert list(store.read(columns=["score"]).columns) == ["score"]
+    assert store.labelled().empty and S.LABEL in store.labelled().columns
+    assert store.variant_stats() == {}
+    assert store.count_labels_since("2024-01-01") == 0
+    assert isinstance(store, PredictionStoreProtocol)
+
+
+def test_half_written_files_are_ignored(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    store.append(raw.head(5), [0.2] * 5, version="1", variant="v", latency_ms=1, ts="2024-03-01", pseudonymizer=ps)
+    (tmp_path / "predictions" / "date=2024-03-01" / ".part-deadbeef.parquet.tmp").write_bytes(b"PAR1 half")
+    assert len(store.read()) == 5
+
+
+def test_labelled_join_and_variant_stats(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    sent = fill(store, raw, ps)
+    labels = raw[[S.ADMISSION_ID, "patient_id", S.LABEL]]
+    # labels for 80% of admissions, in a CSV
+    known = labels.sample(frac=0.8, random_state=1)
+    known.to_csv(tmp_path / "labels.csv", index=False)
+    assert store.ingest_labels(tmp_path / "labels.csv", ps) == len(known)
+
+    joined = store.labelled()
+    assert set(predstore.LABELLED_COLUMNS) <= set(joined.columns)
+    assert len(joined) == len(known)
+    assert not set(joined.columns) & {S.ADMISSION_ID, "patient_id"}
+
+    expected = sent[sent[S.ADMISSION_ID].isin(known[S.ADMISSION_ID])]
+    stats = store.variant_stats()
+    assert set(stats) == set(VARIANTS)
+    for variant in VARIANTS:
+        rows = sent[sent["variant"] == variant]
+        lab = expected[expected["variant"] == variant]
+        s = stats[variant]
+        assert s["n_predictions"] == len(rows)
+        assert s["n_labels"] == len(lab)
+        assert s["auc"] == pytest.approx(roc_auc_score(lab["label"], lab["score"]))
+        assert s["error_rate"] == pytest.approx(rows["error"].mean())
+        assert s["p95_latency_ms"] == pytest.approx(np.percentile(rows["latency"], 95))
+    assert stats["production"]["version"] == "1.0.0" and stats["canary"]["version"] == "1.1.0"
+    assert stats["production"]["error_rate"] == 0.0 and stats["canary"]["error_rate"] > 0
+
+    # a window: only the predictions made on March 2nd
+    window = store.variant_stats(start="2024-03-02", end="2024-03-03")
+    in_window = expected[expected["ts"].dt.strftime("%Y-%m-%d") == "2024-03-02"]
+    assert sum(v["n_labels"] for v in window.values()) == len(in_window)
+
+
+def test_auc_is_none_with_a_single_class(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    part = raw.head(30)
+    store.append(part, scores_for(part), version="1", variant="v", latency_ms=2, ts="2024-03-01", pseudonymizer=ps)
+    part[[S.ADMISSION_ID]].assign(**{S.LABEL: 0}).to_csv(tmp_path / "l.csv", index=False)
+    store.ingest_labels(tmp_path / "l.csv", ps)
+    assert store.variant_stats()["v"]["auc"] is None
+    assert store.variant_stats()["v"]["n_labels"] == 30
+
+
+def test_latest_label_wins_and_count_since(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    fill(store, raw, ps)
+    labels = raw[[S.ADMISSION_ID, S.LABEL]].head(100)
+    labels.to_parquet(tmp_path / "first.parquet")
+    store.ingest_labels(tmp_path / "first.parquet", ps)
+    between = pd.Timestamp.now(tz="UTC")
+    time.sleep(0.01)
+    corrected = labels.head(10).assign(**{S.LABEL: 1 - labels[S.LABEL].head(10)})
+    corrected.to_csv(tmp_path / "fix.csv", index=False)
+    store.ingest_labels(tmp_path / "fix.csv", ps)
+
+    read = store.read_labels()
+    assert len(read) == 100 and read[deid.ADMISSION_PSEUDONYM].is_unique
+    got = dict(zip(read[deid.ADMISSION_PSEUDONYM], read[S.LABEL]))
+    want = pd.concat([corrected, labels.iloc[10:]])
+    for admission, label in zip(want[S.ADMISSION_ID], want[S.LABEL]):
+        assert got[ps.pseudonym(admission, "admission_id")] == label
+    assert store.count_labels_since(between) == 10
+    assert store.count_labels_since(between - pd.Timedelta(hours=1)) == 100
+    assert store.count_labels_since(pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=1)) == 0
+    # within one file the last row wins too
+    dup = pd.DataFrame({S.ADMISSION_ID: ["Z1", "Z1"], S.LABEL: [0, 1]})
+    dup.to_csv(tmp_path / "dup.csv", index=False)
+    assert store.ingest_labels(tmp_path / "dup.csv", ps) == 1
+    assert store.read_labels().set_index(deid.ADMISSION_PSEUDONYM).loc[ps.pseudonym("Z1", "admission_id"), S.LABEL] == 1
+
+
+BAD_LABEL_FILES = {
+    "missing_label_column": ("labels.csv", b"admission_id,patient_id\nA1,P1\n", "lacks column"),
+    "missing_id_column": ("labels.csv", b"patient_id,readmitted_30d\nP1,1\n", "lacks column"),
+    "label_2": ("labels.csv", b"admission_id,readmitted_30d\nA1,1\nA2,2\n", "0 or 1"),
+    "label_text": ("labels.csv", b"admission_id,readmitted_30d\nA1,yes\n", "0 or 1"),
+    "label_missing": ("labels.csv", b"admission_id,readmitted_30d\nA1,\nA2,0\n", "0 or 1"),
+    "id_missing": ("labels.csv", b"admission_id,readmitted_30d\n,1\n", "without admission_id"),
+    "empty_file": ("labels.csv", b"", "empty"),
+    "header_only": ("labels.csv", b"admission_id,readmitted_30d\n", "no rows"),
+    "corrupt_parquet": ("labels.parquet", b"PAR1\x00\x13\x99garbage bytes\xff\xfePAR1", "cannot read"),
+    "corrupt_csv": ("labels.csv", bytes(range(256)) * 4, None),
+    "wrong_format": ("labels.json", b'{"admission_id": "A1"}', "unsupported"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LABEL_FILES))
+def test_bad_label_files_raise_data_error_and_write_nothing(tmp_path, ps, case):
+    name, content, match = BAD_LABEL_FILES[case]
+    path = tmp_path / "in" / name
+    path.parent.mkdir()
+    path.write_bytes(content)
+    store = PredictionStore(tmp_path / "store")
+    with pytest.raises(DataError, match=match) as err:
+        store.ingest_labels(path, ps)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
+
+
+def test_missing_label_file_is_a_data_error(tmp_path, ps):
+    with pytest.raises(DataError, match="does not exist"):
+        PredictionStore(tmp_path).ingest_labels(tmp_path / "nope.csv", ps)
+
+
+def test_label_values_in_other_spellings_are_accepted(tmp_path, ps):
+    store = PredictionStore(tmp_path)
+    pd.DataFrame({S.ADMISSION_ID: ["A1", "A2", "A3"], S.LABEL: [True, False, True]}).to_parquet(tmp_path / "b.parquet")
+    (tmp_path / "f.csv").write_text("admission_id,readmitted_30d\nA4, 1.0\nA5,0\n")
+    assert store.ingest_labels(tmp_path / "b.parquet", ps) == 3
+    assert store.ingest_labels(tmp_path / "f.csv", ps) == 2
+    assert sorted(store.read_labels()[S.LABEL]) == [0, 0, 1, 1, 1]
+
+
+def test_concurrent_appends_lose_no_rows(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    errors: list[BaseException] = []
+    n_threads, per_thread, rows = 8, 12, 3
+
+    def work(t: int):
+        try:
+            for i in range(per_thread):
+                start = (t * per_thread + i) * rows % (len(raw) - rows)
+                part = raw.iloc[start:start + rows]
+                store.append(part, [0.3] * rows, version="1", variant=f"v{t % 2}", latency_ms=1.0,
+                             ts=f"2024-03-0{1 + i % 3}T10:00:00Z", pseudonymizer=ps)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert len(store.read()) == n_threads * per_thread * rows
+    assert len(list(tmp_path.rglob("*.parquet"))) == n_threads * per_thread
+
+
+def test_buffered_writer_batches_and_flushes_everything_on_close(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    writer = BufferedPredictionWriter(store, pseudonymizer=ps, flush_rows=16, flush_seconds=None)
+    per_thread = 25
+
+    def work(t: int):
+        for i in range(per_thread):
+            writer.add(raw.iloc[[t * per_thread + i]], [0.4], version="1", variant="prod",
+                       latency_ms=2.0, ts="2024-03-01T08:00:00Z")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    writer.close()
+    assert writer.pending == 0
+    stored = store.read()
+    assert len(stored) == 4 * per_thread
+    assert stored[deid.ADMISSION_PSEUDONYM].is_unique
+    assert len(list(tmp_path.rglob("*.parquet"))) <= 4 * per_thread // 16 + 1
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.add(raw.iloc[[0]], [0.4], version="1", variant="prod", latency_ms=2.0)
+
+
+def test_buffered_writer_flushes_on_time(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    with BufferedPredictionWriter(store, pseudonymizer=ps, flush_rows=10_000, flush_seconds=0.05) as writer:
+        writer.add(raw.head(3), [0.1, 0.2, 0.3], version="1", variant="prod", latency_ms=[1, 2, 3])
+        deadline = time.monotonic() + 5
+        while writer.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writer.pending == 0
+        assert len(store.read()) == 3
+
+
+def test_buffered_writer_keeps_rows_when_a_write_fails(tmp_path, raw, ps):
+    class Flaky:
+        def __init__(self):
+            self.fail, self.frames = True, []
+
+        def write_records(self, records):
+            if self.fail:
+                raise OSError("disk full")
+            self.frames.append(records)
+            return len(records)
+
+    flaky = Flaky()
+    writer = BufferedPredictionWriter(flaky, pseudonymizer=ps, flush_rows=100, flush_seconds=None)
+    writer.add(raw.head(5), [0.1] * 5, version="1", variant="prod", latency_ms=1)
+    with pytest.raises(OSError):
+        writer.flush()
+    assert writer.pending == 5
+    flaky.fail = False
+    writer.close()
+    assert sum(len(f) for f in flaky.frames) == 5
+
+
+def test_append_validates_its_arguments(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    with pytest.raises(ValueError, match="scores"):
+        store.append(raw.head(3), [0.1, 0.2], version="1", variant="v", latency_ms=1, pseudonymizer=ps)
+    with pytest.raises(ValueError, match="ts"):
+        store.append(raw.head(3), [0.1] * 3, version="1", variant="v", latency_ms=1, ts=["2024-01-01"],
+                     pseudonymizer=ps)
+    with pytest.raises(ValueError, match="variant"):
+        store.append(raw.head(3), [0.1] * 3, version="1", variant="", latency_ms=1, pseudonymizer=ps)
+    with pytest.raises(DataError, match="age"):
+        store.append(raw.head(2).assign(age=["old", "young"]), [0.1] * 2, version="1", variant="v",
+                     latency_ms=1, pseudonymizer=ps)
+    assert store.append(raw.head(0), [], version="1", variant="v", latency_ms=1, pseudonymizer=ps) == 0
+    assert not tmp_path.joinpath("predictions").exists()
+    # ts defaults to now, in UTC
+    before = pd.Timestamp.now(tz="UTC")
+    store.append(raw.head(1), [0.5], version="1", variant="v", latency_ms=1, pseudonymizer=ps)
+    assert store.read()["ts"].iloc[0] >= before.floor("us")
+
+
+def test_write_records_refuses_rows_that_were_not_deidentified(tmp_path, raw):
+    store = PredictionStore(tmp_path)
+    base = raw.head(2).assign(ts=pd.Timestamp("2024-03-01", tz="UTC"), variant="v", version="1",
+                              score=0.5, latency_ms=1.0, error=False)
+    with pytest.raises(DataError, match="pseudonyms"):
+        store.write_records(base.assign(admission_pseudonym=base[S.ADMISSION_ID]))
+    with pytest.raises(DataError, match="90"):
+        store.write_records(base.assign(age=[95, 40]))
+    with pytest.raises(DataError, match="zip3"):
+        store.write_records(base.assign(age=[50, 40], zip3=base["zip_code"]))
+    assert not any(tmp_path.rglob("*.parquet"))
+
+
+def test_buffered_writer_rejects_bad_rows_at_add_time(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    with BufferedPredictionWriter(store, pseudonymizer=ps, flush_rows=100, flush_seconds=None) as writer:
+        with pytest.raises(DataError, match="age"):
+            writer.add(raw.head(1).assign(age=["old"]), [0.1], version="1", variant="v", latency_ms=1)
+        writer.add(raw.head(2), [0.1, 0.2], version="1", variant="v", latency_ms=1)
+        assert writer.pending == 2
+    assert len(store.read()) == 2
+
+
+def test_errored_predictions_without_score_count_in_error_rate_not_in_auc(tmp_path, raw, ps):
+    store = PredictionStore(tmp_path)
+    part = raw.head(40)
+    scores = scores_for(part)
+    scores[:4] = np.nan
+    errors = np.zeros(40, dtype=bool)
+    errors[:4] = True
+    store.append(part, scores, version="1", variant="v", latency_ms=2, ts="2024-03-01",
+                 pseudonymizer=ps, error=errors)
+    part[[S.ADMISSION_ID, S.LABEL]].to_csv(tmp_path / "l.csv", index=False)
+    store.ingest_labels(tmp_path / "l.csv", ps)
+    s = store.variant_stats()["v"]
+    assert s["error_rate"] == pytest.approx(0.1) and s["n_labels"] == 36
+    assert s["auc"] == pytest.approx(roc_auc_score(part[S.LABEL].iloc[4:], scores[4:]))
+    assert len(store.labelled()) == 40  # the join keeps them; filter on `error` / score if needed
