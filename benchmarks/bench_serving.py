@@ -1,0 +1,262 @@
+"""Serving benchmark (on demand): `python benchmarks/bench_serving.py [--seconds 8] [--runs 2]`.
+
+What it does, all on 127.0.0.1:
+
+1. trains two small real models (synthetic data, default hyperparameters) into a temporary
+   LocalRegistry (1.0.0 previous, 1.1.0 production) and starts the real server
+   (`retrainer.serving.serve`, uvicorn, one worker, capture ON with a throwaway key) in a
+   subprocess on a free port;
+2. in-process baselines: one-row scoring through `LoadedModel.predict` (pandas pipeline) vs
+   `FastScorer.predict`;
+3. load: an asyncio client keeps `--connections` keep-alive HTTP/1.1 connections busy for
+   `--seconds` (bounded by `--max-requests`), single-row JSON `POST /invocations`; reports
+   requests/s, p50/p99 latency, failures. `GET /ping` the same way is the server-overhead ceiling;
+4. rollback switch: under load with green (1.0.0) at weight 1, the admin call sets blue (1.1.0)
+   to 1; reports the admin call's latency and the time from issuing it to the point after which
+   every response came from blue (the last green response's completion, then the first blue one).
+
+Each measurement runs `--runs` times; the medians are printed. The client shares the machine's
+CPUs with the server, so throughput is a lower bound for a remote client.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from retrainer import datagen, training  # noqa: E402
+from retrainer import schema as S  # noqa: E402
+from retrainer.registry import LocalRegistry, ModelRecord, utcnow  # noqa: E402
+from retrainer.scoring import FastScorer  # noqa: E402
+from retrainer.settings import ModelSettings  # noqa: E402
+
+TOKEN = "bench-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def record(version: str, status: str) -> ModelRecord:
+    return ModelRecord(version=version, status=status, created_at=utcnow(), trigger="bench", parent=None,
+                       bump="minor", bump_reason="bench", schema_hash="s", data_hash="d", params_hash="p",
+                       code_version="bench", params={}, metrics={}, data={}, validation={}, gate={})
+
+
+def json_records(frame: pd.DataFrame) -> list[dict]:
+    sub = frame[list(S.FEATURES) + ["patient_id", S.ADMISSION_ID]]
+    return json.loads(sub.to_json(orient="records"))
+
+
+# ---- a minimal keep-alive HTTP/1.1 client (asyncio streams: little client-side CPU) ----------
+
+async def _request(reader, writer, raw: bytes) -> tuple[int, bytes]:
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+def build_post(port: int, path: str, body: bytes, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+async def load(port: int, requests: list[bytes], seconds: float, connections: int, max_requests: int,
+               log: list | None = None) -> dict:
+    latencies: list[float] = []
+    failures = 0
+    stop_at = time.perf_counter() + seconds
+    counter = 0
+
+    async def worker(k: int):
+        nonlocal failures, counter
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = k
+        try:
+            while time.perf_counter() < stop_at and counter < max_requests:
+                counter += 1
+                t0 = time.perf_counter()
+                try:
+                    status, body = await _request(reader, writer, requests[i % len(requests)])
+                except (OSError, asyncio.IncompleteReadError, ValueError):
+                    failures += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                t1 = time.perf_counter()
+                if status != 200:
+                    failures += 1
+                else:
+                    latencies.append(t1 - t0)
+                    if log is not None:
+                        log.append((t0, t1, body))
+                i += connections
+        finally:
+            writer.close()
+
+    t_start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(connections)))
+    wall = time.perf_counter() - t_start
+    lat = np.array(latencies) * 1000
+    return {"requests": len(latencies), "failures": failures, "rps": len(latencies) / wall,
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
+
+
+async def switch_run(port: int, requests: list[bytes], connections: int, admin_body: bytes) -> dict:
+    """Load for ~3 s; at 1 s issue the admin change; find when responses became all-new."""
+    log: list = []
+    task = asyncio.create_task(load(port, requests, 3.0, connections, 10**9, log))
+    await asyncio.sleep(1.0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    raw = build_post(port, "/admin/variants", admin_body, f"Authorization: Bearer {TOKEN}\r\n")
+    t_issue = time.perf_counter()
+    status, body = await _request(reader, writer, raw)
+    t_admin = time.perf_counter() - t_issue
+    writer.close()
+    stats = await task
+    assert status == 200, body
+    after = [(t0, t1, json.loads(b)["predictions"][0]["variant"]) for t0, t1, b in log if t1 >= t_issue]
+    last_old = max((t1 for _, t1, v in after if v != "blue"), default=t_issue)
+    first_new = min((t1 for _, t1, v in after if v == "blue" and t1 >= last_old), default=float("nan"))
+    return {"admin_ms": t_admin * 1000, "switch_ms": (first_new - t_issue) * 1000,
+            "old_after_issue": sum(v != "blue" for _, _, v in after), "failures": stats["failures"]}
+
+
+def median_of(runs: list[dict], key: str):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--max-requests", type=int, default=200_000)
+    ap.add_argument("--max-iter", type=int, default=250, help="trees per model (settings default 250)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    home = tmp / "home"
+    paths = datagen.generate(tmp / "data", datagen.GenerationSpec(months=3, rows_per_month=3000, seed=5))
+    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    train, val = df.iloc[:6000], df.iloc[6000:].reset_index(drop=True)
+    reg = LocalRegistry(home / "registry")
+    for i, version in enumerate(("1.0.0", "1.1.0")):
+        params = ModelSettings(max_iter=args.max_iter, random_state=i).model_dump()
+        training.train(train, val, tmp / f"m{version}", params)
+        reg.register(record(version, "production" if i == 0 else "candidate"), tmp / f"m{version}", actor="bench")
+    reg.promote("1.1.0", actor="bench", reason="bench")
+
+    # ---- in-process baseline: pandas pipeline vs FastScorer, one row -------------------------
+    model = training.load_model(tmp / "m1.1.0")
+    scorer = FastScorer.from_model(model)
+    rows = json_records(val.iloc[:200])
+    frames = [val.iloc[[i]] for i in range(200)]
+    t = time.perf_counter()
+    for f in frames[:100]:
+        model.predict(f)
+    pandas_us = (time.perf_counter() - t) / 100 * 1e6
+    t = time.perf_counter()
+    for r in rows:
+        scorer.predict([r])
+    fast_us = (time.perf_counter() - t) / len(rows) * 1e6
+    print(f"one-row scoring in process: LoadedModel.predict {pandas_us:.0f} us, "
+          f"FastScorer.predict {fast_us:.0f} us ({pandas_us / fast_us:.0f}x), mode={scorer.mode}")
+
+    # ---- the server -------------------------------------------------------------------------
+    port = free_port()
+    env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": secrets.token_hex(32), "PYTHONPATH": str(REPO)}
+    code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
+            f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), port={port})")
+    log_file = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(tmp), stdout=log_file,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                print((tmp / "server.log").read_text()[-3000:])
+                raise SystemExit("server did not start")
+            time.sleep(0.2)
+
+        invocations = [build_post(port, "/invocations", json.dumps({"instances": [r]}).encode()) for r in rows]
+        ping = [f"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()]
+        asyncio.run(load(port, invocations, 1.0, args.connections, 10**6))  # warm-up
+
+        results = {"ping": [], "invocations": [], "switch": []}
+        for _ in range(args.runs):
+            results["ping"].append(asyncio.run(load(port, ping, args.seconds, args.connections, args.max_requests)))
+            results["invocations"].append(asyncio.run(
+                load(port, invocations, args.seconds, args.connections, args.max_requests)))
+        to_green = json.dumps([{"variant": "blue", "version": "1.1.0", "weight": 0.0},
+                               {"variant": "green", "version": "1.0.0", "weight": 1.0}]).encode()
+        to_blue = json.dumps([{"variant": "blue", "version": "1.1.0", "weight": 1.0},
+                              {"variant": "green", "version": "1.0.0", "weight": 0.0}]).encode()
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(args.runs):
+            r = httpx.post(f"http://127.0.0.1:{port}/admin/variants", content=to_green, headers=admin, timeout=60)
+            assert r.status_code == 200, r.text
+            results["switch"].append(asyncio.run(switch_run(port, invocations, args.connections, to_blue)))
+
+        for name in ("ping", "invocations"):
+            runs = results[name]
+            print(f"{name:12s} runs: " + "; ".join(
+                f"{r['rps']:.0f} rps p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms fail {r['failures']}"
+                for r in runs))
+            print(f"{name:12s} median: {median_of(runs, 'rps'):.0f} rps, p50 {median_of(runs, 'p50_ms'):.2f} ms,"
+                  f" p99 {median_of(runs, 'p99_ms'):.2f} ms, failures {sum(r['failures'] for r in runs)}")
+        sw = results["switch"]
+        print("rollback     runs: " + "; ".join(
+            f"admin {r['admin_ms']:.1f} ms, switch {r['switch_ms']:.1f} ms, old responses after issue "
+            f"{r['old_after_issue']}, fail {r['failures']}" for r in sw))
+        print(f"rollback     median: admin call {median_of(sw, 'admin_ms'):.1f} ms, issue -> all-new "
+              f"{median_of(sw, 'switch_ms'):.1f} ms")
+        state = httpx.get(f"http://127.0.0.1:{port}/admin/variants", headers=admin).json()
+        print(f"capture: {state['capture']}")
+        print(f"targets: >= 1000 rps and p99 < 25 ms (connections={args.connections}, 1 uvicorn worker, "
+              f"{os.cpu_count()} CPUs shared with the client)")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log_file.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
