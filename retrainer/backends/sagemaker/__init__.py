@@ -1,0 +1,39 @@
+"""SageMaker backend: the same interfaces as the local backend (`Registry`, `Trainer`, endpoint
+`set_variants`/`state`) on SageMaker and S3, with plain boto3.
+
+`build(settings)` returns a `Backend` whose `registry` is a `SageMakerRegistry`, `trainer` a
+`SageMakerTrainer`, plus an `endpoint` attribute (`SageMakerEndpoint`). Nothing talks to AWS until a
+method is called; configuration checks (region, bucket, role ARN) run before anything is created.
+"""
+from __future__ import annotations
+
+from ...settings import Settings
+from .. import Backend
+from ._aws import (AWSContext, ArtifactError, SageMakerError, TrainingJobFailed, WaitTimeout,
+                   default_sklearn_image)
+from .endpoint import EndpointMismatch, SageMakerEndpoint
+from .registry import SageMakerRegistry
+from .trainer import SageMakerTrainer
+
+__all__ = ["AWSContext", "ArtifactError", "EndpointMismatch", "SageMakerEndpoint", "SageMakerError",
+           "SageMakerRegistry", "SageMakerTrainer", "TrainingJobFailed", "WaitTimeout", "build",
+           "default_sklearn_image"]
+
+
+def build(settings: Settings, *, session=None) -> Backend:
+    aws = AWSContext(settings.aws, session=session)
+    a = settings.aws
+    # Optional settings the lead may add to AWSSettings; sensible defaults until then.
+    inference_image = getattr(a, "inference_image_uri", None) or a.training_image_uri
+    registry = SageMakerRegistry(aws, settings.model_name, cache_dir=settings.home / "sagemaker",
+                                 inference_image=inference_image, instance_type=a.instance_type)
+    trainer = SageMakerTrainer(aws, model_name=settings.model_name, instance_type=a.instance_type,
+                               image_uri=a.training_image_uri,
+                               timeout_s=float(getattr(a, "training_timeout_s", 3 * 3600)))
+    backend = Backend(name="sagemaker", registry=registry, trainer=trainer, settings=settings)
+    backend.endpoint = SageMakerEndpoint(  # type: ignore[attr-defined]
+        aws, registry, endpoint_name=a.endpoint_name, model_name=settings.model_name,
+        instance_type=getattr(a, "endpoint_instance_type", a.instance_type), image_uri=inference_image,
+        warm_standby=bool(getattr(a, "warm_standby", True)),
+        timeout_s=float(getattr(a, "endpoint_timeout_s", 3600)))
+    return backend

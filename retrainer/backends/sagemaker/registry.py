@@ -1,0 +1,396 @@
+"""`SageMakerRegistry`: the `Registry` Protocol on a SageMaker Model Package Group.
+
+Layout
+- One Model Package Group per model (`settings.model_name`, made a valid SageMaker name); one
+  versioned Model Package per semver version, created in registration order.
+- The whole `ModelRecord` (semver, lineage, params, compact metrics, gate, status...) lives in the
+  package's CustomerMetadataProperties. The service allows 50 entries of at most 256 characters
+  matching `[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*` -- JSON is NOT a valid value -- so the record is stored as
+  zlib-compressed JSON in base64 (an allowed alphabet), split into 256-char chunks
+  `retrainer.record.00..NN` (+ `retrainer.record.n`). Readable mirrors for the console and search:
+  `retrainer.version`, `retrainer.lifecycle` (our status), `retrainer.parent`, hashes, timestamps.
+  `retrainer.production_seq` orders production history (for `previous()`).
+- Our status -> ModelApprovalStatus: candidate -> PendingManualApproval; canary, production,
+  previous -> Approved; rejected and archived -> Rejected. Archived is Rejected on purpose: anything
+  that deploys "latest Approved" must never pick an archived model; `retrainer.lifecycle` keeps
+  the distinction.
+- Every UpdateModelPackage sends the approval status AND the full metadata together (moto replaces
+  every field on update; real SageMaker merges, so stale chunk keys are removed explicitly).
+- Artifacts: s3://<bucket>/<prefix>/registry/models/<version>/model.tar.gz (the package's
+  ModelDataUrl). `artifact_dir()` downloads, verifies and caches them under `cache_dir`.
+- Audit: JSON lines at s3://<bucket>/<prefix>/registry/audit.jsonl, appended read-modify-write with
+  S3 conditional writes (If-Match / If-None-Match), retried on conflict.
+- Writers are serialised by a lease object s3://.../registry/.lock created with If-None-Match: *
+  (S3 conditional create). A lock older than `lock_ttl_s` is treated as stale and broken.
+  Caveat: a multi-package change (promote = demote + archive + promote) is several API calls, not a
+  transaction; demotions are written first, so a crash can leave no production (never two), and
+  the audit line is written last. Keep one registry writer per model (e.g. a Prefect concurrency
+  limit of 1 on registry-changing flows) in addition to the lock.
+
+Lifecycle rules, refusals and error messages are LocalRegistry's own: this class subclasses it and
+only replaces storage (`_read_index`, `_locked`, `register`, `retention`, `audit`, `artifact_dir`).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ...errors import RegistryError
+from ...registry import LocalRegistry, ModelRecord, sha256_dir, utcnow
+from ...versioning import parse
+from ._aws import (AWSContext, ArtifactError, default_sklearn_image, error_code, error_message, one_line,
+                   resource_name, safe_extract_model, split_s3_uri, tar_dir)
+
+APPROVAL = {"candidate": "PendingManualApproval", "canary": "Approved", "production": "Approved",
+            "previous": "Approved", "rejected": "Rejected", "archived": "Rejected"}
+MD = "retrainer."
+CHUNK = 256
+MAX_ENTRIES = 50
+_SAFE_VALUE = re.compile(r"^[\w .:/=+\-@]{1,256}$")
+_MIRRORS = {"version": "version", "status": "lifecycle", "parent": "parent", "created_at": "created_at",
+            "status_changed_at": "status_changed_at", "artifact_sha256": "artifact_sha256",
+            "schema_hash": "schema_hash", "data_hash": "data_hash", "params_hash": "params_hash"}
+_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+_CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+def encode_metadata(record: dict[str, Any], production_seq: int | None = None) -> dict[str, str]:
+    """CustomerMetadataProperties for `record` (every value valid for the real service)."""
+    md = {f"{MD}format": "1"}
+    for field, key in _MIRRORS.items():
+        value = record.get(field)
+        if value and _SAFE_VALUE.match(str(value)):
+            md[MD + key] = str(value)
+    if production_seq:
+        md[f"{MD}production_seq"] = str(production_seq)
+    blob = base64.b64encode(zlib.compress(json.dumps(record, sort_keys=True, separators=(",", ":"),
+                                                     default=str).encode(), 9)).decode("ascii")
+    chunks = [blob[i:i + CHUNK] for i in range(0, len(blob), CHUNK)]
+    md[f"{MD}record.n"] = str(len(chunks))
+    md.update({f"{MD}record.{i:02d}": c for i, c in enumerate(chunks)})
+    if len(md) > MAX_ENTRIES:
+        raise RegistryError(f"record of {record.get('version')} needs {len(md)} metadata entries (max {MAX_ENTRIES}):"
+                            f" {len(blob)} chars compressed; keep metrics/params compact")
+    return md
+
+
+def decode_metadata(md: dict[str, str] | None) -> tuple[dict[str, Any], int | None] | None:
+    """(record dict, production_seq) from CustomerMetadataProperties; None if not ours."""
+    if not md or f"{MD}record.n" not in md:
+        return None
+    n = int(md[f"{MD}record.n"])
+    try:
+        blob = "".join(md[f"{MD}record.{i:02d}"] for i in range(n))
+        record = json.loads(zlib.decompress(base64.b64decode(blob)))
+    except (KeyError, ValueError, zlib.error) as exc:
+        raise RegistryError(f"model package metadata of {md.get(MD + 'version', '?')} is corrupt "
+                            f"({exc.__class__.__name__})") from None
+    seq = md.get(f"{MD}production_seq")
+    return record, (int(seq) if seq else None)
+
+
+class SageMakerRegistry(LocalRegistry):
+    """Registry on a SageMaker Model Package Group (see module docstring)."""
+
+    def __init__(self, aws: AWSContext, model_name: str = "readmission-30d", *, cache_dir: Path | str,
+                 inference_image: str | None = None, instance_type: str = "ml.m5.large",
+                 lock_ttl_s: float = 900.0, lock_timeout_s: float = 120.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        # LocalRegistry.__init__ is deliberately not called: there is no local index; only the
+        # lifecycle logic (list/get/previous/set_status/promote/rollback/verify) is inherited.
+        self.aws = aws
+        self.model_name = model_name
+        self.group = resource_name(model_name)
+        self.root = Path(cache_dir)
+        self._fault = None
+        self._inference_image = inference_image
+        self.instance_type = instance_type
+        self.lock_ttl_s = lock_ttl_s
+        self.lock_timeout_s = lock_timeout_s
+        self._sleep = sleep
+
+    # ---- locations ------------------------------------------------------------------------------
+    @property
+    def audit_key(self) -> str:
+        return self.aws.key("registry", "audit.jsonl")
+
+    @property
+    def lock_key(self) -> str:
+        return self.aws.key("registry", ".lock")
+
+    def artifact_key(self, version: str) -> str:
+        return self.aws.key("registry", "models", version, "model.tar.gz")
+
+    # ---- reading --------------------------------------------------------------------------------
+    def _packages(self) -> list[dict[str, Any]]:
+        sm = self.aws.sm
+        summaries: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group, "MaxResults": 100}
+        try:
+            while True:
+                page = sm.list_model_packages(**kwargs)
+                summaries += page.get("ModelPackageSummaryList", [])
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        except Exception as exc:
+            if error_code(exc) in ("ValidationException", "ResourceNotFound") and "not" in error_message(exc).lower():
+                return []  # no group yet: nothing registered
+            raise RegistryError(f"cannot list model packages of {self.group}: {error_code(exc)}: {error_message(exc)}") from exc
+        summaries.sort(key=lambda s: s.get("ModelPackageVersion") or 0)
+        return [sm.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries]
+
+    def _read_index(self) -> dict[str, Any]:
+        idx: dict[str, Any] = {"model_name": self.model_name, "versions": {}, "production_history": [],
+                               "_sm": {"arns": {}, "seq": {}, "keys": {}}}
+        seqs = []
+        for pkg in self._packages():
+            decoded = decode_metadata(pkg.get("CustomerMetadataProperties"))
+            if decoded is None:
+                continue  # a package not written by retrainer
+            rec, seq = decoded
+            v = rec["version"]
+            idx["versions"][v] = rec
+            idx["_sm"]["arns"][v] = pkg["ModelPackageArn"]
+            idx["_sm"]["keys"][v] = sorted(pkg.get("CustomerMetadataProperties") or {})
+            if seq:
+                idx["_sm"]["seq"][v] = seq
+                seqs.append((seq, v))
+        idx["production_history"] = [v for _, v in sorted(seqs)]
+        return idx
+
+    def audit(self) -> list[dict[str, Any]]:
+        text, _ = self._get_audit()
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def artifact_dir(self, version: str) -> Path:
+        rec = self.get(version)
+        dest = self.root / "artifacts" / version
+        if dest.is_dir() and (not rec.artifact_sha256 or sha256_dir(dest) == rec.artifact_sha256):
+            return dest
+        gone = RegistryError(f"artifacts of {version} are gone (archived and cleaned by retention)")
+        if not rec.artifact_uri or rec.extra.get("artifacts_removed_at"):
+            raise gone
+        bucket, key = split_s3_uri(rec.artifact_uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{version}.") as tmp:
+            tar_path = Path(tmp) / "model.tar.gz"
+            try:
+                self.aws.s3.download_file(bucket, key, str(tar_path))
+            except Exception as exc:
+                if error_code(exc) in _NOT_FOUND:
+                    raise gone from None
+                raise RegistryError(f"cannot download {rec.artifact_uri}: {error_message(exc)}") from exc
+            try:
+                safe_extract_model(tar_path, Path(tmp) / "model", label=rec.artifact_uri)
+            except ArtifactError as exc:
+                raise RegistryError(str(exc)) from None
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(Path(tmp) / "model", dest)
+        return dest
+
+    # ---- writing --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Lock, read the index, let the caller mutate it, write changed packages back, append audit."""
+        with self._s3_lock():
+            idx = self._read_index()
+            before = copy.deepcopy(idx)
+            events: list[dict[str, Any]] = []
+            yield idx, events
+            self._write_back(before, idx)
+            if events:
+                self._append_audit(events)
+
+    def _write_back(self, before: dict[str, Any], idx: dict[str, Any]) -> None:
+        old_hist = before["production_history"]
+        new_hist = idx["production_history"]
+        seq = dict(before["_sm"]["seq"])
+        top = max(seq.values(), default=0)
+        for v in new_hist[len(old_hist):]:  # versions that just became production, in order
+            top += 1
+            seq[v] = top
+        changed = [v for v, r in idx["versions"].items()
+                   if r != before["versions"].get(v) or seq.get(v) != before["_sm"]["seq"].get(v)]
+        # Demotions first, production last: a crash in between leaves no production, never two.
+        changed.sort(key=lambda v: idx["versions"][v]["status"] == "production")
+        for v in changed:
+            rec = idx["versions"][v]
+            md = encode_metadata(rec, seq.get(v))
+            status = APPROVAL[rec["status"]]
+            if v not in before["versions"]:
+                self._create_package(rec, md, status)
+                continue
+            stale = [k for k in before["_sm"]["keys"].get(v, []) if k not in md]
+            try:
+                self.aws.sm.update_model_package(
+                    ModelPackageArn=before["_sm"]["arns"][v], ModelApprovalStatus=status,
+                    ApprovalDescription=f"{rec['status']}"[:1000], CustomerMetadataProperties=md,
+                    **({"CustomerMetadataPropertiesToRemove": stale} if stale else {}))
+            except Exception as exc:
+                raise RegistryError(f"cannot update model package of {v}: {error_code(exc)}: {error_message(exc)}") from exc
+
+    def _create_package(self, rec: dict[str, Any], md: dict[str, str], status: str) -> None:
+        image = self._inference_image or default_sklearn_image(self.aws.region)
+        try:
+            self.aws.sm.create_model_package(
+                ModelPackageGroupName=self.group,
+                ModelPackageDescription=f"{self.model_name} {rec['version']}",
+                ModelApprovalStatus=status, CustomerMetadataProperties=md,
+                InferenceSpecification={
+                    "Containers": [{"Image": image, "ModelDataUrl": rec["artifact_uri"]}],
+                    "SupportedContentTypes": ["application/json", "text/csv"],
+                    "SupportedResponseMIMETypes": ["application/json"],
+                    "SupportedRealtimeInferenceInstanceTypes": [self.instance_type]})
+        except Exception as exc:
+            bucket, key = split_s3_uri(rec["artifact_uri"])
+            with contextlib.suppress(Exception):  # nothing half-created
+                self.aws.s3.delete_object(Bucket=bucket, Key=key)
+            raise RegistryError(f"cannot create model package for {rec['version']}: {error_code(exc)}: "
+                                f"{error_message(exc)}") from exc
+
+    def _ensure_group(self) -> None:
+        sm = self.aws.sm
+        try:
+            sm.describe_model_package_group(ModelPackageGroupName=self.group)
+            return
+        except Exception as exc:
+            if error_code(exc) not in ("ValidationException", "ResourceNotFound"):
+                raise RegistryError(f"cannot read model package group {self.group}: {error_message(exc)}") from exc
+        sm.create_model_package_group(ModelPackageGroupName=self.group,
+                                      ModelPackageGroupDescription=f"retrainer model {self.model_name}")
+
+    def register(self, record: ModelRecord, artifact_dir: Path, *, actor: str) -> ModelRecord:
+        """Same contract as LocalRegistry.register: artifacts first (S3), then the package, then audit."""
+        if record.status not in ("production", "candidate", "rejected"):
+            raise RegistryError(f"a new version enters as candidate, production or rejected, not {record.status}")
+        parse(record.version)
+        self.aws.require_bucket()
+        record.artifact_sha256 = sha256_dir(artifact_dir)
+        body = tar_dir(Path(artifact_dir))
+        self._ensure_group()
+        with self._locked() as (idx, events):
+            if record.version in idx["versions"]:
+                raise RegistryError(f"version {record.version} is already registered")
+            if record.status == "production" and any(r["status"] == "production" for r in idx["versions"].values()):
+                raise RegistryError("there is already a production version; new versions enter as candidates")
+            key = self.artifact_key(record.version)
+            self.aws.s3.put_object(Bucket=self.aws.bucket, Key=key, Body=body)
+            record.artifact_uri = f"s3://{self.aws.bucket}/{key}"
+            record.created_at = record.created_at or utcnow()
+            record.status_changed_at = record.created_at
+            idx["versions"][record.version] = record.to_dict()
+            if record.status == "production":
+                idx["production_history"].append(record.version)
+            events.append({"time": record.created_at, "actor": actor, "version": record.version,
+                           "from": None, "to": record.status,
+                           "reason": f"registered ({record.trigger}); {record.gate.get('reason', '')}".strip("; ")})
+        return record
+
+    def retention(self, *, actor: str) -> list[str]:
+        """Delete S3 artifacts of archived and rejected versions (packages/records stay). Never
+        touches production, previous, canary or candidate versions."""
+        removed = []
+        with self._locked() as (idx, events):
+            for v, r in idx["versions"].items():
+                if r["status"] not in ("archived", "rejected") or (r.get("extra") or {}).get("artifacts_removed_at"):
+                    continue
+                if not r.get("artifact_uri"):
+                    continue
+                bucket, key = split_s3_uri(r["artifact_uri"])
+                self.aws.s3.delete_object(Bucket=bucket, Key=key)
+                shutil.rmtree(self.root / "artifacts" / v, ignore_errors=True)
+                r.setdefault("extra", {})["artifacts_removed_at"] = utcnow()
+                events.append({"time": utcnow(), "actor": actor, "version": v, "from": r["status"],
+                               "to": r["status"], "reason": "retention: artifacts removed"})
+                removed.append(v)
+        return removed
+
+    # ---- S3 audit log and lock ------------------------------------------------------------------
+    def _get_audit(self) -> tuple[str, str | None]:
+        bucket = self.aws.require_bucket()
+        try:
+            obj = self.aws.s3.get_object(Bucket=bucket, Key=self.audit_key)
+        except Exception as exc:
+            if error_code(exc) in _NOT_FOUND:
+                return "", None
+            raise RegistryError(f"cannot read audit log s3://{bucket}/{self.audit_key}: {error_message(exc)}") from exc
+        return obj["Body"].read().decode("utf-8"), obj["ETag"]
+
+    def _append_audit(self, events: list[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(ev, sort_keys=True) + "\n" for ev in events)
+        for attempt in range(8):
+            text, etag = self._get_audit()
+            cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                self.aws.s3.put_object(Bucket=self.aws.bucket, Key=self.audit_key, Body=(text + lines).encode(),
+                                       ContentType="application/x-ndjson", **cond)
+                return
+            except Exception as exc:
+                if error_code(exc) not in _CONFLICT:
+                    raise RegistryError(f"cannot append to audit log: {error_message(exc)}") from exc
+                self._sleep(0.05 * (2 ** attempt))
+        raise RegistryError("cannot append to audit log: too many concurrent writers")
+
+    @contextlib.contextmanager
+    def _s3_lock(self) -> Iterator[None]:
+        s3, bucket = self.aws.s3, self.aws.require_bucket()
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                s3.put_object(Bucket=bucket, Key=self.lock_key, IfNoneMatch="*",
+                              Body=json.dumps({"owner": owner, "since": utcnow()}).encode())
+                break
+            except Exception as exc:
+                if error_code(exc) not in _CONFLICT:
+                    raise RegistryError(f"cannot take the registry lock s3://{bucket}/{self.lock_key}: "
+                                        f"{error_message(exc)}") from exc
+            holder = self._lock_holder()
+            if holder is None:
+                continue
+            age, who = holder
+            if age > self.lock_ttl_s:  # stale: its writer died
+                with contextlib.suppress(Exception):
+                    s3.delete_object(Bucket=bucket, Key=self.lock_key)
+                continue
+            if time.monotonic() > deadline:
+                raise RegistryError(f"registry {self.group} is locked by {who} ({age:.0f} s); "
+                                    f"retry later or delete s3://{bucket}/{self.lock_key} if that writer is gone")
+            self._sleep(delay)
+            delay = min(delay * 2, 2.0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                s3.delete_object(Bucket=bucket, Key=self.lock_key)
+
+    def _lock_holder(self) -> tuple[float, str] | None:
+        from datetime import datetime, timezone
+
+        try:
+            obj = self.aws.s3.get_object(Bucket=self.aws.bucket, Key=self.lock_key)
+        except Exception as exc:
+            if error_code(exc) in _NOT_FOUND:
+                return None
+            raise
+        try:
+            who = json.loads(obj["Body"].read()).get("owner", "?")
+        except ValueError:
+            who = "?"
+        age = (datetime.now(timezone.utc) - obj["LastModified"]).total_seconds()
+        return age, one_line(who, 80)
