@@ -659,7 +659,7 @@ def build_app_from_settings(settings, *, capture: bool = True):
     pseudonymizer = store = None
     if capture:
         pseudonymizer = pseudonymizer_from_env(settings.pseudonym_key_env)  # ConfigError if missing
-        store = PredictionStore(settings.predictions_dir)
+        store = PredictionStore(settings.home)
     return create_app(settings, registry, store, pseudonymizer)
 
 

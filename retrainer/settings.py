@@ -94,12 +94,19 @@ class AWSSettings(_Section):
     training_image_uri: str | None = None
     endpoint_name: str = "readmission-30d"
     credentials_block: str | None = None
+    inference_image_uri: str | None = None
+    endpoint_instance_type: str = "ml.m5.large"
+    warm_standby: bool = True  # keep the previous version at weight 0 so rollback is a weight shift
+    training_timeout_s: float = Field(3 * 3600, gt=0)
+    endpoint_timeout_s: float = Field(3600, gt=0)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETRAINER_", env_nested_delimiter="__", extra="forbid")
 
     home: Path = Path(".retrainer")
+    training_data: Path = Path("data/training")  # where scheduled/triggered retrains read their window
+    triggers_file: Path = REPO_ROOT / "triggers.yaml"
     backend: Literal["local", "sagemaker"] = "local"
     model_name: str = "readmission-30d"
     approvers: list[str] = Field(default_factory=lambda: ["ml-lead"])
@@ -134,10 +141,6 @@ class Settings(BaseSettings):
     @property
     def registry_dir(self) -> Path:
         return self.home / "registry"
-
-    @property
-    def predictions_dir(self) -> Path:
-        return self.home / "predictions"
 
 
 def load_settings(**overrides) -> Settings:

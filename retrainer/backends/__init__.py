@@ -19,12 +19,21 @@ class Trainer(Protocol):
         ...
 
 
+class Endpoint(Protocol):
+    """Serving side: which versions take which share of traffic."""
+
+    def set_variants(self, variants: list) -> dict[str, Any]: ...
+    def state(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class Backend:
     name: str
     registry: Registry
     trainer: Trainer
     settings: Settings
+    endpoint: Endpoint
+    predictions: Any  # retrainer.predstore.PredictionStoreProtocol
 
 
 def _local(settings: Settings) -> Backend:

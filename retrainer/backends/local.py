@@ -21,5 +21,9 @@ class LocalTrainer:
 
 
 def build(settings: Settings) -> Backend:
+    from ..predstore import PredictionStore
+    from ..serving import LocalEndpoint
+
     return Backend(name="local", registry=LocalRegistry(settings.registry_dir, settings.model_name),
-                   trainer=LocalTrainer(), settings=settings)
+                   trainer=LocalTrainer(), settings=settings, endpoint=LocalEndpoint(settings),
+                   predictions=PredictionStore(settings.home))

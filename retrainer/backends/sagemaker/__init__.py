@@ -7,6 +7,7 @@ method is called; configuration checks (region, bucket, role ARN) run before any
 """
 from __future__ import annotations
 
+from ...predstore import PredictionStore
 from ...settings import Settings
 from .. import Backend
 from ._aws import (AWSContext, ArtifactError, SageMakerError, TrainingJobFailed, WaitTimeout,
@@ -23,17 +24,15 @@ __all__ = ["AWSContext", "ArtifactError", "EndpointMismatch", "SageMakerEndpoint
 def build(settings: Settings, *, session=None) -> Backend:
     aws = AWSContext(settings.aws, session=session)
     a = settings.aws
-    # Optional settings the lead may add to AWSSettings; sensible defaults until then.
-    inference_image = getattr(a, "inference_image_uri", None) or a.training_image_uri
+    inference_image = a.inference_image_uri or a.training_image_uri
     registry = SageMakerRegistry(aws, settings.model_name, cache_dir=settings.home / "sagemaker",
                                  inference_image=inference_image, instance_type=a.instance_type)
     trainer = SageMakerTrainer(aws, model_name=settings.model_name, instance_type=a.instance_type,
                                image_uri=a.training_image_uri,
-                               timeout_s=float(getattr(a, "training_timeout_s", 3 * 3600)))
-    backend = Backend(name="sagemaker", registry=registry, trainer=trainer, settings=settings)
-    backend.endpoint = SageMakerEndpoint(  # type: ignore[attr-defined]
+                               timeout_s=a.training_timeout_s)
+    endpoint = SageMakerEndpoint(
         aws, registry, endpoint_name=a.endpoint_name, model_name=settings.model_name,
-        instance_type=getattr(a, "endpoint_instance_type", a.instance_type), image_uri=inference_image,
-        warm_standby=bool(getattr(a, "warm_standby", True)),
-        timeout_s=float(getattr(a, "endpoint_timeout_s", 3600)))
-    return backend
+        instance_type=a.endpoint_instance_type, image_uri=inference_image,
+        warm_standby=a.warm_standby, timeout_s=a.endpoint_timeout_s)
+    return Backend(name="sagemaker", registry=registry, trainer=trainer, settings=settings,
+                   endpoint=endpoint, predictions=PredictionStore(settings.home))
