@@ -119,6 +119,41 @@ def cmd_registry_audit(a) -> int:
     return 0
 
 
+# ---- monitoring and serving -------------------------------------------------------------------
+def cmd_drift(a) -> int:
+    from retrainer.drift import drift_report, format_report
+    from retrainer.settings import load_settings
+
+    report = drift_report(a.reference, a.current, load_settings().drift)
+    print(report.to_json(indent=2) if a.json else format_report(report))
+    return 4 if (a.fail_on_drift and report.drift_detected) else 0
+
+
+def cmd_labels_ingest(a) -> int:
+    from retrainer.backends import get_backend
+    from retrainer.deid import pseudonymizer_from_env
+    from retrainer.settings import load_settings
+
+    settings = load_settings()
+    n = get_backend(settings).predictions.ingest_labels(a.file, pseudonymizer_from_env(settings.pseudonym_key_env))
+    print(f"ingested {n} labels from {a.file} (keys pseudonymised)")
+    return 0
+
+
+def cmd_serve(a) -> int:
+    from retrainer.serving import serve
+    from retrainer.settings import load_settings
+
+    settings = load_settings()
+    if settings.registry_dir.exists() is False:
+        from retrainer.errors import RegistryError
+
+        raise RegistryError(f"no registry under {settings.home}; train a model first (retrainer retrain)")
+    print(f"serving on http://{settings.serving.host}:{a.port or settings.serving.port} (Ctrl-C to stop)")
+    serve(settings, port=a.port, capture=not a.no_capture)
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retrainer", description="Retrain, validate, version and roll out "
@@ -165,6 +200,23 @@ def build_parser() -> argparse.ArgumentParser:
     ra = reg.add_parser("audit")
     ra.add_argument("--json", action="store_true")
     ra.set_defaults(func=cmd_registry_audit)
+    dr = sub.add_parser("drift", help="PSI of every feature (and the score) between two datasets")
+    dr.add_argument("--reference", required=True, help="Parquet file/folder or a saved profile .json")
+    dr.add_argument("--current", required=True, help="Parquet file or folder")
+    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--fail-on-drift", action="store_true", help="exit 4 when drift is detected")
+    dr.set_defaults(func=cmd_drift)
+
+    lab = sub.add_parser("labels", help="outcome labels").add_subparsers(dest="sub", required=True)
+    li = lab.add_parser("ingest", help="ingest delayed outcome labels (CSV or Parquet with admission_id, "
+                        "readmitted_30d); keys are pseudonymised before storage")
+    li.add_argument("file")
+    li.set_defaults(func=cmd_labels_ingest)
+
+    sv = sub.add_parser("serve", help="run the local HTTP endpoint (SageMaker container contract)")
+    sv.add_argument("--port", type=int, default=None)
+    sv.add_argument("--no-capture", action="store_true", help="do not store predictions for monitoring")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 
