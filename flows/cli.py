@@ -154,6 +154,57 @@ def cmd_serve(a) -> int:
     return 0
 
 
+# ---- rollout ----------------------------------------------------------------------------------
+def _user() -> str:
+    return os.environ.get("USER") or "operator"
+
+
+def cmd_canary_start(a) -> int:
+    from flows.canary import canary
+
+    result = canary(candidate=a.candidate, actor=a.actor or _user())
+    _print_json(result) if a.json else print(
+        f"canary {result['candidate']}: {result['action'].upper()} ({result['actor']}): {result['reason']}")
+    return 0
+
+
+def cmd_canary_status(a) -> int:
+    from flows.canary import status
+
+    st = status()
+    if a.json:
+        _print_json(st)
+        return 0
+    for key in ("production", "previous", "canary"):
+        print(f"{key:<11} {st.get(key)}")
+    print(f"endpoint    {json.dumps(st.get('endpoint'), default=str)}")
+    for variant, stats in (st.get("variants") or {}).items():
+        print(f"  {variant:<11} {json.dumps(stats, default=str)}")
+    print(f"waiting     {st.get('runs')}")
+    return 0
+
+
+def cmd_canary_act(a) -> int:
+    from flows.canary import act
+
+    res = act(a.action, reason=a.reason, actor=a.actor or _user(), flow_run_id=a.run)
+    print(f"{a.action}: {json.dumps(res, default=str)}")
+    return 0
+
+
+def cmd_rollback(a) -> int:
+    """Plain Python (no Prefect import): a weight change on the endpoint plus the registry."""
+    from retrainer import rollout
+    from retrainer.backends import get_backend
+    from retrainer.settings import load_settings
+
+    b = get_backend(load_settings())
+    res = rollout.rollback_production(b.registry, b.endpoint, a.to, actor=a.actor or _user(), reason=a.reason)
+    print(f"production is now {res['version']} (was {res['replaced']}); traffic switched in "
+          f"{res['switch_ms']:.0f} ms")
+    return 0
+
+
 # ---- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retrainer", description="Retrain, validate, version and roll out "
@@ -217,6 +268,27 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=None)
     sv.add_argument("--no-capture", action="store_true", help="do not store predictions for monitoring")
     sv.set_defaults(func=cmd_serve)
+    can = sub.add_parser("canary", help="the canary rollout").add_subparsers(dest="sub", required=True)
+    cs = can.add_parser("start", help="run the canary flow for the newest candidate (local run)")
+    cs.add_argument("--candidate", default=None)
+    cs.add_argument("--actor", default=None)
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(func=cmd_canary_start)
+    cst = can.add_parser("status", help="registry, routing, per-variant stats and waiting runs")
+    cst.add_argument("--json", action="store_true")
+    cst.set_defaults(func=cmd_canary_status)
+    for action in ("promote", "rollback"):
+        ca = can.add_parser(action, help=f"{action} the canary now (a human decision, recorded)")
+        ca.add_argument("--reason", required=True)
+        ca.add_argument("--run", default=None, help="flow run id when several canaries wait")
+        ca.add_argument("--actor", default=None)
+        ca.set_defaults(func=cmd_canary_act, action=action)
+
+    rb = sub.add_parser("rollback", help="return production to a kept previous version")
+    rb.add_argument("--to", default=None, help="a kept previous version (default: the most recent)")
+    rb.add_argument("--reason", default="manual rollback")
+    rb.add_argument("--actor", default=None)
+    rb.set_defaults(func=cmd_rollback)
     return p
 
 

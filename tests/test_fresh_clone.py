@@ -18,6 +18,13 @@ pytestmark = pytest.mark.e2e
 def test_readme_demo_command_from_a_fresh_clone(prefect_server, tmp_path):
     readme = (REPO / "README.md").read_text()
     assert "./dev demo" in readme.split("\n## ")[0] and "./dev test" in readme.split("\n## ")[0]
+    import hashlib
+
+    stamp = REPO / ".venv" / ".installed"
+    want = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    # The clone shares this .venv: ./dev must not (re)install into it from the clone's path.
+    assert stamp.is_file() and stamp.read_text().strip() == want, \
+        "the .venv is not installed from the current pyproject.toml: run ./dev test, which installs it"
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     # The working tree may hold changes not committed yet: test what is here, not only HEAD.
@@ -35,6 +42,7 @@ def test_readme_demo_command_from_a_fresh_clone(prefect_server, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out
+    assert "setting up .venv" not in out
     assert (clone / ".retrainer" / "registry" / "index.json").is_file()
     listing = subprocess.run([str(clone / ".venv" / "bin" / "retrainer"), "registry", "list", "--json"],
                              cwd=clone, env=env, capture_output=True, text=True, timeout=120)
