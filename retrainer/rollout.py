@@ -1,0 +1,194 @@
+"""Rollout operations shared by the Prefect flows (flows/canary.py, flows/rollback.py) and the CLI:
+registry status + endpoint weights, changed together. No Prefect here: the CLI calls these
+directly for a rollback without Prefect's import and API overhead.
+
+Endpoint layout (see `retrainer.serving`): "blue" production, "green" the canary candidate,
+"previous-1"/"previous-2" the two kept previous versions as warm standbys at weight 0, so every
+change below is a weight change on already loaded models.
+
+Order of the two writes, chosen so that a failure half-way is recoverable by running the same
+command again: taking traffic OFF a version (canary rollback, production rollback) changes the
+endpoint first and the registry second; putting traffic ON the candidate (start, promote) changes
+the registry first. Every function is idempotent: called again after a crash or on a resumed flow
+it finds the work done and only re-applies the (idempotent) endpoint weights.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import RolloutError
+from .serving import CANDIDATE, PRODUCTION, STANDBY_PREFIX, default_variants
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _specs(pairs: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
+    return [{"variant": n, "version": v, "weight": float(w)} for n, v, w in pairs]
+
+
+def steady_variants(registry) -> list[dict[str, Any]]:
+    """Production at 100% plus the kept previous versions at 0."""
+    return [s.to_dict() for s in default_variants(registry)]
+
+
+def canary_variants(registry, candidate: str, traffic: float) -> list[dict[str, Any]]:
+    """Production ("blue") at 1 - traffic, the candidate ("green") at `traffic`, the kept previous
+    versions as weight-0 standbys."""
+    prod = registry.production()
+    if prod is None:
+        raise RolloutError("there is no production version: a canary needs one to compare against")
+    pairs = [(PRODUCTION, prod.version, 1.0 - traffic), (CANDIDATE, candidate, traffic)]
+    pairs += [(f"{STANDBY_PREFIX}{i}", r.version, 0.0) for i, r in enumerate(registry.previous()[:2], start=1)]
+    if traffic >= 1.0:
+        pairs = [p for p in pairs if p[0] != PRODUCTION] + [(PRODUCTION, prod.version, 0.0)]
+    return _specs(pairs)
+
+
+def pick_candidate(registry, candidate: str | None = None) -> str:
+    """The version to canary: `candidate` if given, else the one already in canary, else the
+    newest candidate. RolloutError (one line) when there is none or it cannot be canaried."""
+    if candidate is None:
+        canaries = [r.version for r in registry.list() if r.status == "canary"]
+        if canaries:
+            return canaries[-1]
+        cands = [r.version for r in registry.list() if r.status == "candidate"]
+        if not cands:
+            raise RolloutError("no candidate version to canary (register one with `retrainer retrain`)")
+        return cands[-1]
+    try:
+        rec = registry.get(candidate)
+    except Exception as exc:  # RegistryError: unknown/invalid version
+        raise RolloutError(str(exc)) from None
+    if rec.status not in ("candidate", "canary"):
+        raise RolloutError(f"{candidate} is {rec.status}; only a candidate can go on canary")
+    return candidate
+
+
+def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: str, reason: str) -> dict[str, Any]:
+    """candidate -> canary in the registry (skipped if already canary), then the canary weights."""
+    rec = registry.get(candidate)
+    if rec.status == "candidate":
+        registry.set_status(candidate, "canary", actor=actor, reason=reason)
+    elif rec.status != "canary":
+        raise RolloutError(f"{candidate} is {rec.status}; only a candidate can go on canary")
+    prod = registry.production()
+    state = endpoint.set_variants(canary_variants(registry, candidate, traffic))
+    return {"candidate": candidate, "production": prod.version if prod else None, "traffic": traffic,
+            "endpoint": _brief(state)}
+
+
+def set_canary_traffic(registry, endpoint, candidate: str, traffic: float) -> dict[str, Any]:
+    return _brief(endpoint.set_variants(canary_variants(registry, candidate, traffic)))
+
+
+def promote_canary(registry, endpoint, candidate: str, *, actor: str, reason: str) -> dict[str, Any]:
+    """canary -> production (old production -> previous, two kept), then candidate blue at 100%
+    and the old production as previous-1 standby. Idempotent."""
+    rec = registry.get(candidate)
+    before = registry.production()
+    if rec.status != "production":
+        if rec.status != "canary":
+            raise RolloutError(f"{candidate} is {rec.status}; only a canary version can be promoted here")
+        registry.promote(candidate, actor=actor, reason=reason)
+    state = endpoint.set_variants(steady_variants(registry))
+    return {"action": "promote", "version": candidate,
+            "replaced": before.version if before and before.version != candidate else None,
+            "endpoint": _brief(state)}
+
+
+def reject_canary(registry, endpoint, candidate: str, *, actor: str, reason: str) -> dict[str, Any]:
+    """Endpoint back to production at 100% first, then canary -> rejected. Idempotent."""
+    rec = registry.get(candidate)
+    if rec.status not in ("canary", "rejected", "candidate"):
+        raise RolloutError(f"{candidate} is {rec.status}; it is not on canary")
+    state = endpoint.set_variants(steady_variants(registry))
+    if rec.status != "rejected":
+        registry.set_status(candidate, "rejected", actor=actor, reason=reason)
+    return {"action": "rollback", "version": candidate, "endpoint": _brief(state)}
+
+
+def rollback_target(registry, to: str | None) -> tuple[str, str | None, list[str]]:
+    """(target, current production, kept previous versions); RolloutError when refused."""
+    kept = [r.version for r in registry.previous()]
+    prod = registry.production()
+    current = prod.version if prod else None
+    if to is None:
+        if not kept:
+            raise RolloutError("no previous production version is kept; nothing to roll back to")
+        to = kept[0]
+    if to == current:
+        raise RolloutError(f"{to} is already production")
+    if to not in kept:
+        raise RolloutError(f"{to} is not a kept previous version (kept: {', '.join(kept) or 'none'})")
+    return to, current, kept
+
+
+def rollback_production(registry, endpoint, to: str | None = None, *, actor: str, reason: str) -> dict[str, Any]:
+    """Return production to a kept previous version (default: the most recent one).
+
+    The endpoint switches first (target "blue" at 100%, old production "previous-1", the other
+    kept version "previous-2", all already loaded), then the registry records it. `switch_ms` is
+    the time from this call to the endpoint confirming 100% on the target; `total_ms` includes
+    the registry write."""
+    t0 = time.perf_counter()
+    target, current, kept = rollback_target(registry, to)
+    standbys = ([current] if current else []) + [v for v in kept if v != target]
+    pairs = [(PRODUCTION, target, 1.0)] + [(f"{STANDBY_PREFIX}{i}", v, 0.0)
+                                           for i, v in enumerate(standbys[:2], start=1)]
+    state = endpoint.set_variants(_specs(pairs))
+    t_switch = time.perf_counter()
+    registry.rollback(target, actor=actor, reason=reason)
+    t_done = time.perf_counter()
+    return {"action": "rollback", "version": target, "replaced": current,
+            "switch_ms": round((t_switch - t0) * 1000, 2), "total_ms": round((t_done - t0) * 1000, 2),
+            "endpoint": _brief(state)}
+
+
+def _brief(state: dict[str, Any]) -> dict[str, Any]:
+    return {"variants": state.get("variants"), "applied": state.get("applied"),
+            "generation": state.get("generation")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics of a running canary
+
+def window_stats(store, started_at: datetime, now: datetime, candidate: str = CANDIDATE,
+                 production: str = PRODUCTION) -> tuple[dict[str, dict], dict | None]:
+    """Per-variant statistics over [started_at, now] (AUC on labelled predictions joined by
+    pseudonym, label count, error rate, p95 latency) and the DeLong CI of the AUC difference."""
+    from .canary import ci_from_labelled
+
+    stats = store.variant_stats(started_at, now)
+    ci = None
+    try:
+        frame = store.labelled(started_at, now)
+        if len(frame):
+            ci = ci_from_labelled(frame, candidate, production)
+    except Exception:  # the CI is reported, never decides; a missing scipy must not stop a check
+        ci = None
+    return stats, ci
+
+
+def status(registry, endpoint, store=None, since: datetime | None = None) -> dict[str, Any]:
+    """What `retrainer canary status` shows without Prefect: versions, routing, live stats."""
+    recs = registry.list()
+    canary = [r for r in recs if r.status == "canary"]
+    prod = registry.production()
+    out: dict[str, Any] = {
+        "production": prod.version if prod else None,
+        "previous": [r.version for r in registry.previous()],
+        "canary": canary[-1].version if canary else None,
+        "canary_since": canary[-1].status_changed_at if canary else None,
+    }
+    try:
+        out["endpoint"] = endpoint.state()
+    except Exception as exc:
+        out["endpoint"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    if store is not None and canary:
+        start = since or datetime.fromisoformat(canary[-1].status_changed_at)
+        out["stats"] = store.variant_stats(start, utcnow())
+    return out

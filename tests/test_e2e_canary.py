@@ -1,0 +1,184 @@
+"""End to end: the canary and canary-tick deployments from prefect.yaml on the session Prefect
+server, a real process worker, a compressed plan. The canary suspends between checks (no process,
+no worker slot), the scheduled tick resumes it, and it ends promoted / rolled back. A worker
+killed while the canary is suspended loses nothing: a new worker finishes the run."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrainer import training
+from retrainer.registry import LocalRegistry
+from tests.canary_world import KEY, TOKEN, build_models, compressed, ingest_labels, make_registry
+from tests.conftest import BIN, REPO, free_port
+
+pytestmark = pytest.mark.e2e
+
+POOL = "retrainer-local"
+TICK_SECONDS = 5  # the plan's check interval: when the next wake-up (a tick run) falls due
+PLAN = dict(compressed(10, 5), resume_grace_s=300)
+
+
+def _prefect(env, *args, timeout=180) -> str:
+    proc = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"prefect {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+class Worker:
+    def __init__(self, env, log: Path):
+        self.log = open(log, "a")
+        self.proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL], cwd=REPO, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def e2e(prefect_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e-canary")
+    env = {**prefect_server.env, "PYTHONPATH": str(REPO),
+           "PREFECT_LOCAL_STORAGE_PATH": str(tmp / "results"),   # shared by every worker: resumed runs read it
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+           "RETRAINER_SERVING__PORT": str(free_port()),        # nothing listens: routing.json is written
+           "RETRAINER_SERVING__ADMIN_TOKEN": TOKEN, "RETRAINER_PSEUDONYM_KEY": KEY,
+           "RETRAINER_CANARY__MIN_LABELS": "100"}
+    env.pop("RETRAINER_CONFIG", None)
+    t0 = time.monotonic()
+    _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
+    deploys = [subprocess.Popen([str(BIN / "prefect"), "--no-prompt", "deploy", "--name", name, *extra], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for name, extra in (("canary", []), ("canary-tick", []))]
+    for p in deploys:
+        out, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, out[-3000:]
+    worker = Worker(env, tmp / "worker.log")
+    print(f"\ne2e setup (pool, two deployments, worker): {time.monotonic() - t0:.1f} s")
+    state = {"env": env, "tmp": tmp, "worker": worker, "models": build_models(tmp / "models")}
+    yield state
+    state["worker"].kill(signal.SIGTERM)
+
+
+def launch(prefect_api, home: Path) -> str:
+    from prefect.deployments import run_deployment
+
+    fr = run_deployment("canary/canary", parameters={"plan": PLAN, "home": str(home), "actor": "e2e"}, timeout=0)
+    return str(fr.id)
+
+
+def read_run(run_id: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def wait_state(run_id: str, names: set[str], timeout: float, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        fr = read_run(run_id)
+        if fr.state and fr.state.name in names:
+            return fr
+        if fr.state and fr.state.is_final():
+            raise AssertionError(f"run ended {fr.state.name}: {fr.state.message}")
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-4000:] if log and log.exists() else ""
+            raise AssertionError(f"run still {fr.state.name if fr.state else None} after {timeout} s\n{tail}")
+        time.sleep(0.5)
+
+
+def simulate_traffic(home: Path, models: dict, candidate_model: str, production_model: str, n: int = 2000) -> None:
+    """Half the patients to each arm (the plan's 50%), real scores of the real models, then labels."""
+    from retrainer.deid import Pseudonymizer
+    from retrainer.predstore import PredictionStore
+
+    rows = models["traffic"].iloc[:n]
+    rng = np.random.default_rng(1)
+    to_green = rng.random(len(rows)) < 0.5
+    store, pz = PredictionStore(home), Pseudonymizer(KEY.encode())
+    reg = LocalRegistry(home / "registry")
+    versions = {"green": [r.version for r in reg.list() if r.status == "canary"][0], "blue": reg.production().version}
+    for variant, mask, model in (("green", to_green, candidate_model), ("blue", ~to_green, production_model)):
+        part = rows[mask]
+        scores = training.load_model(models["dirs"][model]).predict(part)
+        store.append(part, scores, version=versions[variant], variant=variant, latency_ms=2.0,
+                     pseudonymizer=pz, ts=pd.Timestamp.now(tz="UTC"))
+    ingest_labels(home, rows, home.parent)
+
+
+def _history(run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return [s.name for s in client.read_flow_run_states(run_id)]
+
+
+def run_canary(prefect_api, e2e, name, chain, candidate, cand_model, prod_model):
+    home = e2e["tmp"] / name / "home"
+    make_registry(home, e2e["models"]["dirs"], chain, [candidate])
+    t0 = time.monotonic()
+    run_id = launch(prefect_api, home)
+    wait_state(run_id, {"Suspended"}, 180, e2e["tmp"] / "worker.log")
+    t_suspended = time.monotonic() - t0
+    assert LocalRegistry(home / "registry").get(candidate[0]).status == "canary"
+    simulate_traffic(home, e2e["models"], cand_model, prod_model)
+    return home, run_id, t0, t_suspended
+
+
+def test_e2e_canary_promotes(prefect_api, e2e):
+    home, run_id, t0, t_susp = run_canary(prefect_api, e2e, "promote", [("1.0.0", "good2"), ("1.1.0", "shuffled")],
+                                          ("1.2.0", "good"), "good", "shuffled")
+    fr = wait_state(run_id, {"Completed"}, 240, e2e["tmp"] / "worker.log")
+    took = time.monotonic() - t0
+    states = _history(run_id)
+    assert states.count("Suspended") >= 1 and "Resuming" in states, states
+    reg = LocalRegistry(home / "registry")
+    assert reg.production().version == "1.2.0" and reg.get("1.1.0").status == "previous"
+    from retrainer.serving import read_routing, routing_path
+    from retrainer.settings import Settings
+
+    specs = read_routing(routing_path(Settings(home=home)))
+    assert [(s.variant, s.version, s.weight) for s in specs][0] == ("blue", "1.2.0", 1.0)
+    # the candidate -> canary step ran once although the flow re-ran from the top on each resume
+    assert [e["to"] for e in reg.audit() if e["version"] == "1.2.0"] == ["candidate", "canary", "production"]
+    print(f"e2e promote: suspended after {t_susp:.1f} s, completed after {took:.1f} s; states {states}")
+
+
+def test_e2e_canary_rolls_back(prefect_api, e2e):
+    home, run_id, t0, t_susp = run_canary(prefect_api, e2e, "rollback", [("1.0.0", "mid"), ("1.1.0", "good")],
+                                          ("1.2.0", "shuffled"), "shuffled", "good")
+    wait_state(run_id, {"Completed"}, 240, e2e["tmp"] / "worker.log")
+    took = time.monotonic() - t0
+    reg = LocalRegistry(home / "registry")
+    assert reg.get("1.2.0").status == "rejected" and reg.production().version == "1.1.0"
+    assert [e["to"] for e in reg.audit() if e["version"] == "1.2.0"] == ["candidate", "canary", "rejected"]
+    assert "more than 0.02 below" in reg.audit()[-1]["reason"]
+    print(f"e2e rollback: suspended after {t_susp:.1f} s, completed after {took:.1f} s")
+
+
+def test_e2e_worker_killed_while_suspended(prefect_api, e2e):
+    home, run_id, t0, t_susp = run_canary(prefect_api, e2e, "killed", [("1.0.0", "mid"), ("1.1.0", "good")],
+                                          ("1.2.0", "good2"), "good2", "good")
+    e2e["worker"].kill()                                  # SIGKILL to the worker's process group
+    time.sleep(TICK_SECONDS + 2)                          # the check falls due with no worker at all
+    assert read_run(run_id).state.is_paused() or read_run(run_id).state.name in ("Resuming", "Scheduled")
+    e2e["worker"] = Worker(e2e["env"], e2e["tmp"] / "worker.log")
+    wait_state(run_id, {"Completed"}, 240, e2e["tmp"] / "worker.log")
+    took = time.monotonic() - t0
+    reg = LocalRegistry(home / "registry")
+    assert reg.get("1.2.0").status in ("production", "rejected")
+    assert [e["to"] for e in reg.audit() if e["version"] == "1.2.0"][:2] == ["candidate", "canary"]
+    assert len([e for e in reg.audit() if e["version"] == "1.2.0"]) == 3   # nothing done twice, nothing lost
+    print(f"e2e worker killed: completed after {took:.1f} s ({reg.get('1.2.0').status})")
