@@ -1,21 +1,33 @@
-"""The retrain lifecycle: data -> Great Expectations -> time split -> train -> evaluate against
-production -> semver registry."""
+"""The retrain lifecycle: data -> Great Expectations -> time split -> (duplicate check) -> train ->
+reference profile -> evaluate against production -> semver registry.
+
+One retrain per model at a time: the whole lifecycle holds the `retrain-<model_name>` global
+concurrency slot, and a run whose training data and settings were registered after it was created
+(or, for automatic triggers, within the debounce window of triggers.yaml) ends as "skipped".
+
+`manual_retrain` waits for an approver first (a form in the Prefect UI).
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
+from prefect.input import RunInput
 
-from tasks.lifecycle import (evaluate_models, load_data, publish_report, register_model,
-                             split_data, train_candidate, validate_data)
+from tasks.lifecycle import (build_reference_profile, check_duplicate, current_run_created_at,
+                             evaluate_models, load_data, publish_report, register_model,
+                             retrain_slot, split_data, train_candidate, validate_data)
+from tasks.monitoring import publish_approval, request_approval
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 TRIGGERS = ("manual", "scheduled", "drift", "volume", "performance", "concept")
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(data: str, trigger: str = "manual", actor: str = "retrainer",
+def retrain(data: str | None = None, trigger: str = "manual", actor: str = "retrainer",
             context: dict[str, Any] | None = None, home: str | None = None) -> dict[str, Any]:
+    """`data` defaults to settings.training_data (deployments never pass paths); `context` is
+    kept in the version's lineage (an automation passes the triggering event's payload)."""
     install_log_filter()
     if trigger not in TRIGGERS:
         from retrainer.errors import ConfigError
@@ -23,18 +35,60 @@ def retrain(data: str, trigger: str = "manual", actor: str = "retrainer",
         raise ConfigError(f"unknown trigger {trigger!r} (one of {', '.join(TRIGGERS)})")
     settings = settings_for(home)
     backend = backend_for(settings)
+    data = data or str(settings.training_data)
+    created_at = current_run_created_at()
 
-    frame, files = load_data(data)
-    validation = validate_data(frame, settings)
-    split = split_data(frame, settings)
-    model_dir = train_candidate(backend, split, settings)
-    metrics = evaluate_models(backend, model_dir, split)
-    record = register_model(backend, model_dir, frame, files, split, metrics, validation,
-                            trigger, settings, actor, context)
-    publish_report(record)
+    with retrain_slot(settings):
+        frame, files = load_data(data)
+        validation = validate_data(frame, settings)
+        split = split_data(frame, settings)
+        duplicate = check_duplicate(backend, split, settings, trigger, created_at)
+        if duplicate.duplicate:
+            print(f"skipped: {duplicate.reason}")
+            return {"version": None, "status": "skipped", "duplicate_of": duplicate.version,
+                    "reason": duplicate.reason, "trigger": trigger}
+        model_dir = train_candidate(backend, split, settings)
+        build_reference_profile(model_dir, split, settings, trigger)
+        metrics = evaluate_models(backend, model_dir, split)
+        record = register_model(backend, model_dir, frame, files, split, metrics, validation,
+                                trigger, settings, actor, context)
+        publish_report(record)
 
     prod = metrics["production"]
     print(f"registered {record.version} as {record.status}: {record.gate['reason']}")
     return {"version": record.version, "status": record.status, "bump": record.bump,
             "auc": metrics["candidate"]["auc"], "production_version": prod and prod["version"],
-            "production_auc": prod and prod["auc"], "gate": record.gate["reason"]}
+            "production_auc": prod and prod["auc"], "gate": record.gate["reason"], "trigger": trigger}
+
+
+class ApprovalInput(RunInput):
+    """The form the Prefect UI shows on a paused/suspended manual retrain."""
+    approver: str
+    approve: bool
+    reason: str = ""
+
+
+@flow(name="retrain-manual", log_prints=True)
+def manual_retrain(requested_by: str, reason: str = "", data: str | None = None, home: str | None = None,
+                   approval_timeout_s: int = 24 * 3600) -> dict[str, Any]:
+    """A retrain someone asked for, run only after an approver (settings.approvers) says yes.
+
+    In a deployment run the flow is suspended (no process waits; on resume it re-runs from the top,
+    and everything before the approval is side-effect free); in a local run it pauses in process.
+    A rejection - or an approval by someone who is not an approver - ends the run Completed with
+    status "rejected" and leaves the registry untouched. No answer within approval_timeout_s fails
+    the run (Prefect's pause timeout).
+    """
+    install_log_filter()
+    settings = settings_for(home)
+    approval = request_approval(ApprovalInput, settings, requested_by, reason, approval_timeout_s)
+    decision = publish_approval(approval, settings, requested_by)
+    if not decision.approved:
+        print(decision.reason)
+        return {"version": None, "status": "rejected", "reason": decision.reason,
+                "requested_by": requested_by, "approver": approval.approver}
+    print(decision.reason)
+    summary = retrain(data=data, trigger="manual", actor=approval.approver, home=home, context={
+        "requested_by": requested_by, "request_reason": reason, "approved_by": approval.approver,
+        "approval_reason": approval.reason})
+    return {**summary, "requested_by": requested_by, "approver": approval.approver}

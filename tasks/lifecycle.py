@@ -1,7 +1,9 @@
 """Tasks of the retrain lifecycle. Each is a thin wrapper over one domain step."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from retrainer import evaluation, lifecycle
+from retrainer import evaluation, lifecycle, triggers
 from retrainer.backends import Backend
 from retrainer.dataio import Split, load_batch, parquet_files, time_split
 from retrainer.errors import ValidationFailed
@@ -93,3 +95,64 @@ def publish_report(record: ModelRecord) -> None:
         key="champion-challenger", description=f"{record.version} vs production {prod_version or '-'}")
     create_markdown_artifact(markdown=lifecycle.version_card(record),
                              key=artifact_key("model", record.version), description="version card")
+
+
+# ---- triggers: reference profile, duplicate protection, one retrain at a time per model ---------
+
+@task(name="reference-profile", **opts)
+def build_reference_profile(model_dir: str, split: Split, settings: Settings, trigger: str) -> str:
+    """Fit the drift reference (training + validation features and the model's score) and store it
+    in the model directory BEFORE registration, so the artifact sha256 covers it."""
+    profile = triggers.fit_reference_profile(
+        load_model(model_dir), split.train, split.validation, settings,
+        meta={"model_name": settings.model_name, "trigger": trigger, "months": split.months})
+    path = profile.save(Path(model_dir) / triggers.PROFILE_FILE)
+    return str(path)
+
+
+@task(name="check-duplicate", **opts)
+def check_duplicate(backend: Backend, split: Split, settings: Settings, trigger: str,
+                    run_created_at: datetime | None) -> triggers.DuplicateDecision:
+    """Skip work another run already did: same training data and settings registered after this
+    run was created, or (automatic triggers) within the debounce window."""
+    policy = triggers.load_triggers(settings.triggers_file).policy
+    fp = lifecycle.fingerprint(split.train, settings.model.model_dump())
+    return triggers.duplicate_decision(
+        schema_hash=fp.schema_hash, data_hash=fp.data_hash, params_hash=fp.params_hash,
+        records=backend.registry.list(), run_created_at=run_created_at,
+        now=datetime.now(timezone.utc), window=policy.dedupe_window, trigger=trigger)
+
+
+def current_run_created_at() -> datetime | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return getattr(ctx.flow_run, "created", None) if ctx and ctx.flow_run else None
+
+
+def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
+    """Create the global concurrency limit if it does not exist (an existing one is left as is)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            except ObjectAlreadyExists:
+                pass
+
+
+@contextlib.contextmanager
+def retrain_slot(settings: Settings, timeout_s: float = 6 * 3600):
+    """Hold the model's `retrain-<model_name>` global concurrency slot (limit 1): a second retrain
+    of the same model, from any deployment or the CLI, waits here until the first one is done."""
+    from prefect.concurrency.sync import concurrency
+
+    name = triggers.concurrency_limit_name(settings.model_name)
+    ensure_concurrency_limit(name)
+    with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True):
+        yield name

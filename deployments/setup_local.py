@@ -1,0 +1,79 @@
+"""Idempotent setup of the local Prefect side of retrainer, against PREFECT_API_URL:
+
+- the process work pool `retrainer-local` (prefect.yaml's default pool), created if missing;
+- the global concurrency limit `retrain-<model_name>` (limit 1) that keeps one retrain per model
+  at a time, created if missing (an existing limit is left as an operator set it).
+
+Run from the repo root, then deploy and start a worker:
+
+    python deployments/setup_local.py [--pool retrainer-local] [--model-name readmission-30d]
+    prefect --no-prompt deploy --all
+    prefect worker start --pool retrainer-local
+
+The automations (event -> retrain) are created by `prefect deploy` from the `triggers:` of the
+deployments in prefect.yaml; nothing to do for them here.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def ensure_work_pool(name: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+            return "exists"
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_work_pool(WorkPoolCreate(
+                name=name, type="process", description="retrainer: flows run as local processes",
+                base_job_template=ProcessWorker.get_default_base_job_template()))
+            return "created"
+        except ObjectAlreadyExists:
+            return "exists"
+
+
+def ensure_concurrency_limit(name: str, limit: int = 1) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return "exists"
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            return "created"
+        except ObjectAlreadyExists:
+            return "exists"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", default="retrainer-local")
+    p.add_argument("--model-name", default=os.environ.get("RETRAINER_MODEL_NAME", "readmission-30d"))
+    a = p.parse_args(argv)
+    from retrainer.triggers import concurrency_limit_name
+
+    print(f"work pool {a.pool}: {ensure_work_pool(a.pool)}")
+    gcl = concurrency_limit_name(a.model_name)
+    print(f"global concurrency limit {gcl}: {ensure_concurrency_limit(gcl)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Monitoring: every configured retraining trigger evaluated on the recent window of de-identified
+predictions, published as artifacts; the highest-priority trigger that fired is emitted as a
+Prefect event, which an automation (prefect.yaml `triggers:`) turns into a retrain."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow
+
+from retrainer.triggers import choose
+from tasks.monitoring import (emit_chosen, evaluate_triggers, gather_inputs, load_trigger_config,
+                              publish_evaluations)
+from tasks.runtime import backend_for, install_log_filter, settings_for
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(home: str | None = None, now: str | None = None, emit: bool = True) -> dict[str, Any]:
+    """`now` (ISO time, UTC if naive) replaces the clock, for back-testing; `emit=False` evaluates
+    and publishes without emitting events."""
+    install_log_filter()
+    settings = settings_for(home)
+    backend = backend_for(settings)
+    clock = _parse_now(now)
+
+    config = load_trigger_config(settings)
+    inputs = gather_inputs(config, backend, settings, clock)
+    evaluations = evaluate_triggers(config, inputs)
+    chosen = choose(evaluations)
+    publish_evaluations(evaluations, inputs, chosen)
+    emitted = emit_chosen(chosen, evaluations, settings, config, clock, emit)
+
+    for e in evaluations:
+        print(f"{e.name:<24} {'FIRED' if e.fired else 'ok':<6} {e.reason}")
+    print(f"reported: {chosen.name if chosen else 'none'}; {emitted['reason']}"
+          + (f"; emitted {emitted['event']}" if emitted["emitted"] else ""))
+    return {"now": clock.isoformat(), "production_version": inputs.production_version,
+            "fired": [e.name for e in evaluations if e.fired], "reported": chosen.name if chosen else None,
+            **emitted, "evaluations": [e.to_dict() for e in evaluations]}
+
+
+def _parse_now(now: str | None) -> datetime:
+    if not now:
+        return datetime.now(timezone.utc)
+    import pandas as pd
+
+    ts = pd.Timestamp(now)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()

@@ -1,0 +1,121 @@
+"""Tasks of the monitor flow (triggers) and the manual-approval step of a manual retrain. Each is a
+thin wrapper over retrainer.triggers; the Prefect specifics (artifacts, events, pause/suspend)
+live here."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from retrainer import triggers
+from retrainer.backends import Backend
+from retrainer.settings import Settings
+from retrainer.triggers import TriggerEvaluation, TriggersConfig
+
+from .runtime import artifact_key
+
+opts = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="load-triggers", **opts)
+def load_trigger_config(settings: Settings) -> TriggersConfig:
+    return triggers.load_triggers(settings.triggers_file)
+
+
+@task(name="read-monitoring-window", **opts)
+def gather_inputs(config: TriggersConfig, backend: Backend, settings: Settings, now: datetime) -> triggers.MonitorInputs:
+    """Recent de-identified predictions of production, PSI against its stored reference profile,
+    labelled AUC windows and new-label counts."""
+    return triggers.collect_inputs(config, backend.registry, backend.predictions, settings, now)
+
+
+@task(name="evaluate-triggers", **opts)
+def evaluate_triggers(config: TriggersConfig, inputs: triggers.MonitorInputs) -> list[TriggerEvaluation]:
+    return triggers.evaluate_all(config, inputs)
+
+
+@task(name="publish-evaluations", **opts)
+def publish_evaluations(evaluations: list[TriggerEvaluation], inputs: triggers.MonitorInputs,
+                        chosen: TriggerEvaluation | None) -> None:
+    """One table artifact per trigger (its numbers and noise floor), the drift table, a summary."""
+    for e in evaluations:
+        create_table_artifact(table=e.table(), key=artifact_key("trigger", e.name),
+                              description=f"{e.name} ({e.type}, priority {e.priority}): "
+                                          f"{'FIRED' if e.fired else 'not fired'} - {e.reason}")
+    if inputs.drift_report is not None:
+        create_markdown_artifact(markdown=inputs.drift_report.to_markdown(k=15), key="monitor-drift",
+                                 description=f"PSI of the window vs {inputs.production_version}'s reference profile")
+    lines = [f"# Monitor {inputs.now:%Y-%m-%d %H:%M} UTC", "",
+             f"- production: {inputs.production_version or '-'}",
+             f"- reported trigger: **{chosen.name if chosen else 'none'}**", "",
+             "| trigger | type | priority | fired | noise floor | reason |", "|---|---|---:|---|---:|---|"]
+    for e in evaluations:
+        nf = "-" if e.noise_floor is None else f"{e.noise_floor:.4f}"
+        lines.append(f"| {e.name} | {e.type} | {e.priority} | {'**yes**' if e.fired else 'no'} | {nf} | "
+                     f"{e.reason.replace('|', '/')} |")
+    create_markdown_artifact(markdown="\n".join(lines), key="monitor-summary", description="all triggers")
+
+
+@task(name="emit-trigger-event", **opts)
+def emit_chosen(chosen: TriggerEvaluation | None, evaluations: list[TriggerEvaluation], settings: Settings,
+                config: TriggersConfig, now: datetime, emit: bool = True) -> dict[str, Any]:
+    """Emit the reported trigger's event (resource retrainer.model.<model_name>) unless it was
+    emitted within the cooldown; remember when in settings.home/monitor/state.json."""
+    from prefect.events import emit_event
+
+    state = triggers.load_state(settings.home)
+    last = triggers.last_emitted(state, chosen.name) if chosen else None
+    decision = triggers.emit_decision(chosen, last, now, config.policy.event_cooldown)
+    out: dict[str, Any] = {"emitted": False, "event": None, "reason": decision.reason}
+    if decision.emit and emit:
+        payload = {**chosen.payload, "model_name": settings.model_name,
+                   "also_fired": [e.name for e in evaluations if e.fired and e is not chosen]}
+        event = emit_event(event=chosen.event,
+                           resource={"prefect.resource.id": triggers.resource_id(settings.model_name),
+                                     "prefect.resource.name": settings.model_name},
+                           payload=payload)
+        out.update(emitted=True, event=chosen.event, event_id=str(event.id) if event else None, payload=payload)
+        state.setdefault("last_emitted", {})[chosen.name] = now.isoformat()
+    state.setdefault("runs", []).append({"at": now.isoformat(), "fired": [e.name for e in evaluations if e.fired],
+                                         "reported": chosen.name if chosen else None,
+                                         "emitted": out["event"], "reason": decision.reason})
+    triggers.save_state(settings.home, state)
+    return out
+
+
+# ---- manual approval (plain functions: a flow can only pause itself outside a task) -------------
+
+def request_approval(input_cls, settings: Settings, requested_by: str, reason: str, timeout_s: int):
+    """Show the request and wait for the approval form. A deployment run is suspended (the process
+    exits; Prefect re-runs the flow from the top on resume and this call then returns the input);
+    a local run pauses in process."""
+    from prefect.context import FlowRunContext
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
+    manual = next(iter(triggers.load_triggers(settings.triggers_file).by_type("manual")), None)
+    approvers = triggers.effective_approvers(settings.approvers, manual)
+    create_markdown_artifact(
+        key="retrain-approval-request", description=f"manual retrain requested by {requested_by}",
+        markdown=f"# Manual retrain of {settings.model_name}\n\n- requested by: **{requested_by}**\n"
+                 f"- reason: {reason or '-'}\n- training data: `{settings.training_data}`\n"
+                 f"- approvers: {', '.join(approvers) or 'none configured'}\n\n"
+                 "Resume this run with the form: approver, approve (true/false), reason.")
+    ctx = FlowRunContext.get()
+    if ctx and ctx.flow_run and ctx.flow_run.deployment_id:
+        return suspend_flow_run(wait_for_input=input_cls, key="manual-approval", timeout=timeout_s)
+    return pause_flow_run(wait_for_input=input_cls, key="manual-approval", timeout=timeout_s, poll_interval=2)
+
+
+def publish_approval(approval, settings: Settings, requested_by: str) -> triggers.ApprovalDecision:
+    manual = next(iter(triggers.load_triggers(settings.triggers_file).by_type("manual")), None)
+    approvers = triggers.effective_approvers(settings.approvers, manual)
+    decision = triggers.approval_decision(approval.approver, approval.approve, approval.reason, approvers)
+    create_markdown_artifact(
+        key="retrain-approval", description=decision.reason,
+        markdown=f"# Manual retrain: {'approved' if decision.approved else 'rejected'}\n\n"
+                 f"- requested by: {requested_by}\n- answered by: {approval.approver}\n"
+                 f"- decision: {decision.reason}\n- at: {datetime.now(timezone.utc).isoformat()}")
+    return decision
