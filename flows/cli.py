@@ -55,14 +55,64 @@ def cmd_validate(a) -> int:
 
 # ---- lifecycle --------------------------------------------------------------------------------
 def cmd_retrain(a) -> int:
-    from flows.retrain import retrain
+    actor = a.requested_by or os.environ.get("USER", "cli")
+    if a.manual:
+        from flows.retrain import manual_retrain
 
-    summary = retrain(data=a.data, trigger=a.trigger, actor=a.requested_by or os.environ.get("USER", "cli"))
-    _print_json(summary) if a.json else print(
-        f"\n{summary['version']} registered as {summary['status']} ({summary['bump']}); "
-        f"test AUC {summary['auc']:.4f}" +
-        (f" vs production {summary['production_version']} {summary['production_auc']:.4f}"
-         if summary["production_version"] else ""))
+        if not a.requested_by:
+            from retrainer.errors import ConfigError
+
+            raise ConfigError("--manual needs --requested-by NAME")
+        summary = manual_retrain(requested_by=a.requested_by, reason=a.reason or "", data=a.data,
+                                 approval_timeout_s=a.approval_timeout)
+    else:
+        from flows.retrain import retrain
+
+        summary = retrain(data=a.data, trigger=a.trigger, actor=actor)
+    if a.json:
+        _print_json(summary)
+    elif summary.get("status") in ("skipped", "rejected") and not summary.get("version"):
+        print(f"\n{summary['status']}: {summary.get('reason', '')}")
+    else:
+        prod = (f" vs production {summary['production_version']} {summary['production_auc']:.4f}"
+                if summary.get("production_version") else "")
+        print(f"\n{summary['version']} registered as {summary['status']} ({summary['bump']}); "
+              f"test AUC {summary['auc']:.4f}{prod}")
+    return 5 if summary.get("status") == "rejected" and a.manual else 0
+
+
+def cmd_approve(a) -> int:
+    import uuid
+
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        run_id = uuid.UUID(a.run_id)
+    except ValueError:
+        from retrainer.errors import ConfigError
+
+        raise ConfigError(f"{a.run_id!r} is not a flow run id") from None
+    resume_flow_run(run_id, run_input={"approver": a.approver, "approve": not a.reject, "reason": a.reason})
+    print(f"{'rejected' if a.reject else 'approved'} run {run_id} as {a.approver}")
+    return 0
+
+
+def cmd_monitor(a) -> int:
+    from flows.monitor import monitor
+
+    out = monitor(now=a.now, emit=not a.no_emit)
+    if a.json:
+        _print_json(out)
+    return 0
+
+
+def cmd_triggers_check(a) -> int:
+    from retrainer.settings import load_settings
+    from retrainer.triggers import load_triggers
+
+    path = a.file or load_settings().triggers_file
+    cfg = load_triggers(path)
+    print(f"ok: {path}: {len(cfg.retraining_triggers)} triggers")
     return 0
 
 
@@ -228,15 +278,37 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     r = sub.add_parser("retrain", help="run the retrain flow (validate, train, evaluate, register)")
-    r.add_argument("--data", required=True)
+    r.add_argument("--data", default=None, help="Parquet file or folder (default: settings.training_data)")
     r.add_argument("--trigger", default="manual",
                    choices=["manual", "scheduled", "drift", "volume", "performance", "concept"])
     r.add_argument("--requested-by", default=None)
+    r.add_argument("--manual", action="store_true", help="wait for an approver (Prefect UI form or "
+                   "`retrainer approve`) before training")
+    r.add_argument("--reason", default=None)
+    r.add_argument("--approval-timeout", type=int, default=86400, metavar="SECONDS")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_retrain)
 
+    ap = sub.add_parser("approve", help="answer a manual retrain waiting for approval")
+    ap.add_argument("run_id")
+    ap.add_argument("--approver", required=True)
+    ap.add_argument("--reject", action="store_true")
+    ap.add_argument("--reason", default="")
+    ap.set_defaults(func=cmd_approve)
+
+    mo = sub.add_parser("monitor", help="evaluate every retraining trigger now and emit events")
+    mo.add_argument("--now", default=None, help="ISO time replacing the clock (back-testing)")
+    mo.add_argument("--no-emit", action="store_true")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_monitor)
+
+    tr = sub.add_parser("triggers", help="retraining trigger configuration").add_subparsers(dest="sub", required=True)
+    tc = tr.add_parser("check", help="validate triggers.yaml")
+    tc.add_argument("file", nargs="?")
+    tc.set_defaults(func=cmd_triggers_check)
+
     d = sub.add_parser("demo", help="the whole lifecycle on generated data, time compressed")
-    d.add_argument("--workdir", default=".retrainer/demo")
+    d.add_argument("--workdir", default=".retrainer/demo-data")
     d.add_argument("--rows-per-month", type=int, default=4000)
     d.set_defaults(func=cmd_demo)
 

@@ -47,5 +47,7 @@ def test_readme_demo_command_from_a_fresh_clone(prefect_server, tmp_path):
     listing = subprocess.run([str(clone / ".venv" / "bin" / "retrainer"), "registry", "list", "--json"],
                              cwd=clone, env=env, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
-    statuses = {v["status"] for v in __import__("json").loads(listing.stdout)}
-    assert "production" in statuses
+    statuses = sorted(v["status"] for v in __import__("json").loads(listing.stdout))
+    # The demo ends after a promotion and a forced rollback: production plus two kept versions.
+    assert statuses == ["previous", "previous", "production"], statuses
+    assert "drift.detected" in out and "traffic switched in" in out
