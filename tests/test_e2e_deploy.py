@@ -160,3 +160,45 @@ def test_drift_event_runs_the_emergency_retrain_deployment_once(e2e, monthly_dat
     assert versions == ["1.0.0", "1.1.0", "1.2.0"], (versions, states)
     assert "FAILED" not in states and "CRASHED" not in states, states
     print(f"burst states: {states}; total {time.monotonic() - started:.0f} s")
+
+
+def test_manual_retrain_deployment_suspends_until_an_approver_answers_the_form(e2e):
+    """A deployment run suspends (no process, no worker slot); an unlisted approver is refused
+    cleanly; the listed approver's answer resumes it and a version is registered with both
+    names in its lineage."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run
+
+    def state_of(run_id):
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(run_id).state
+
+    def suspended(run_id):
+        s = state_of(run_id)
+        return s if s.type.value == "PAUSED" else None
+
+    # 1. an approver who is not in settings.approvers: the run completes as rejected, nothing registered
+    refused = run_deployment("retrain-manual/retrain-manual", timeout=0,
+                             parameters={"requested_by": "data-team", "reason": "new diagnosis coding"})
+    wait_for(lambda: suspended(refused.id), 120, "the manual retrain to suspend", e2e["worker_log"])
+    resume_flow_run(refused.id, run_input={"approver": "intern", "approve": True, "reason": "looks fine"})
+    final = wait_for(lambda: (s := state_of(refused.id)).is_final() and s, 180, "the refused run to end",
+                     e2e["worker_log"])
+    assert final.is_completed(), final
+    assert not registry().list()
+
+    # 2. the listed approver: the resumed run trains and registers
+    run = run_deployment("retrain-manual/retrain-manual", timeout=0,
+                         parameters={"requested_by": "data-team", "reason": "new diagnosis coding"})
+    paused = wait_for(lambda: suspended(run.id), 120, "the manual retrain to suspend", e2e["worker_log"])
+    assert paused.name == "Suspended"  # a deployment run suspends: it holds no process
+    resume_flow_run(run.id, run_input={"approver": "ml-lead", "approve": True, "reason": "go"})
+    final = wait_for(lambda: (s := state_of(run.id)).is_final() and s, 240, "the approved run to end",
+                     e2e["worker_log"])
+    assert final.is_completed(), final
+    [version] = registry().list()
+    assert version.trigger == "manual"
+    assert version.extra["context"]["requested_by"] == "data-team"
+    assert version.extra["context"]["approved_by"] == "ml-lead"
+    assert registry().audit()[-1]["actor"] == "ml-lead"
