@@ -39,6 +39,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.loadgen import http_request as _request  # noqa: E402
 from retrainer import datagen, training  # noqa: E402
 from retrainer import schema as S  # noqa: E402
 from retrainer.registry import LocalRegistry, ModelRecord, utcnow  # noqa: E402
@@ -63,20 +64,6 @@ def record(version: str, status: str) -> ModelRecord:
 def json_records(frame: pd.DataFrame) -> list[dict]:
     sub = frame[list(S.FEATURES) + ["patient_id", S.ADMISSION_ID]]
     return json.loads(sub.to_json(orient="records"))
-
-
-# ---- a minimal keep-alive HTTP/1.1 client (asyncio streams: little client-side CPU) ----------
-
-async def _request(reader, writer, raw: bytes) -> tuple[int, bytes]:
-    writer.write(raw)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    body = await reader.readexactly(length) if length else b""
-    return status, body
 
 
 def build_post(port: int, path: str, body: bytes, extra: str = "") -> bytes:

@@ -22,6 +22,7 @@ import pytest
 from retrainer import rollout
 from retrainer.registry import LocalRegistry
 from retrainer.serving import LocalEndpoint
+from benchmarks.loadgen import http_request as _request
 from retrainer.settings import Settings
 from tests.canary_world import AUTH, KEY, TOKEN, build_models, make_registry, records
 from tests.conftest import REPO, free_port
@@ -29,17 +30,6 @@ from tests.conftest import REPO, free_port
 RATE = 400          # requests per second offered (>= 300 required)
 SECONDS = 30
 CONNECTIONS = 16
-
-
-async def _request(reader, writer, raw: bytes) -> tuple[int, bytes]:
-    writer.write(raw)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    return status, (await reader.readexactly(length) if length else b"")
 
 
 async def paced_load(port: int, bodies: list[bytes], rate: float, seconds: float, connections: int) -> dict:
