@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from retrainer import schema as S
 from retrainer.datagen import GenerationSpec, generate
 from retrainer.errors import ConfigError
+from retrainer.serving import BackgroundServer
 from tasks.runtime import install_log_filter, settings_for
 
 from .canary import canary
@@ -67,40 +68,20 @@ def generate_data(workdir: Path, rows_per_month: int) -> dict[str, Any]:
     return out
 
 
-class Endpoint:
-    """The local endpoint (`retrainer serve`'s app) on a free loopback port, in a thread."""
+class Endpoint(BackgroundServer):
+    """The local endpoint (`retrainer serve`'s app, capture on) on a free loopback port, in a thread."""
 
     def __init__(self, settings):
-        import socket
-
-        import uvicorn
-
         from retrainer.deid import pseudonymizer_from_env
         from retrainer.predstore import PredictionStore
         from retrainer.registry import LocalRegistry
         from retrainer.serving import create_app
 
         self.settings = settings
-        self.app = create_app(settings, LocalRegistry(settings.registry_dir, settings.model_name),
-                              PredictionStore(settings.home), pseudonymizer_from_env(settings.pseudonym_key_env),
-                              flush_rows=500, flush_seconds=0.5, capture_interval=0.05)
-        self.url = f"http://127.0.0.1:{settings.serving.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=settings.serving.port,
-                                                    log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="demo-endpoint")
-
-    def __enter__(self) -> "Endpoint":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the demo endpoint did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
+        app = create_app(settings, LocalRegistry(settings.registry_dir, settings.model_name),
+                         PredictionStore(settings.home), pseudonymizer_from_env(settings.pseudonym_key_env),
+                         flush_rows=500, flush_seconds=0.5, capture_interval=0.05)
+        super().__init__(app, settings.serving.port, name="demo-endpoint")
 
     def send(self, frame, batch: int = 50) -> dict[str, int]:
         """Score admissions as a hospital system would (identifiers included); count by variant."""
@@ -166,7 +147,7 @@ def run_canary(endpoint: Endpoint, settings, candidate: str, traffic, workdir: P
     return box["result"]
 
 
-def demo_environment(settings_home: Path) -> None:
+def demo_environment() -> None:
     """Time-compressed settings for this process only (a user's own values win)."""
     import socket
 
@@ -202,7 +183,7 @@ def demo(workdir: str = ".retrainer-demo-data", rows_per_month: int = 4000) -> d
 
     settings = settings_for()
     prepare_home(settings.home)
-    demo_environment(settings.home)
+    demo_environment()
     settings = settings_for()
     work = Path(workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)

@@ -495,7 +495,7 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import Response
     from starlette.concurrency import run_in_threadpool
 
     state = ServingState(settings, registry, store, pseudonymizer, clock, **state_options)
@@ -673,6 +673,33 @@ def serve(settings, *, host: str | None = None, port: int | None = None, capture
     app = build_app_from_settings(settings, capture=capture)
     uvicorn.run(app, host=host or settings.serving.host, port=port or settings.serving.port, workers=1,
                 log_level=log_level, access_log=False)
+
+
+class BackgroundServer:
+    """An ASGI app under uvicorn in a daemon thread on loopback, as a context manager (the demo and
+    the tests run the real endpoint this way; `serve()` is the foreground equivalent)."""
+
+    def __init__(self, app, port: int, host: str = "127.0.0.1", name: str = "retrainer-endpoint"):
+        import uvicorn
+
+        self.app, self.port = app, port
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name=name)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"the endpoint did not start on {self.url}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
 
 
 class LocalEndpoint:

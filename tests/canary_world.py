@@ -3,7 +3,6 @@ app on a real uvicorn server (loopback, free port), simulated traffic and delaye
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pandas as pd
 from retrainer import datagen, training
 from retrainer import schema as S
 from retrainer.registry import LocalRegistry
+from retrainer.serving import BackgroundServer
 from retrainer.settings import ModelSettings, Settings
 from tests.conftest import free_port
 from tests.helpers import make_record
@@ -70,43 +70,21 @@ def set_env(monkeypatch, home: Path, port: int, **canary) -> None:
         monkeypatch.setenv(f"RETRAINER_CANARY__{k.upper()}", str(v))
 
 
-class LiveServer:
+class LiveServer(BackgroundServer):
     """The real app (`serving.create_app`, capture on) under uvicorn in a thread, 127.0.0.1 only."""
 
     def __init__(self, home: Path, port: int | None = None, **state_options):
-        import uvicorn
-
         from retrainer.deid import Pseudonymizer
         from retrainer.predstore import PredictionStore
         from retrainer.serving import create_app
 
-        self.port = port or free_port()
-        self.settings = Settings(home=home, serving={"admin_token": TOKEN, "port": self.port})
+        port = port or free_port()
+        self.settings = Settings(home=home, serving={"admin_token": TOKEN, "port": port})
         self.registry = LocalRegistry(home / "registry")
         self.store = PredictionStore(home)
         opts = dict(flush_rows=200, flush_seconds=0.3, capture_interval=0.05) | state_options
-        self.app = create_app(self.settings, self.registry, self.store, Pseudonymizer(KEY.encode()), **opts)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="uvicorn-test")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
+        app = create_app(self.settings, self.registry, self.store, Pseudonymizer(KEY.encode()), **opts)
+        super().__init__(app, port, name="uvicorn-test")
 
     def variants(self) -> list[tuple[str, str, float]]:
         state = httpx.get(f"{self.url}/admin/variants", headers=AUTH, timeout=10).json()
