@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 EXIT_BUG = 1
 
@@ -195,7 +194,7 @@ def cmd_serve(a) -> int:
     from retrainer.settings import load_settings
 
     settings = load_settings()
-    if settings.registry_dir.exists() is False:
+    if not settings.registry_dir.exists():
         from retrainer.errors import RegistryError
 
         raise RegistryError(f"no registry under {settings.home}; train a model first (retrainer retrain)")

@@ -114,10 +114,10 @@ def publish_report(candidate: str, decisions: list[dict[str, Any]], applied: dic
     ci = final.get("ci")
     lines = [f"# Canary {candidate}: {final['action'].upper()}", "",
              f"- decided by **{final['actor']}**{' (manual)' if final.get('manual') else ''}: {final['reason']}",
-             f"- AUC difference (candidate - production): "
+             "- AUC difference (candidate - production): "
              + (f"{final['auc_diff']:+.4f}" if final.get("auc_diff") is not None else "n/a")
              + (f", {ci['level']:.0%} CI [{ci['low']:+.4f}, {ci['high']:+.4f}] (DeLong, unpaired)" if ci else ""),
-             f"- endpoint now: " + ", ".join(f"{v['variant']}={v['version']}@{v['weight']:g}"
+             "- endpoint now: " + ", ".join(f"{v['variant']}={v['version']}@{v['weight']:g}"
                                              for v in (applied.get("endpoint") or {}).get("variants") or []),
              "", "| check | action | elapsed | reason |", "|---|---|---|---|"]
     for d in decisions:
