@@ -23,43 +23,41 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def _ensure(read, create) -> str:
+    """Create something unless it exists; racing another creator counts as existing."""
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    try:
+        read()
+        return "exists"
+    except ObjectNotFound:
+        pass
+    try:
+        create()
+        return "created"
+    except ObjectAlreadyExists:
+        return "exists"
+
+
 def ensure_work_pool(name: str) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
     with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(name)
-            return "exists"
-        except ObjectNotFound:
-            pass
-        try:
-            client.create_work_pool(WorkPoolCreate(
-                name=name, type="process", description="retrainer: flows run as local processes",
-                base_job_template=ProcessWorker.get_default_base_job_template()))
-            return "created"
-        except ObjectAlreadyExists:
-            return "exists"
+        return _ensure(lambda: client.read_work_pool(name), lambda: client.create_work_pool(WorkPoolCreate(
+            name=name, type="process", description="retrainer: flows run as local processes",
+            base_job_template=ProcessWorker.get_default_base_job_template())))
 
 
 def ensure_concurrency_limit(name: str, limit: int = 1) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-            return "exists"
-        except ObjectNotFound:
-            pass
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-            return "created"
-        except ObjectAlreadyExists:
-            return "exists"
+        return _ensure(lambda: client.read_global_concurrency_limit_by_name(name),
+                       lambda: client.create_global_concurrency_limit(
+                           GlobalConcurrencyLimitCreate(name=name, limit=limit)))
 
 
 def main(argv: list[str] | None = None) -> int:

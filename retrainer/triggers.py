@@ -159,23 +159,25 @@ class DataDriftTrigger(_Trigger):
     parse_durations = _duration_field("window")
 
 
-class PerformanceTrigger(_Trigger):
-    type: Literal["performance_degradation"]
+class _LabelledAucTrigger(_Trigger):
+    """A trigger judged on AUC over labelled predictions in a window."""
     metric: Literal["auc"] = "auc"
+    window: timedelta
+    min_labels: int = Field(200, ge=1)
+    parse_durations = _duration_field("window")
+
+
+class PerformanceTrigger(_LabelledAucTrigger):
+    type: Literal["performance_degradation"]
     threshold: float = Field(0.70, gt=0, le=1)
     consecutive_windows: int = Field(3, ge=1, le=100)
     window: timedelta = timedelta(days=7)
-    min_labels: int = Field(200, ge=1)
-    parse_durations = _duration_field("window")
 
 
-class ConceptDriftTrigger(_Trigger):
+class ConceptDriftTrigger(_LabelledAucTrigger):
     type: Literal["concept_drift"]
-    metric: Literal["auc"] = "auc"
     min_drop: float = Field(0.05, gt=0, le=1)
     window: timedelta = timedelta(days=30)
-    min_labels: int = Field(200, ge=1)
-    parse_durations = _duration_field("window")
 
 
 class VolumeTrigger(_Trigger):
