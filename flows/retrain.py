@@ -17,7 +17,7 @@ from prefect.input import RunInput
 from tasks.lifecycle import (build_reference_profile, check_duplicate, current_run_created_at,
                              evaluate_models, load_data, publish_report, register_model,
                              retrain_slot, split_data, train_candidate, validate_data)
-from tasks.monitoring import publish_approval, request_approval
+from tasks.approval import approvers, publish_approval, request_approval
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 TRIGGERS = ("manual", "scheduled", "drift", "volume", "performance", "concept")
@@ -81,8 +81,9 @@ def manual_retrain(requested_by: str, reason: str = "", data: str | None = None,
     """
     install_log_filter()
     settings = settings_for(home)
-    approval = request_approval(ApprovalInput, settings, requested_by, reason, approval_timeout_s)
-    decision = publish_approval(approval, settings, requested_by)
+    allowed = approvers(settings)
+    approval = request_approval(ApprovalInput, settings, requested_by, reason, approval_timeout_s, allowed)
+    decision = publish_approval(approval, requested_by, allowed)
     if not decision.approved:
         print(decision.reason)
         return {"version": None, "status": "rejected", "reason": decision.reason,

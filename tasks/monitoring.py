@@ -1,9 +1,8 @@
-"""Tasks of the monitor flow (triggers) and the manual-approval step of a manual retrain. Each is a
-thin wrapper over retrainer.triggers; the Prefect specifics (artifacts, events, pause/suspend)
-live here."""
+"""Tasks of the monitor flow (triggers). Each is a thin wrapper over retrainer.triggers; the
+Prefect specifics (artifacts, events) live here."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from prefect import task
@@ -84,38 +83,3 @@ def emit_chosen(chosen: TriggerEvaluation | None, evaluations: list[TriggerEvalu
                                          "emitted": out["event"], "reason": decision.reason})
     triggers.save_state(settings.home, state)
     return out
-
-
-# ---- manual approval (plain functions: a flow can only pause itself outside a task) -------------
-
-def request_approval(input_cls, settings: Settings, requested_by: str, reason: str, timeout_s: int):
-    """Show the request and wait for the approval form. A deployment run is suspended (the process
-    exits; Prefect re-runs the flow from the top on resume and this call then returns the input);
-    a local run pauses in process."""
-    from prefect.context import FlowRunContext
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run
-
-    manual = next(iter(triggers.load_triggers(settings.triggers_file).by_type("manual")), None)
-    approvers = triggers.effective_approvers(settings.approvers, manual)
-    create_markdown_artifact(
-        key="retrain-approval-request", description=f"manual retrain requested by {requested_by}",
-        markdown=f"# Manual retrain of {settings.model_name}\n\n- requested by: **{requested_by}**\n"
-                 f"- reason: {reason or '-'}\n- training data: `{settings.training_data}`\n"
-                 f"- approvers: {', '.join(approvers) or 'none configured'}\n\n"
-                 "Resume this run with the form: approver, approve (true/false), reason.")
-    ctx = FlowRunContext.get()
-    if ctx and ctx.flow_run and ctx.flow_run.deployment_id:
-        return suspend_flow_run(wait_for_input=input_cls, key="manual-approval", timeout=timeout_s)
-    return pause_flow_run(wait_for_input=input_cls, key="manual-approval", timeout=timeout_s, poll_interval=2)
-
-
-def publish_approval(approval, settings: Settings, requested_by: str) -> triggers.ApprovalDecision:
-    manual = next(iter(triggers.load_triggers(settings.triggers_file).by_type("manual")), None)
-    approvers = triggers.effective_approvers(settings.approvers, manual)
-    decision = triggers.approval_decision(approval.approver, approval.approve, approval.reason, approvers)
-    create_markdown_artifact(
-        key="retrain-approval", description=decision.reason,
-        markdown=f"# Manual retrain: {'approved' if decision.approved else 'rejected'}\n\n"
-                 f"- requested by: {requested_by}\n- answered by: {approval.approver}\n"
-                 f"- decision: {decision.reason}\n- at: {datetime.now(timezone.utc).isoformat()}")
-    return decision
