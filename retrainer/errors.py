@@ -31,3 +31,20 @@ class RegistryError(RetrainerError):
 
 class RolloutError(RetrainerError):
     """Serving/rollout refused: target not kept, already production, endpoint problems."""
+
+
+class UnknownVersion(RegistryError):
+    """The version is not registered (or is not a valid semver string)."""
+
+
+class IllegalTransition(RegistryError):
+    """The lifecycle rules refuse this status change (e.g. a rejected version to production)."""
+
+
+class ArtifactIntegrityError(RegistryError):
+    """A version's artifacts are gone (cleaned by retention) or do not match their recorded
+    sha256: refuse to load them."""
+
+
+class CorruptRegistry(RegistryError):
+    """The registry's index cannot be read."""
