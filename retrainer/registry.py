@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-from .errors import RegistryError
+from .errors import ArtifactIntegrityError, CorruptRegistry, IllegalTransition, RegistryError, UnknownVersion
 from .versioning import parse
 
 STATUSES = ("candidate", "canary", "production", "previous", "archived", "rejected")
@@ -158,7 +158,7 @@ class LocalRegistry:
         try:
             return json.loads(self._index_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RegistryError(f"registry index {self._index_path} is corrupt ({exc.__class__.__name__});"
+            raise CorruptRegistry(f"registry index {self._index_path} is corrupt ({exc.__class__.__name__});"
                                 " restore it from backup") from None
 
     def list(self) -> list[ModelRecord]:
@@ -170,11 +170,11 @@ class LocalRegistry:
         try:
             parse(version)
         except ValueError as exc:
-            raise RegistryError(str(exc)) from None
+            raise UnknownVersion(str(exc)) from None
         rec = self._read_index()["versions"].get(version)
         if rec is None:
             known = ", ".join(r.version for r in self.list()) or "none"
-            raise RegistryError(f"unknown version {version} (registered: {known})")
+            raise UnknownVersion(f"unknown version {version} (registered: {known})")
         return ModelRecord.from_dict(rec)
 
     def production(self) -> ModelRecord | None:
@@ -199,7 +199,7 @@ class LocalRegistry:
         self.get(version)
         path = self._versions / version
         if not path.is_dir():
-            raise RegistryError(f"artifacts of {version} are gone (archived and cleaned by retention)")
+            raise ArtifactIntegrityError(f"artifacts of {version} are gone (archived and cleaned by retention)")
         return path
 
     def verify(self, version: str) -> Path:
@@ -207,7 +207,7 @@ class LocalRegistry:
         rec = self.get(version)
         path = self.artifact_dir(version)
         if rec.artifact_sha256 and sha256_dir(path) != rec.artifact_sha256:
-            raise RegistryError(f"artifacts of {version} do not match their recorded sha256; refusing to load")
+            raise ArtifactIntegrityError(f"artifacts of {version} do not match their recorded sha256; refusing to load")
         return path
 
     # ---- writing -------------------------------------------------------------------------
@@ -238,7 +238,7 @@ class LocalRegistry:
         if status not in STATUSES:
             raise RegistryError(f"unknown status {status!r} (one of {', '.join(STATUSES)})")
         if status != old and status not in ALLOWED[old]:
-            raise RegistryError(f"{version} is {old}; it cannot become {status}")
+            raise IllegalTransition(f"{version} is {old}; it cannot become {status}")
         now = utcnow()
         rec["status"] = status
         rec["status_changed_at"] = now

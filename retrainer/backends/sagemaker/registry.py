@@ -47,7 +47,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ...errors import RegistryError
+from ...errors import ArtifactIntegrityError, RegistryError
 from ...registry import LocalRegistry, ModelRecord, sha256_dir, utcnow
 from ...versioning import parse
 from ._aws import (AWSContext, ArtifactError, default_sklearn_image, error_code, error_message, one_line,
@@ -180,7 +180,7 @@ class SageMakerRegistry(LocalRegistry):
         dest = self.root / "artifacts" / version
         if dest.is_dir() and (not rec.artifact_sha256 or sha256_dir(dest) == rec.artifact_sha256):
             return dest
-        gone = RegistryError(f"artifacts of {version} are gone (archived and cleaned by retention)")
+        gone = ArtifactIntegrityError(f"artifacts of {version} are gone (archived and cleaned by retention)")
         if not rec.artifact_uri or rec.extra.get("artifacts_removed_at"):
             raise gone
         bucket, key = split_s3_uri(rec.artifact_uri)
