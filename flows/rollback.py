@@ -1,8 +1,9 @@
 """Production rollback to one of the two kept previous versions: the endpoint switches (a weight
 change, the target is already loaded as a standby), then the registry records it.
 
-`rollback_now(...)` is the same operation without Prefect (for `retrainer rollback`, where the
-Prefect import alone would cost seconds); the flow adds a run record and an artifact.
+`retrainer rollback` calls `retrainer.rollout.rollback_production` directly, without Prefect (its
+import alone costs seconds); this flow is the same operation with a run record and an artifact,
+for the `rollback` deployment and the Prefect UI.
 """
 from __future__ import annotations
 
@@ -14,22 +15,14 @@ from tasks.rollout import rollback_production
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 
-def rollback_now(to: str | None = None, reason: str = "manual rollback", actor: str = "operator",
-                 home: str | None = None) -> dict[str, Any]:
-    """Plain Python. Returns {"version", "replaced", "switch_ms", "total_ms", "endpoint"};
-    RolloutError (one line) when the target is not a kept previous version or is production."""
-    from retrainer.backends import get_backend
-    from retrainer.rollout import rollback_production as do_rollback
-    from retrainer.settings import load_settings
-
-    settings = load_settings(**({"home": home} if home else {}))
-    backend = get_backend(settings)
-    return do_rollback(backend.registry, backend.endpoint, to, actor=actor, reason=reason)
-
-
 @flow(name="rollback", log_prints=True)
 def rollback(to: str | None = None, reason: str = "manual rollback", actor: str = "operator",
              home: str | None = None) -> dict[str, Any]:
+    """Return production to `to` (default: the most recent kept previous version).
+
+    Returns {"version", "replaced", "switch_ms", "total_ms", "endpoint"}; fails with a one-line
+    RolloutError when the target is not a kept previous version or is already production.
+    """
     install_log_filter()
     settings = settings_for(home)
     backend = backend_for(settings)

@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from retrainer import evaluation, lifecycle, triggers
 from retrainer.backends import Backend
@@ -20,18 +19,15 @@ from retrainer.registry import ModelRecord
 from retrainer.settings import Settings
 from retrainer.training import load_model
 
-from .runtime import artifact_key
-
-# DataFrames and backends are passed between tasks in process: no input hashing, no caching.
-opts = dict(cache_policy=NO_CACHE, persist_result=False)
+from .runtime import IN_PROCESS, artifact_key
 
 
-@task(name="load-data", **opts)
+@task(name="load-data", **IN_PROCESS)
 def load_data(path: str) -> tuple[pd.DataFrame, list[str]]:
     return load_batch(path), [str(p) for p in parquet_files(path)]
 
 
-@task(name="validate-data", **opts)
+@task(name="validate-data", **IN_PROCESS)
 def validate_data(frame: pd.DataFrame, settings: Settings) -> dict[str, Any]:
     """Great Expectations gate. On failure: a markdown artifact with what failed, then the run
     stops before training (the registry is never touched)."""
@@ -48,18 +44,18 @@ def validate_data(frame: pd.DataFrame, settings: Settings) -> dict[str, Any]:
     return result.summary()
 
 
-@task(name="time-split", **opts)
+@task(name="time-split", **IN_PROCESS)
 def split_data(frame: pd.DataFrame, settings: Settings) -> Split:
     return time_split(frame, settings.split)
 
 
-@task(name="train-candidate", **opts)
+@task(name="train-candidate", **IN_PROCESS)
 def train_candidate(backend: Backend, split: Split, settings: Settings) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="retrainer-train-"))
     return str(backend.trainer.fit(split.train, split.validation, settings.model.model_dump(), workdir))
 
 
-@task(name="evaluate", **opts)
+@task(name="evaluate", **IN_PROCESS)
 def evaluate_models(backend: Backend, model_dir: str, split: Split) -> dict[str, Any]:
     """Score the candidate and the current production model on the same held-out test set."""
     candidate = evaluation.evaluate(load_model(model_dir), split.test)
@@ -71,7 +67,7 @@ def evaluate_models(backend: Backend, model_dir: str, split: Split) -> dict[str,
     return {"candidate": candidate, "production": production}
 
 
-@task(name="register-model", **opts)
+@task(name="register-model", **IN_PROCESS)
 def register_model(backend: Backend, model_dir: str, frame: pd.DataFrame, files: list[str], split: Split,
                    metrics: dict[str, Any], validation: dict[str, Any], trigger: str,
                    settings: Settings, actor: str, context: dict[str, Any] | None) -> ModelRecord:
@@ -86,7 +82,7 @@ def register_model(backend: Backend, model_dir: str, frame: pd.DataFrame, files:
     return backend.registry.register(record, Path(model_dir), actor=actor)
 
 
-@task(name="publish-report", **opts)
+@task(name="publish-report", **IN_PROCESS)
 def publish_report(record: ModelRecord) -> None:
     m = record.metrics
     prod_version = (m.get("production") or {}).get("version")
@@ -99,7 +95,7 @@ def publish_report(record: ModelRecord) -> None:
 
 # ---- triggers: reference profile, duplicate protection, one retrain at a time per model ---------
 
-@task(name="reference-profile", **opts)
+@task(name="reference-profile", **IN_PROCESS)
 def build_reference_profile(model_dir: str, split: Split, settings: Settings, trigger: str) -> str:
     """Fit the drift reference (training + validation features and the model's score) and store it
     in the model directory BEFORE registration, so the artifact sha256 covers it."""
@@ -110,7 +106,7 @@ def build_reference_profile(model_dir: str, split: Split, settings: Settings, tr
     return str(path)
 
 
-@task(name="check-duplicate", **opts)
+@task(name="check-duplicate", **IN_PROCESS)
 def check_duplicate(backend: Backend, split: Split, settings: Settings, trigger: str,
                     run_created_at: datetime | None) -> triggers.DuplicateDecision:
     """Skip work another run already did: same training data and settings registered after this

@@ -7,9 +7,29 @@ import os
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
 from retrainer.backends import Backend, get_backend  # noqa: E402
 from retrainer.errors import RetrainerError  # noqa: E402
 from retrainer.settings import Settings, load_settings  # noqa: E402
+
+
+# Task options, named once.
+# IN_PROCESS: runs every time it is called; its result stays in memory (data frames, models).
+IN_PROCESS = dict(cache_policy=NO_CACHE, persist_result=False)
+# ONCE_PER_RUN: with `cache_key_fn=per_run(...)`, a step with a side effect runs once per flow run
+# however often the run is resumed (a resumed run re-executes its flow from the top); retried twice.
+ONCE_PER_RUN = dict(persist_result=True, retries=2, retry_delay_seconds=2)
+
+
+def per_run(step: str, *index_params: str):
+    """A `cache_key_fn`: one key per flow run and step (plus the named parameters, e.g. a check
+    index), so the step's persisted result is reused when the flow run re-runs from the top."""
+    def key(context, parameters) -> str:
+        run_id = context.task_run.flow_run_id
+        extra = "-".join(str(parameters[p]) for p in index_params)
+        return f"retrainer-{step}-{run_id}" + (f"-{extra}" if extra else "")
+    return key
 
 
 class ExpectedErrorFilter(logging.Filter):

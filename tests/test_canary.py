@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from retrainer.canary import (ArmStats, RolloutPlan, Stage, arms_from_stats, auc_difference_ci, check,
+from retrainer.rollout import (ArmStats, RolloutPlan, Stage, arms_from_stats, auc_difference_ci, check,
                               delong_auc_variance, manual)
 from retrainer.settings import CanarySettings, Settings
 

@@ -15,15 +15,12 @@ it finds the work done and only re-applies the (idempotent) endpoint weights.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from .errors import RolloutError
-from .serving import CANDIDATE, PRODUCTION, STANDBY_PREFIX, default_variants
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from ..clock import utcnow
+from ..errors import RolloutError
+from ..serving import CANDIDATE, PRODUCTION, STANDBY_PREFIX, default_variants
 
 
 def _specs(pairs: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
@@ -160,7 +157,7 @@ def window_stats(store, started_at: datetime, now: datetime, candidate: str = CA
                  production: str = PRODUCTION) -> tuple[dict[str, dict], dict | None]:
     """Per-variant statistics over [started_at, now] (AUC on labelled predictions joined by
     pseudonym, label count, error rate, p95 latency) and the DeLong CI of the AUC difference."""
-    from .canary import ci_from_labelled
+    from .statistics import ci_from_labelled
 
     stats = store.variant_stats(started_at, now)
     ci = None

@@ -1,9 +1,7 @@
-"""Canary rollout decisions: pure functions, no I/O, the clock is passed in.
+"""The canary's decision rule: pure functions, no I/O, the clock is passed in.
 
-A rollout is a `RolloutPlan` of `Stage`s (traffic share for the candidate, how long, how often to
-check). The default plan is one stage: 10% of traffic for 72 hours, checked every 6 hours
-(`CanarySettings`). A Prefect flow (not here) wakes up every `check_interval`, reads per-variant
-statistics from the prediction store, and calls `check(...)`, which returns a `Decision`:
+A rollout flow wakes up every `check_interval`, reads per-variant statistics from the prediction
+store, and calls `check(...)`, which returns a `Decision`:
 
 * **rollback at once** on a guardrail breach, at any check: candidate error rate above
   `max_error_rate` or candidate p95 latency above `max_p95_latency_ms`;
@@ -18,18 +16,17 @@ statistics from the prediction store, and calls `check(...)`, which returns a `D
   `auc_tolerance` below production (0.78 vs 0.80, whose float difference is 0.020000000000000018)
   promotes, while 0.021 below rolls back.
 
-`auc_difference_ci` gives a DeLong confidence interval for the AUC difference, reported with the
-decision (the decision rule itself is the tolerance rule above, as the issue specifies).
-`manual(...)` records a human override as a Decision.
+The DeLong interval of the AUC difference (`statistics.auc_difference_ci`) is carried into the
+decision and its report; the rule above decides on the point estimates. `manual(...)` records a
+human override as a Decision.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping
 
-import numpy as np
+from .plan import RolloutPlan, format_duration
 
 ACTIONS = ("continue", "promote", "rollback", "extend")
 Action = Literal["continue", "promote", "rollback", "extend"]
@@ -37,73 +34,6 @@ AUC_EPSILON = 1e-9
 POLICY_ACTOR = "canary-policy"
 
 
-# ---------------------------------------------------------------------------------------------
-# Plans
-
-@dataclass(frozen=True)
-class Stage:
-    """`traffic`: candidate's share of requests (0 < traffic <= 1) for `duration`, checked every
-    `check_interval`."""
-    traffic: float
-    duration: timedelta
-    check_interval: timedelta
-
-    def __post_init__(self):
-        if not 0 < self.traffic <= 1:
-            raise ValueError(f"stage traffic must be in (0, 1], got {self.traffic}")
-        if self.duration <= timedelta(0) or self.check_interval <= timedelta(0):
-            raise ValueError("stage duration and check interval must be positive")
-
-
-@dataclass(frozen=True)
-class RolloutPlan:
-    stages: tuple[Stage, ...]
-
-    def __post_init__(self):
-        object.__setattr__(self, "stages", tuple(self.stages))
-        if not self.stages:
-            raise ValueError("a rollout plan needs at least one stage")
-
-    @classmethod
-    def default(cls, settings) -> "RolloutPlan":
-        """One stage from `CanarySettings`: `traffic` (10%) for `duration_hours` (72 h), checked
-        every `check_interval_hours` (6 h). Accepts `Settings` or `CanarySettings`."""
-        c = getattr(settings, "canary", settings)
-        return cls((Stage(c.traffic, timedelta(hours=c.duration_hours),
-                          timedelta(hours=c.check_interval_hours)),))
-
-    @classmethod
-    def compressed(cls, settings, duration_seconds: float, check_interval_seconds: float) -> "RolloutPlan":
-        """The default plan's traffic with a short clock, for tests and demos."""
-        c = getattr(settings, "canary", settings)
-        return cls((Stage(c.traffic, timedelta(seconds=duration_seconds),
-                          timedelta(seconds=check_interval_seconds)),))
-
-    @property
-    def duration(self) -> timedelta:
-        return sum((s.duration for s in self.stages), timedelta(0))
-
-    def end(self, extended: bool = False) -> timedelta:
-        """Elapsed time at which the final decision is due (one more last-stage duration if
-        the rollout was extended)."""
-        return self.duration + (self.stages[-1].duration if extended else timedelta(0))
-
-    def stage_at(self, elapsed: timedelta) -> tuple[int, Stage]:
-        """Index and stage in force after `elapsed` (the last stage after the end)."""
-        t = timedelta(0)
-        for i, stage in enumerate(self.stages):
-            t += stage.duration
-            if elapsed < t:
-                return i, stage
-        return len(self.stages) - 1, self.stages[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stages": [{"traffic": s.traffic, "duration_s": s.duration.total_seconds(),
-                            "check_interval_s": s.check_interval.total_seconds()} for s in self.stages]}
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics of one arm
 
 @dataclass(frozen=True)
 class ArmStats:
@@ -133,100 +63,11 @@ def arms_from_stats(stats: Mapping[str, Mapping[str, Any]], candidate: str = "gr
     return ArmStats.from_variant_stats(stats, candidate), ArmStats.from_variant_stats(stats, production)
 
 
-# ---------------------------------------------------------------------------------------------
-# DeLong
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    n = len(x)
-    ranks_sorted = np.empty(n, dtype=float)
-    i = 0
-    while i < n:
-        j = i
-        while j < n and xs[j] == xs[i]:
-            j += 1
-        ranks_sorted[i:j] = 0.5 * (i + j - 1) + 1
-        i = j
-    out = np.empty(n, dtype=float)
-    out[order] = ranks_sorted
-    return out
-
-
-def delong_auc_variance(y: Sequence[int], s: Sequence[float]) -> tuple[float, float] | None:
-    """(AUC, DeLong variance of the AUC) for labels `y` in {0,1} and scores `s`; None if a class
-    is missing. Uses the mid-rank formulation of Sun & Xu (2014), O(n log n):
-    V10_i (per positive) = (R_i - Rpos_i) / n, V01_j (per negative) = 1 - (R_j - Rneg_j) / m,
-    var = Var(V10) / m + Var(V01) / n with m positives, n negatives, R the ranks in the pooled
-    sample and Rpos/Rneg the ranks within each class (ties count one half)."""
-    y = np.asarray(y).astype(int).ravel()
-    s = np.asarray(s, dtype=float).ravel()
-    if len(y) != len(s):
-        raise ValueError("labels and scores differ in length")
-    keep = np.isfinite(s)
-    y, s = y[keep], s[keep]
-    pos, neg = s[y == 1], s[y == 0]
-    m, n = len(pos), len(neg)
-    if m == 0 or n == 0:
-        return None
-    r_all = _midranks(np.concatenate([pos, neg]))
-    r_pos, r_neg = _midranks(pos), _midranks(neg)
-    v10 = (r_all[:m] - r_pos) / n
-    v01 = 1.0 - (r_all[m:] - r_neg) / m
-    auc = float(v10.mean())
-    s10 = float(np.var(v10, ddof=1)) if m > 1 else 0.0
-    s01 = float(np.var(v01, ddof=1)) if n > 1 else 0.0
-    return auc, s10 / m + s01 / n
-
-
-def _z(level: float) -> float:
-    from scipy.stats import norm
-
-    if not 0 < level < 1:
-        raise ValueError("level must be in (0, 1)")
-    return float(norm.ppf(0.5 + level / 2))
-
-
-def auc_difference_ci(y_cand, s_cand, y_prod, s_prod, level: float = 0.95) -> dict[str, float] | None:
-    """DeLong confidence interval for AUC(candidate) - AUC(production).
-
-    The arms are **unpaired**: routing sends each patient to one variant, so the two AUCs are
-    estimated on disjoint, independent samples and the variance of the difference is the sum of
-    the two DeLong variances (no covariance term, unlike the paired DeLong test on one test set).
-    The interval is the normal approximation diff +/- z * sqrt(var1 + var2).
-
-    Returns {"diff", "low", "high", "se", "auc_candidate", "auc_production", "level"}, or None
-    when either arm lacks positives or negatives.
-    """
-    a = delong_auc_variance(y_cand, s_cand)
-    b = delong_auc_variance(y_prod, s_prod)
-    if a is None or b is None:
-        return None
-    diff = a[0] - b[0]
-    se = math.sqrt(a[1] + b[1])
-    z = _z(level)
-    return {"diff": diff, "low": diff - z * se, "high": diff + z * se, "se": se,
-            "auc_candidate": a[0], "auc_production": b[0], "level": level}
-
-
-def ci_from_labelled(frame, candidate: str = "green", production: str = "blue",
-                     level: float = 0.95) -> dict[str, float] | None:
-    """`auc_difference_ci` from a labelled-predictions frame (`PredictionStore.labelled()`:
-    columns variant, score, readmitted_30d)."""
-    from .schema import LABEL
-
-    c = frame[frame["variant"] == candidate]
-    p = frame[frame["variant"] == production]
-    return auc_difference_ci(c[LABEL].to_numpy(), c["score"].to_numpy(dtype=float),
-                             p[LABEL].to_numpy(), p["score"].to_numpy(dtype=float), level)
-
-
-# ---------------------------------------------------------------------------------------------
-# Decisions
 
 @dataclass(frozen=True)
 class Decision:
+    """What a check (or a human) decided, with the evidence it decided on. `index` is the check's
+    position in its rollout (0 for the first)."""
     action: Action
     reason: str                    # one line
     elapsed: timedelta
@@ -239,6 +80,7 @@ class Decision:
     decided_at: datetime | None = None
     next_check_at: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    index: int = 0
 
     @property
     def final(self) -> bool:
@@ -296,7 +138,7 @@ def check(plan: RolloutPlan, started_at: datetime, now: datetime, candidate: Arm
     if elapsed < end:
         left = end - elapsed
         return decide("continue", f"stage {index + 1}/{len(plan.stages)} at {stage.traffic:.0%} traffic; "
-                                  f"{progress:.0%} done, {_hours(left)} left", stage.traffic)
+                                  f"{progress:.0%} done, {format_duration(left)} left", stage.traffic)
 
     # 3. At/after the end: enough labels?
     short = [a for a in (candidate, production) if a.n_labels < c.min_labels or a.auc is None]
@@ -307,7 +149,7 @@ def check(plan: RolloutPlan, started_at: datetime, now: datetime, candidate: Arm
         why = f"too few labels ({what}; need {c.min_labels} per arm)"
         policy = c.too_few_labels
         if policy == "extend_once" and not extended:
-            return decide("extend", f"{why}: extending by {_hours(plan.stages[-1].duration)} once",
+            return decide("extend", f"{why}: extending by {format_duration(plan.stages[-1].duration)} once",
                           plan.stages[-1].traffic)
         if policy == "promote":
             return decide("promote", f"{why}: policy promotes", 1.0)
@@ -322,11 +164,6 @@ def check(plan: RolloutPlan, started_at: datetime, now: datetime, candidate: Arm
                                  f"(diff {auc_diff:+.4f}{ci_txt}) within tolerance {c.auc_tolerance}", 1.0)
     return decide("rollback", f"candidate AUC {_fmt(candidate.auc)} is more than {c.auc_tolerance} below "
                               f"production {_fmt(production.auc)} (diff {auc_diff:+.4f}{ci_txt})", 0.0)
-
-
-def _hours(td: timedelta) -> str:
-    s = td.total_seconds()
-    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s:.0f} s"
 
 
 def manual(action: Action, actor: str, reason: str, *, now: datetime | None = None,

@@ -1,0 +1,24 @@
+"""Rollout: how a candidate reaches production, or does not.
+
+- `plan`: the stages (traffic share, duration, check interval) and their dict form;
+- `policy`: the decision rule a check applies (`check`, `manual`, `Decision`);
+- `statistics`: the DeLong interval of the AUC difference;
+- `operations`: registry status and endpoint weights changed together (start, traffic, promote,
+  reject, production rollback) and the live statistics of a running canary.
+
+No Prefect here: the flows in `flows/canary.py` and `flows/rollback.py` call these through thin
+tasks, and the CLI calls the operations directly.
+"""
+from .operations import (canary_variants, pick_candidate, promote_canary, reject_canary, rollback_production,
+                         rollback_target, set_canary_traffic, start_canary, status, steady_variants, window_stats)
+from .plan import RolloutPlan, Stage, format_duration
+from .policy import (ACTIONS, AUC_EPSILON, POLICY_ACTOR, Action, ArmStats, Decision, arms_from_stats, check,
+                     manual)
+from .statistics import auc_difference_ci, ci_from_labelled, delong_auc_variance
+
+__all__ = [
+    "ACTIONS", "AUC_EPSILON", "POLICY_ACTOR", "Action", "ArmStats", "Decision", "RolloutPlan", "Stage",
+    "arms_from_stats", "auc_difference_ci", "canary_variants", "check", "ci_from_labelled", "delong_auc_variance",
+    "format_duration", "manual", "pick_candidate", "promote_canary", "reject_canary", "rollback_production",
+    "rollback_target", "set_canary_traffic", "start_canary", "status", "steady_variants", "window_stats",
+]
