@@ -18,7 +18,8 @@ What `deidentify` does (HIPAA Safe Harbor, 45 CFR 164.514(b)(2)):
   volume. Caveat: 45 CFR 164.514(c) wants a re-identification code that is *not derived* from
   the identifier; a keyed MAC is derived from it. We accept that because without the key the
   pseudonym can neither be reversed nor confirmed by hashing a guess, and the key is never stored
-  with the data (environment variable or Prefect Secret only). Rotating the key breaks the joins
+  with the data: it is read from an environment variable (`RETRAINER_PSEUDONYM_KEY`, set from
+  the host's secret store) and never written anywhere. Rotating the key breaks the joins
   between old and new rows; `Pseudonymizer.fingerprint` tells keys apart without revealing them.
 * **Ages over 89 are aggregated** into one category: `age` is capped at 90 and `age_90_plus`
   flags the capped rows. The date of birth is dropped outright (age already carries the signal,

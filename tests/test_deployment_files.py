@@ -13,7 +13,7 @@ LOCAL = yaml.safe_load((REPO / "prefect.yaml").read_text())
 AWS = yaml.safe_load((REPO / "deployments" / "prefect-aws.yaml").read_text())
 
 
-def test_every_deployment_the_issues_name_is_in_prefect_yaml():
+def test_every_documented_deployment_is_in_prefect_yaml():
     names = {d["name"] for d in LOCAL["deployments"]}
     assert {"retrain-monthly", "retrain-on-drift", "retrain-on-performance", "retrain-on-concept-drift",
             "retrain-on-volume", "retrain-manual", "monitor-hourly", "canary", "canary-tick",
