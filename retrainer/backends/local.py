@@ -1,29 +1,143 @@
-"""The embedded default: on-disk registry, in-process scikit-learn training."""
+"""The embedded default: on-disk registry, in-process scikit-learn training, and the endpoint of
+`retrainer.serving` (a uvicorn server on this machine) driven over HTTP or through its routing file."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+import httpx
 import pandas as pd
 
+from ..clock import utcnow
+from ..errors import RegistryError, RolloutError
+from ..predstore import PredictionStore
 from ..registry import LocalRegistry
+from ..serving.routing import (
+    TARGET_HEADER,
+    VariantSpec,
+    default_variants,
+    parse_variants,
+    read_routing,
+    routing_path,
+    write_routing,
+)
 from ..settings import Settings
 from ..training import train
 from . import Backend
 
 
 class LocalTrainer:
+    """Trains with `retrainer.training.train` in this process."""
+
     def fit(self, train_df: pd.DataFrame, validation: pd.DataFrame, params: dict[str, Any],
             workdir: Path) -> Path:
+        """Train into `<workdir>/model` and return that directory."""
         model_dir = Path(workdir) / "model"
         train(train_df, validation, model_dir, params)
         return model_dir
 
 
-def build(settings: Settings) -> Backend:
-    from ..predstore import PredictionStore
-    from ..serving import LocalEndpoint
+class LocalEndpoint:
+    """The local backend's endpoint handle (a SageMaker endpoint class has the same methods).
 
+    Talks to a running server's admin routes over HTTP with the admin token. When no server
+    answers (connection refused), `set_variants` validates the versions against the registry
+    (sha256 included) and writes `routing.json` directly: the server applies it when it starts.
+    `state()` likewise falls back to the file (or the default routing).
+    """
+
+    def __init__(self, settings, *, base_url: str | None = None, timeout: float = 30.0):
+        self.settings = settings
+        host = settings.serving.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        self.base_url = base_url or f"http://{host}:{settings.serving.port}"
+        self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {settings.serving.admin_token.get_secret_value()}"}
+
+    def _client(self):
+        return httpx.Client(base_url=self.base_url, timeout=self.timeout, headers=self._headers)
+
+    @staticmethod
+    def _error(resp) -> RolloutError:
+        try:
+            msg = resp.json().get("error", resp.text)
+        except ValueError:
+            msg = resp.text
+        return RolloutError(f"endpoint refused ({resp.status_code}): {msg}")
+
+    def set_variants(self, variants: Iterable) -> dict[str, Any]:
+        """Apply [(variant, version, weight), ...] (or dicts); returns the new state."""
+        specs = parse_variants(list(variants))
+        body = [s.to_dict() for s in specs]
+        try:
+            with self._client() as client:
+                resp = client.post("/admin/variants", json=body)
+        except httpx.ConnectError:
+            return self._write_offline(specs)
+        if resp.status_code != 200:
+            raise self._error(resp)
+        return {**resp.json(), "applied": "server"}
+
+    def _write_offline(self, specs: list[VariantSpec]) -> dict[str, Any]:
+        registry = LocalRegistry(self.settings.registry_dir, self.settings.model_name)
+        for s in specs:
+            try:
+                registry.verify(s.version)
+            except RegistryError as exc:
+                raise RolloutError(f"refused: {exc}") from None
+        path = routing_path(self.settings)
+        data = {"variants": [s.to_dict() for s in specs], "generation": None,
+                "updated_at": utcnow().isoformat(timespec="milliseconds")}
+        write_routing(path, data)
+        return {**data, "applied": "file", "routing_file": str(path)}
+
+    def state(self) -> dict[str, Any]:
+        """The server's routing (`running: True`), else the routing file's or the default one."""
+        try:
+            with self._client() as client:
+                resp = client.get("/admin/variants")
+        except httpx.ConnectError:
+            path = routing_path(self.settings)
+            try:
+                specs = read_routing(path)
+            except (ValueError, OSError) as exc:
+                raise RolloutError(f"{path} is unreadable: {exc}") from None
+            if specs is None:
+                specs = default_variants(LocalRegistry(self.settings.registry_dir, self.settings.model_name))
+            return {"variants": [s.to_dict() for s in specs], "running": False, "routing_file": str(path)}
+        if resp.status_code != 200:
+            raise self._error(resp)
+        return {**resp.json(), "running": True}
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Block until GET /ping answers 200; RolloutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            try:
+                resp = httpx.get(f"{self.base_url}/ping", timeout=2.0)
+                if resp.status_code == 200:
+                    return
+                last = f"HTTP {resp.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            if time.monotonic() > deadline:
+                raise RolloutError(f"endpoint {self.base_url} not healthy after {timeout:.0f} s ({last})")
+            time.sleep(0.1)
+
+    def invoke(self, instances: list[dict], target_variant: str | None = None) -> dict[str, Any]:
+        """POST /invocations (handy for smoke tests)."""
+        headers = {TARGET_HEADER: target_variant} if target_variant else {}
+        resp = httpx.post(f"{self.base_url}/invocations", json={"instances": instances}, headers=headers,
+                          timeout=self.timeout)
+        if resp.status_code != 200:
+            raise self._error(resp)
+        return resp.json()
+
+
+def build(settings: Settings) -> Backend:
+    """The local backend for `settings`."""
     return Backend(name="local", registry=LocalRegistry(settings.registry_dir, settings.model_name),
                    trainer=LocalTrainer(), settings=settings, endpoint=LocalEndpoint(settings),
                    predictions=PredictionStore(settings.home))

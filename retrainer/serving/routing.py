@@ -1,0 +1,186 @@
+"""Variants and the routing table: who gets which model.
+
+Variants. "blue" is production, "green" the canary candidate, and up to two previous production
+versions stay loaded as warm standbys ("previous-1", "previous-2") at weight 0, so a rollback is a
+weight change, not a model load. Every variant's model is in memory as a `scoring.FastScorer`.
+
+Routing is deterministic per entity: the patient's pseudonym (HMAC of `patient_id` with the
+pseudonymizer, the same value the prediction store keeps; `admission_id` when there is no patient
+id) is mapped to u in [0, 1) and compared with the cumulative weights of the variants with weight
+> 0. The same patient sees the same variant while the weights stay fixed, and raising green from
+10% to 20% keeps the first 10% of patients on green. Without a pseudonymizer the hash is a plain
+SHA-256 (kept in memory only); a record with neither key is routed at random by weight.
+
+The routing table is ONE immutable object (`RoutingTable`: variants, weights and loaded scorers),
+replaced, never mutated (see `serving.app` for the swap). The current routing is persisted to
+`<home>/serving/routing.json` (atomic write) and read back at start-up; without it the default is
+production at 1.0 plus the previous versions at 0.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+from .. import schema as S
+from ..registry import atomic_write_text
+from ..scoring import FastScorer
+
+PRODUCTION = "blue"
+CANDIDATE = "green"
+STANDBY_PREFIX = "previous-"
+TARGET_HEADER = "X-Amzn-SageMaker-Target-Variant"
+INVOKED_HEADER = "X-Amzn-Invoked-Production-Variant"
+ROUTING_FILE = "routing.json"
+WEIGHT_TOLERANCE = 1e-6
+_VARIANT_RE = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker variant names
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One production variant: its name, the model version it serves and its traffic weight."""
+
+    variant: str
+    version: str
+    weight: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: {variant, version, weight}."""
+        return {"variant": self.variant, "version": self.version, "weight": self.weight}
+
+
+def parse_variants(items: Any) -> list[VariantSpec]:
+    """Validate a routing spec: a list of {variant, version, weight} (dicts or 3-tuples).
+
+    Raises ValueError with one line: names must be SageMaker variant names and unique, weights in
+    [0, 1], at least one weight > 0, and the weights > 0 must sum to 1.
+    """
+    if isinstance(items, Mapping) and "variants" in items:
+        items = items["variants"]
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ValueError("expected a non-empty list of {variant, version, weight}")
+    specs: list[VariantSpec] = []
+    for i, item in enumerate(items):
+        if isinstance(item, VariantSpec):
+            specs.append(item)
+            continue
+        if isinstance(item, (list, tuple)) and len(item) == 3:
+            item = dict(zip(("variant", "version", "weight"), item))
+        if not isinstance(item, Mapping):
+            raise ValueError(f"variant {i}: expected an object with variant, version, weight")
+        extra = set(item) - {"variant", "version", "weight"}
+        if extra:
+            raise ValueError(f"variant {i}: unknown field(s) {', '.join(sorted(map(str, extra)))}")
+        name, version, weight = item.get("variant"), item.get("version"), item.get("weight")
+        if not isinstance(name, str) or not _VARIANT_RE.match(name):
+            raise ValueError(f"variant {i}: name {name!r} must be 1-63 letters, digits or '-'")
+        if not isinstance(version, str) or not version:
+            raise ValueError(f"variant {name}: version must be a non-empty string")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or not 0 <= weight <= 1:
+            raise ValueError(f"variant {name}: weight must be a number in [0, 1], got {weight!r}")
+        specs.append(VariantSpec(name, version, float(weight)))
+    names = [s.variant for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate variant name(s): {', '.join(dupes)}")
+    total = sum(s.weight for s in specs if s.weight > 0)
+    if total == 0:
+        raise ValueError("at least one variant needs a weight > 0")
+    if abs(total - 1.0) > WEIGHT_TOLERANCE:
+        raise ValueError(f"weights of the variants with weight > 0 must sum to 1, they sum to {total:g}")
+    return specs
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Immutable: variants, their scorers, the cumulative weights. Replaced, never mutated."""
+    variants: tuple[VariantSpec, ...]
+    scorers: Mapping[str, FastScorer]          # variant -> scorer
+    bounds: tuple[float, ...]                  # cumulative upper bounds of the weighted variants
+    routed: tuple[str, ...]                    # the weighted variants, in order
+    generation: int = 0
+    updated_at: str = ""
+    by_name: Mapping[str, VariantSpec] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, specs: Sequence[VariantSpec], scorers: Mapping[str, FastScorer], generation: int,
+              updated_at: str) -> "RoutingTable":
+        """A table for `specs`, with `scorers` by variant name; weights are normalised to 1."""
+        weighted = [s for s in specs if s.weight > 0]
+        total = sum(s.weight for s in weighted)
+        bounds, acc = [], 0.0
+        for s in weighted:
+            acc += s.weight / total
+            bounds.append(acc)
+        if bounds:
+            bounds[-1] = 1.0  # no gap at the top from float rounding
+        return cls(tuple(specs), MappingProxyType(dict(scorers)), tuple(bounds),
+                   tuple(s.variant for s in weighted), generation, updated_at,
+                   MappingProxyType({s.variant: s for s in specs}))
+
+    @classmethod
+    def empty(cls) -> "RoutingTable":
+        """The table of a server with no model loaded."""
+        return cls((), MappingProxyType({}), (), (), 0, "", MappingProxyType({}))
+
+    def route(self, u: float) -> str:
+        """The variant for a point u in [0, 1)."""
+        for bound, name in zip(self.bounds, self.routed):
+            if u < bound:
+                return name
+        return self.routed[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The persisted form: variants, generation, updated_at."""
+        return {"variants": [s.to_dict() for s in self.variants], "generation": self.generation,
+                "updated_at": self.updated_at}
+
+
+def entity_point(record: Mapping[str, Any], pseudonymizer=None) -> float | None:
+    """u in [0, 1) from the record's patient (or admission) id; None without either key."""
+    for domain in ("patient_id", S.ADMISSION_ID):
+        value = record.get(domain)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if pseudonymizer is not None:
+            digest = pseudonymizer.pseudonym(value, domain)
+        else:
+            digest = hashlib.sha256(f"{domain}\0{str(value).strip()}".encode()).hexdigest()
+        return int(digest[:13], 16) / float(16 ** 13)
+    return None
+
+
+def default_variants(registry) -> list[VariantSpec]:
+    """Production at 1.0 ("blue") and up to two previous versions at 0 ("previous-1", "-2")."""
+    prod = registry.production()
+    if prod is None:
+        return []
+    specs = [VariantSpec(PRODUCTION, prod.version, 1.0)]
+    for i, rec in enumerate(registry.previous()[:2], start=1):
+        specs.append(VariantSpec(f"{STANDBY_PREFIX}{i}", rec.version, 0.0))
+    return specs
+
+
+def routing_path(settings) -> Path:
+    """Where the routing of the endpoint of `settings` is persisted."""
+    return Path(settings.home) / "serving" / ROUTING_FILE
+
+
+def write_routing(path: Path, table_dict: dict[str, Any]) -> None:
+    """Persist a routing (a `RoutingTable.to_dict()`) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(table_dict, indent=2, sort_keys=True))
+
+
+def read_routing(path: Path) -> list[VariantSpec] | None:
+    """The persisted routing, validated; None when there is no file. ValueError/OSError if unreadable."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return parse_variants(data)
