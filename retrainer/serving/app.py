@@ -20,7 +20,8 @@ failing their sha256) the server starts with the default and says so in `GET /ad
 
 Every bad request (unknown, missing or mistyped fields, an empty or oversized batch, a body over
 `serving.max_body_bytes`, malformed JSON or CSV, an unsupported content type) gets a 4xx with
-`{"error": "<one line>"}`.
+`{"error": "<one line>"}`. A refused admin change gets the status of its error's type
+(`ADMIN_REFUSAL_STATUS`).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request  # module level: route annotations are resolved by name
 
 from ..clock import utcnow
-from ..errors import RegistryError
+from ..errors import ArtifactIntegrityError, RegistryError, RolloutError
 from ..predstore import BufferedPredictionWriter
 from ..scoring import coerce_csv_records, validate_records
 from .capture import CaptureQueue
@@ -71,6 +72,24 @@ try:  # orjson is a Prefect dependency; it halves response encoding time
 except ImportError:  # pragma: no cover
     def _dumps(obj) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# HTTP status of a refused `POST /admin/variants`, by the error's type (the most specific type wins):
+# artifacts gone or failing their sha256 conflict with the registry's record; anything else the
+# registry or the rollout rules refuse (an unknown version, say) is an unprocessable request.
+ADMIN_REFUSAL_STATUS: dict[type[Exception], int] = {
+    ArtifactIntegrityError: 409,
+    RegistryError: 422,
+    RolloutError: 422,
+}
+
+
+def refusal_status(exc: Exception) -> int:
+    """The HTTP status for an admin change refused with `exc` (see ADMIN_REFUSAL_STATUS)."""
+    for cls in type(exc).__mro__:
+        if cls in ADMIN_REFUSAL_STATUS:
+            return ADMIN_REFUSAL_STATUS[cls]
+    return 422
 
 
 class ServingState:
@@ -343,10 +362,8 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
             return error(422, str(exc))
         try:
             await run_in_threadpool(state.set_variants, items)
-        except RegistryError as exc:
-            msg = str(exc)
-            status = 409 if "sha256" in msg or "gone" in msg else 422
-            return error(status, f"refused: {msg}")
+        except (RegistryError, RolloutError) as exc:
+            return error(refusal_status(exc), f"refused: {exc}")
         except OSError as exc:
             return error(503, f"could not persist the routing ({type(exc).__name__}); nothing changed")
         return Response(_dumps(state.state()), media_type="application/json")
