@@ -3,14 +3,15 @@ predictions, published as artifacts; the highest-priority trigger that fired is 
 Prefect event, which an automation (prefect.yaml `triggers:`) turns into a retrain."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from prefect import flow
 
-from retrainer.triggers import choose
-from tasks.monitoring import (emit_chosen, evaluate_triggers, gather_inputs, load_trigger_config,
-                              publish_evaluations)
+from retrainer.clock import utcnow
+from retrainer.triggers.config import as_utc
+from retrainer.triggers.evaluate import choose
+from tasks.monitoring import emit_chosen, evaluate_triggers, gather_inputs, load_trigger_config, publish_evaluations
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 
@@ -40,9 +41,5 @@ def monitor(home: str | None = None, now: str | None = None, emit: bool = True) 
 
 
 def _parse_now(now: str | None) -> datetime:
-    if not now:
-        return datetime.now(timezone.utc)
-    import pandas as pd
-
-    ts = pd.Timestamp(now)
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+    """`now` as UTC (naive means UTC), or the domain clock's time when it is not given."""
+    return as_utc(now) if now else utcnow()

@@ -8,11 +8,15 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
-from retrainer import triggers
 from retrainer.backends import Backend
 from retrainer.settings import Settings
-from retrainer.triggers import TriggerEvaluation, TriggersConfig
+from retrainer.triggers.config import TriggersConfig, load_triggers, resource_id
+from retrainer.triggers.evaluate import TriggerEvaluation
+from retrainer.triggers.inputs import MonitorInputs, collect_inputs, evaluate_all
+from retrainer.triggers.policy import emit_decision
+from retrainer.triggers.state import last_emitted, load_state, save_state
 
 from .runtime import artifact_key
 
@@ -21,23 +25,25 @@ opts = dict(cache_policy=NO_CACHE, persist_result=False)
 
 @task(name="load-triggers", **opts)
 def load_trigger_config(settings: Settings) -> TriggersConfig:
-    return triggers.load_triggers(settings.triggers_file)
+    """The validated triggers.yaml of `settings`."""
+    return load_triggers(settings.triggers_file)
 
 
 @task(name="read-monitoring-window", **opts)
-def gather_inputs(config: TriggersConfig, backend: Backend, settings: Settings, now: datetime) -> triggers.MonitorInputs:
+def gather_inputs(config: TriggersConfig, backend: Backend, settings: Settings, now: datetime) -> MonitorInputs:
     """Recent de-identified predictions of production, PSI against its stored reference profile,
     labelled AUC windows and new-label counts."""
-    return triggers.collect_inputs(config, backend.registry, backend.predictions, settings, now)
+    return collect_inputs(config, backend.registry, backend.predictions, settings, now)
 
 
 @task(name="evaluate-triggers", **opts)
-def evaluate_triggers(config: TriggersConfig, inputs: triggers.MonitorInputs) -> list[TriggerEvaluation]:
-    return triggers.evaluate_all(config, inputs)
+def evaluate_triggers(config: TriggersConfig, inputs: MonitorInputs) -> list[TriggerEvaluation]:
+    """Every configured trigger's evaluation on `inputs`, in file order."""
+    return evaluate_all(config, inputs)
 
 
 @task(name="publish-evaluations", **opts)
-def publish_evaluations(evaluations: list[TriggerEvaluation], inputs: triggers.MonitorInputs,
+def publish_evaluations(evaluations: list[TriggerEvaluation], inputs: MonitorInputs,
                         chosen: TriggerEvaluation | None) -> None:
     """One table artifact per trigger (its numbers and noise floor), the drift table, a summary."""
     for e in evaluations:
@@ -63,17 +69,15 @@ def emit_chosen(chosen: TriggerEvaluation | None, evaluations: list[TriggerEvalu
                 config: TriggersConfig, now: datetime, emit: bool = True) -> dict[str, Any]:
     """Emit the reported trigger's event (resource retrainer.model.<model_name>) unless it was
     emitted within the cooldown; remember when in settings.home/monitor/state.json."""
-    from prefect.events import emit_event
-
-    state = triggers.load_state(settings.home)
-    last = triggers.last_emitted(state, chosen.name) if chosen else None
-    decision = triggers.emit_decision(chosen, last, now, config.policy.event_cooldown)
+    state = load_state(settings.home)
+    last = last_emitted(state, chosen.name) if chosen else None
+    decision = emit_decision(chosen, last, now, config.policy.event_cooldown)
     out: dict[str, Any] = {"emitted": False, "event": None, "reason": decision.reason}
     if decision.emit and emit:
         payload = {**chosen.payload, "model_name": settings.model_name,
                    "also_fired": [e.name for e in evaluations if e.fired and e is not chosen]}
         event = emit_event(event=chosen.event,
-                           resource={"prefect.resource.id": triggers.resource_id(settings.model_name),
+                           resource={"prefect.resource.id": resource_id(settings.model_name),
                                      "prefect.resource.name": settings.model_name},
                            payload=payload)
         out.update(emitted=True, event=chosen.event, event_id=str(event.id) if event else None, payload=payload)
@@ -81,5 +85,5 @@ def emit_chosen(chosen: TriggerEvaluation | None, evaluations: list[TriggerEvalu
     state.setdefault("runs", []).append({"at": now.isoformat(), "fired": [e.name for e in evaluations if e.fired],
                                          "reported": chosen.name if chosen else None,
                                          "emitted": out["event"], "reason": decision.reason})
-    triggers.save_state(settings.home, state)
+    save_state(settings.home, state)
     return out

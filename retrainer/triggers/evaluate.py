@@ -1,0 +1,310 @@
+"""Trigger evaluation, pure: every evaluator takes numbers already read from the prediction store
+and the registry (and the clock, `now`, where it needs one) and returns a `TriggerEvaluation`:
+fired or not, a one-line reason, the numbers it decided on, and the noise floor where one
+applies. Nothing here reads files, the registry or the clock; `inputs.collect_inputs` does that
+I/O and `inputs.evaluate_all` feeds its results to these functions.
+
+A window smaller than the configured minimum is "too small to tell" and never fires. When
+several triggers fire at once, `choose` reports the one with the highest priority (lowest
+number; ties: the order in the file).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from cronsim import CronSim
+from sklearn.metrics import roc_auc_score
+
+from .config import (
+    TYPE_TO_TRIGGER,
+    ConceptDriftTrigger,
+    DataDriftTrigger,
+    ManualTrigger,
+    PerformanceTrigger,
+    ScheduledTrigger,
+    Trigger,
+    VolumeTrigger,
+    format_duration,
+)
+
+Z95 = 1.959964  # two-sided 95% normal quantile, for AUC noise floors
+
+
+@dataclass
+class TriggerEvaluation:
+    """One trigger's verdict: fired or not, why, the numbers it decided on, its noise floor, and
+    the event (and payload) the monitor emits when it is the one reported."""
+
+    name: str
+    type: str
+    priority: int
+    fired: bool
+    reason: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    noise_floor: float | None = None
+    too_small: bool = False
+    event: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, trigger, fired: bool, reason: str, numbers: dict, noise: float | None = None,
+           too_small: bool = False, payload: dict | None = None) -> "TriggerEvaluation":
+        """The evaluation of the configured `trigger` (its name, type, priority and event)."""
+        return cls(name=trigger.name, type=trigger.type, priority=trigger.priority, fired=fired,
+                   reason=reason, numbers=numbers, noise_floor=noise, too_small=too_small,
+                   event=trigger.event, payload=payload or {})
+
+    @property
+    def retrain_trigger(self) -> Trigger:
+        return TYPE_TO_TRIGGER[self.type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, as plain dicts and lists."""
+        return asdict(self)
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows (quantity, value) for a Prefect table artifact."""
+        rows = [{"quantity": "fired", "value": self.fired}, {"quantity": "reason", "value": self.reason},
+                {"quantity": "priority", "value": self.priority}]
+        rows += [{"quantity": k, "value": _show(v)} for k, v in self.numbers.items()]
+        rows.append({"quantity": "noise_floor", "value": _show(self.noise_floor)})
+        rows.append({"quantity": "too_small_to_tell", "value": self.too_small})
+        return rows
+
+
+def _show(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 6)
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, default=str)
+    return "-" if v is None else v
+
+
+_ev = TriggerEvaluation.of
+
+
+def _disabled(trigger) -> TriggerEvaluation:
+    return _ev(trigger, False, "disabled in the trigger config", {})
+
+
+def evaluate_data_drift(trigger: DataDriftTrigger, report, *, n_window: int | None = None,
+                        production_version: str | None = None, top_k: int = 5) -> TriggerEvaluation:
+    """`report` is a drift.DriftReport of the window against the production reference profile
+    (None when there is nothing to compare: no production model or no stored profile)."""
+    if not trigger.enabled:
+        return _disabled(trigger)
+    if report is None:
+        n = n_window or 0
+        return _ev(trigger, False, f"nothing to compare: no reference profile for production "
+                   f"({production_version or 'none'}); window {n:,} rows", {"n_window": n},
+                   too_small=n < trigger.min_window)
+    n = report.n_cur
+    features = [r for r in report.results if r.role == "feature"]
+    score = [r for r in report.results if r.role == "score"]
+    drifted = sorted((r for r in features if r.psi > trigger.psi_threshold), key=lambda r: r.psi, reverse=True)
+    top = sorted(features, key=lambda r: r.psi, reverse=True)[:top_k]
+    max_psi = float(top[0].psi) if top else 0.0
+    noise = float(top[0].noise_floor) if top else None
+    numbers = {"n_window": n, "n_reference": report.n_ref, "max_psi": round(max_psi, 6),
+               "features_over_threshold": len(drifted), "min_features": trigger.min_features,
+               "psi_threshold": trigger.psi_threshold, "min_window": trigger.min_window,
+               "top_features": [{"feature": r.feature, "psi": round(float(r.psi), 6),
+                                 "noise_floor": round(float(r.noise_floor), 6)} for r in top]}
+    if score:
+        numbers["score_psi"] = round(float(score[0].psi), 6)
+    payload = {"trigger": "drift", "trigger_name": trigger.name, "max_psi": max_psi,
+               "top_features": {r.feature: round(float(r.psi), 6) for r in (drifted or top)[:top_k]},
+               "features_over_threshold": [r.feature for r in drifted],
+               "psi_threshold": trigger.psi_threshold, "n_window": n,
+               "production_version": production_version}
+    if "score_psi" in numbers:
+        payload["score_psi"] = numbers["score_psi"]
+    if n < trigger.min_window:
+        return _ev(trigger, False, f"too small to tell: {n:,} rows in the window, minimum {trigger.min_window:,}",
+                   numbers, noise, too_small=True, payload=payload)
+    names = ", ".join(f"{r.feature} {r.psi:.3f}" for r in drifted[:3])
+    if len(drifted) >= trigger.min_features:
+        return _ev(trigger, True, f"{len(drifted)} feature(s) with PSI > {trigger.psi_threshold:g} "
+                   f"(need {trigger.min_features}): {names}", numbers, noise, payload=payload)
+    lead = f"; highest {top[0].feature} {max_psi:.3f}" if top else ""
+    return _ev(trigger, False, f"{len(drifted)} feature(s) with PSI > {trigger.psi_threshold:g}, need "
+               f"{trigger.min_features}{lead} (noise floor {noise or 0:.3f})", numbers, noise, payload=payload)
+
+
+@dataclass(frozen=True)
+class WindowAUC:
+    """AUC of the production model on the labelled predictions of one time window."""
+    start: str
+    end: str
+    n: int
+    n_pos: int
+    n_neg: int
+    auc: float | None
+
+    @property
+    def noise_floor(self) -> float | None:
+        se = auc_standard_error(self.auc, self.n_pos, self.n_neg)
+        return None if se is None else Z95 * se
+
+
+def auc_standard_error(auc: float | None, n_pos: int, n_neg: int) -> float | None:
+    """Hanley & McNeil (1982) standard error of an AUC."""
+    if auc is None or n_pos < 1 or n_neg < 1:
+        return None
+    q1 = auc / (2 - auc)
+    q2 = 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
+def window_auc(labelled: pd.DataFrame, start, end, label: str = "readmitted_30d",
+               score: str = "score") -> WindowAUC:
+    """AUC over the rows of `labelled` (predictions joined with labels) with a finite score."""
+    s = labelled[score].to_numpy(dtype=float) if len(labelled) else np.empty(0)
+    ok = np.isfinite(s)
+    y = labelled[label].to_numpy()[ok] if len(labelled) else np.empty(0)
+    s = s[ok]
+    n_pos = int((y == 1).sum())
+    n_neg = int((y == 0).sum())
+    auc = None
+    if n_pos and n_neg:
+        auc = float(roc_auc_score(y, s))
+    return WindowAUC(str(pd.Timestamp(start)), str(pd.Timestamp(end)), int(len(s)), n_pos, n_neg, auc)
+
+
+def window_bounds(now: datetime, length: timedelta, k: int) -> list[tuple[datetime, datetime]]:
+    """k consecutive, non-overlapping windows ending at `now`, oldest first."""
+    return [(now - (k - i) * length, now - (k - i - 1) * length) for i in range(k)]
+
+
+def evaluate_performance(trigger: PerformanceTrigger, windows: list[WindowAUC]) -> TriggerEvaluation:
+    """Fires when each of the last `consecutive_windows` windows (oldest first) has AUC below
+    `threshold`. A window with fewer than `min_labels` labelled rows (or a single class) is too
+    small to tell, and then the trigger does not fire."""
+    if not trigger.enabled:
+        return _disabled(trigger)
+    k = trigger.consecutive_windows
+    recent = list(windows)[-k:]
+    aucs = [w.auc for w in recent]
+    latest = recent[-1] if recent else None
+    noise = latest.noise_floor if latest else None
+    numbers = {"threshold": trigger.threshold, "consecutive_windows": k,
+               "window": format_duration(trigger.window), "min_labels": trigger.min_labels,
+               "window_auc": [None if a is None else round(a, 4) for a in aucs],
+               "window_labels": [w.n for w in recent]}
+    payload = {"trigger": "performance", "trigger_name": trigger.name, "metric": trigger.metric,
+               "threshold": trigger.threshold, "window_auc": numbers["window_auc"],
+               "window_labels": numbers["window_labels"]}
+    small = [w for w in recent if w.n < trigger.min_labels or w.auc is None]
+    if len(recent) < k or small:
+        return _ev(trigger, False, f"too small to tell: {len(small) + k - len(recent)} of the last {k} windows "
+                   f"have fewer than {trigger.min_labels} labelled rows or one class", numbers, noise,
+                   too_small=True, payload=payload)
+    below = [a < trigger.threshold for a in aucs]
+    shown = ", ".join(f"{a:.3f}" for a in aucs)
+    if all(below):
+        return _ev(trigger, True, f"AUC below {trigger.threshold:g} in {k} consecutive "
+                   f"{format_duration(trigger.window)} windows ({shown})", numbers, noise, payload=payload)
+    streak = 0
+    for b in reversed(below):
+        if not b:
+            break
+        streak += 1
+    return _ev(trigger, False, f"AUC below {trigger.threshold:g} in the last {streak} of {k} windows needed "
+               f"({shown})", numbers, noise, payload=payload)
+
+
+def evaluate_concept_drift(trigger: ConceptDriftTrigger, current: WindowAUC | None,
+                           reference_auc: float | None, production_version: str | None = None) -> TriggerEvaluation:
+    """Fires when the production model's AUC on recent labelled predictions is at least
+    `min_drop` below the test AUC it was registered with."""
+    if not trigger.enabled:
+        return _disabled(trigger)
+    n = current.n if current else 0
+    auc = current.auc if current else None
+    noise = current.noise_floor if current else None
+    numbers = {"reference_auc": reference_auc, "current_auc": auc, "n_labels": n,
+               "min_drop": trigger.min_drop, "min_labels": trigger.min_labels,
+               "window": format_duration(trigger.window)}
+    if reference_auc is None:
+        return _ev(trigger, False, f"no registered test AUC for production ({production_version or 'none'})",
+                   numbers, noise)
+    if n < trigger.min_labels or auc is None:
+        return _ev(trigger, False, f"too small to tell: {n} labelled rows in the window, minimum "
+                   f"{trigger.min_labels}", numbers, noise, too_small=True)
+    drop = reference_auc - auc
+    numbers["drop"] = round(drop, 6)
+    payload = {"trigger": "concept", "trigger_name": trigger.name, "reference_auc": reference_auc,
+               "current_auc": auc, "drop": drop, "n_labels": n, "production_version": production_version}
+    beyond = "" if noise is None else (" (beyond" if drop > noise else " (within") + f" the noise floor {noise:.3f})"
+    if drop >= trigger.min_drop - 1e-12:
+        return _ev(trigger, True, f"AUC {auc:.3f} is {drop:.3f} below the registered {reference_auc:.3f} "
+                   f"(min drop {trigger.min_drop:g}){beyond}", numbers, noise, payload=payload)
+    return _ev(trigger, False, f"AUC {auc:.3f} vs registered {reference_auc:.3f}: drop {drop:.3f} < "
+               f"{trigger.min_drop:g}{beyond}", numbers, noise, payload=payload)
+
+
+def evaluate_volume(trigger: VolumeTrigger, new_labelled_rows: int, since: str | None) -> TriggerEvaluation:
+    """Fires when at least `min_new_labelled_rows` labels arrived since the last registered version."""
+    if not trigger.enabled:
+        return _disabled(trigger)
+    numbers = {"new_labelled_rows": int(new_labelled_rows), "min_new_labelled_rows": trigger.min_new_labelled_rows,
+               "since": since or "-"}
+    payload = {"trigger": "volume", "trigger_name": trigger.name, "new_labelled_rows": int(new_labelled_rows),
+               "since": since}
+    if new_labelled_rows >= trigger.min_new_labelled_rows:
+        return _ev(trigger, True, f"{new_labelled_rows:,} new labelled rows since {since or 'the start'} "
+                   f"(>= {trigger.min_new_labelled_rows:,})", numbers, payload=payload)
+    return _ev(trigger, False, f"{new_labelled_rows:,} new labelled rows since {since or 'the start'}, "
+               f"need {trigger.min_new_labelled_rows:,}", numbers, payload=payload)
+
+
+def evaluate_scheduled(trigger: ScheduledTrigger, now: datetime, last_retrain: datetime | None) -> TriggerEvaluation:
+    """Scheduled retrains run on their Prefect deployment schedule: the monitor never fires this
+    trigger; it reports the last and next cron times and whether a scheduled run looks missed."""
+    if not trigger.enabled:
+        return _disabled(trigger)
+    last_tick, next_tick = cron_ticks(trigger.cron, trigger.timezone, now)
+    missed = last_retrain is None or (last_tick is not None and last_retrain < last_tick)
+    numbers = {"cron": trigger.cron, "timezone": trigger.timezone,
+               "last_tick": last_tick.isoformat() if last_tick else "-", "next_tick": next_tick.isoformat(),
+               "last_retrain": last_retrain.isoformat() if last_retrain else "-", "missed": missed}
+    note = "; no retrain since the last tick" if missed else ""
+    return _ev(trigger, False, f"runs on the deployment schedule ({trigger.cron} {trigger.timezone}); "
+               f"next {next_tick:%Y-%m-%d %H:%M %Z}{note}", numbers)
+
+
+def cron_ticks(cron: str, tz: str, now: datetime) -> tuple[datetime | None, datetime]:
+    """(most recent tick at or before now within ~1 year, next tick after now), in UTC."""
+    local_now = now.astimezone(ZoneInfo(tz))
+    nxt = next(CronSim(cron, local_now.replace(second=0, microsecond=0)))
+    last = None
+    for tick in CronSim(cron, local_now - timedelta(days=370)):
+        if tick > local_now:
+            break
+        last = tick
+    to_utc = lambda d: d.astimezone(timezone.utc)  # noqa: E731
+    return (to_utc(last) if last else None), to_utc(nxt)
+
+
+def evaluate_manual(trigger: ManualTrigger, approvers: list[str]) -> TriggerEvaluation:
+    """The manual trigger never fires from the monitor: it reports how to request a retrain and
+    who approves it."""
+    if not trigger.enabled:
+        return _disabled(trigger)
+    return _ev(trigger, False, "on request only: `retrainer retrain --manual --requested-by NAME`, approved by "
+               f"{', '.join(approvers) or 'nobody (no approvers configured)'}",
+               {"requires_approval": trigger.requires_approval, "approvers": approvers})
+
+
+def choose(evaluations: list[TriggerEvaluation]) -> TriggerEvaluation | None:
+    """The fired evaluation with the highest priority (lowest number; ties: earliest listed)."""
+    fired = [(e.priority, i, e) for i, e in enumerate(evaluations) if e.fired]
+    return min(fired, key=lambda t: (t[0], t[1]))[2] if fired else None

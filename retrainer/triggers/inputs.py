@@ -1,0 +1,133 @@
+"""The I/O side of monitoring: `collect_inputs` reads the prediction store and the registry (the
+production version's recent window, its stored reference profile, labelled AUC windows, label
+counts) into a `MonitorInputs`; `evaluate_all` hands those numbers to the pure evaluators.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ..drift.profile import ReferenceProfile
+from ..drift.report import DriftReport
+from ..errors import RetrainerError
+from .config import PROFILE_FILE, TriggersConfig, as_utc
+from .evaluate import (
+    TriggerEvaluation,
+    WindowAUC,
+    evaluate_concept_drift,
+    evaluate_data_drift,
+    evaluate_manual,
+    evaluate_performance,
+    evaluate_scheduled,
+    evaluate_volume,
+    window_auc,
+    window_bounds,
+)
+from .policy import effective_approvers
+
+
+@dataclass
+class MonitorInputs:
+    """Everything the evaluators need, read once per monitor run by `collect_inputs`."""
+
+    now: datetime
+    production_version: str | None = None
+    production_auc: float | None = None
+    last_retrain_at: datetime | None = None
+    drift_report: DriftReport | None = None
+    drift_window_rows: int = 0
+    drift_error: str | None = None
+    performance_windows: dict[str, list[WindowAUC]] = field(default_factory=dict)  # trigger name ->
+    concept_windows: dict[str, WindowAUC] = field(default_factory=dict)
+    new_labelled_rows: int = 0
+    approvers: list[str] = field(default_factory=list)
+
+
+def collect_inputs(config: TriggersConfig, registry, predictions, settings, now: datetime) -> MonitorInputs:
+    """Read what the triggers need: the recent window of de-identified predictions of the
+    production version, its stored reference profile, labelled windows and label counts.
+    `registry` and `predictions` are the backend's; returns the MonitorInputs for `now`."""
+    now = as_utc(now)
+    inputs = MonitorInputs(now=now)
+    prod = registry.production()
+    versions = registry.list()
+    if versions:
+        inputs.last_retrain_at = max(as_utc(r.created_at) for r in versions)
+    manual = next(iter(config.by_type("manual")), None)
+    inputs.approvers = effective_approvers(settings.approvers, manual)
+    if prod is not None:
+        inputs.production_version = prod.version
+        inputs.production_auc = (prod.metrics.get("candidate") or {}).get("auc")
+
+    def prod_rows(frame: pd.DataFrame) -> pd.DataFrame:
+        if prod is None or not len(frame):
+            return frame
+        return frame[frame["version"].astype(str) == prod.version]
+
+    for trig in config.by_type("data_drift")[:1]:  # one window/profile per run: the first drift trigger
+        window = prod_rows(predictions.read(now - trig.window, now))
+        inputs.drift_window_rows = int(len(window))
+        if prod is None:
+            inputs.drift_error = "no production version"
+            continue
+        try:
+            profile = ReferenceProfile.load(Path(registry.verify(prod.version)) / PROFILE_FILE)
+        except RetrainerError as exc:
+            inputs.drift_error = str(exc)
+            continue
+        if len(window) == 0:
+            continue
+        ds = settings.drift.model_copy(update={"psi_threshold": trig.psi_threshold,
+                                               "min_window": trig.min_window,
+                                               "features_required": trig.min_features})
+        inputs.drift_report = profile.score(window, ds)
+
+    for trig in config.by_type("performance_degradation"):
+        bounds = window_bounds(now, trig.window, trig.consecutive_windows)
+        lab = prod_rows(predictions.labelled(bounds[0][0], now))
+        inputs.performance_windows[trig.name] = [
+            window_auc(lab[(lab["ts"] >= pd.Timestamp(a)) & (lab["ts"] < pd.Timestamp(b))], a, b) for a, b in bounds]
+    for trig in config.by_type("concept_drift"):
+        lab = prod_rows(predictions.labelled(now - trig.window, now))
+        inputs.concept_windows[trig.name] = window_auc(lab, now - trig.window, now)
+    if config.by_type("new_data_volume"):
+        inputs.new_labelled_rows = predictions.count_labels_since(inputs.last_retrain_at)
+    return inputs
+
+
+def evaluate_all(config: TriggersConfig, inputs: MonitorInputs) -> list[TriggerEvaluation]:
+    """Every configured trigger's evaluation, in file order."""
+    out = []
+    for t in config.retraining_triggers:
+        if t.type == "data_drift":
+            if inputs.drift_report is None and inputs.drift_error and t.enabled:
+                e = evaluate_data_drift(t, None, n_window=inputs.drift_window_rows,
+                                        production_version=inputs.production_version)
+                e.reason = f"nothing to compare: {inputs.drift_error}"
+            elif inputs.drift_report is None and t.enabled:
+                n = inputs.drift_window_rows
+                e = TriggerEvaluation.of(t, False, f"too small to tell: {n:,} rows in the window, minimum "
+                                         f"{t.min_window:,}", {"n_window": n, "min_window": t.min_window},
+                                         too_small=True)
+            else:
+                e = evaluate_data_drift(t, inputs.drift_report, production_version=inputs.production_version)
+        elif t.type == "performance_degradation":
+            e = evaluate_performance(t, inputs.performance_windows.get(t.name, []))
+        elif t.type == "concept_drift":
+            e = evaluate_concept_drift(t, inputs.concept_windows.get(t.name), inputs.production_auc,
+                                       inputs.production_version)
+        elif t.type == "new_data_volume":
+            e = evaluate_volume(t, inputs.new_labelled_rows,
+                                inputs.last_retrain_at.isoformat() if inputs.last_retrain_at else None)
+        elif t.type == "scheduled":
+            e = evaluate_scheduled(t, inputs.now, inputs.last_retrain_at)
+        else:
+            e = evaluate_manual(t, inputs.approvers)
+        if e.payload:
+            e.payload.setdefault("production_version", inputs.production_version)
+            e.payload["evaluated_at"] = inputs.now.isoformat()
+        out.append(e)
+    return out
