@@ -27,8 +27,9 @@ Layout
   the audit line is written last. Keep one registry writer per model (e.g. a Prefect concurrency
   limit of 1 on registry-changing flows) in addition to the lock.
 
-Lifecycle rules, refusals and error messages are LocalRegistry's own: this class subclasses it and
-only replaces storage (`_read_index`, `_locked`, `register`, `retention`, `audit`, `artifact_dir`).
+This module is storage only (`SageMakerStorage`, the `retrainer.registry.Storage` Protocol).
+`SageMakerRegistry` is the generic `StoredRegistry` on it, a sibling of `LocalRegistry`: the
+lifecycle rules, refusals and error messages live once, in `retrainer.registry.rules`.
 """
 from __future__ import annotations
 
@@ -44,17 +45,30 @@ import tempfile
 import time
 import uuid
 import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ...errors import ArtifactIntegrityError, RegistryError
-from ...registry import LocalRegistry, ModelRecord, sha256_dir, utcnow
-from ...versioning import parse
-from ._aws import (AWSContext, ArtifactError, default_sklearn_image, error_code, error_message, one_line,
-                   resource_name, safe_extract_model, split_s3_uri, tar_dir)
+from ...clock import utcnow_iso
+from ...errors import RegistryError
+from ...registry import ModelRecord, Status, StoredRegistry, rules
+from ...registry.storage import Transaction, artifacts_gone, sha256_dir
+from ._aws import (
+    ArtifactError,
+    AWSContext,
+    default_sklearn_image,
+    error_code,
+    error_message,
+    one_line,
+    resource_name,
+    safe_extract_model,
+    split_s3_uri,
+    tar_dir,
+)
 
-APPROVAL = {"candidate": "PendingManualApproval", "canary": "Approved", "production": "Approved",
-            "previous": "Approved", "rejected": "Rejected", "archived": "Rejected"}
+APPROVAL = {Status.CANDIDATE: "PendingManualApproval", Status.CANARY: "Approved", Status.PRODUCTION: "Approved",
+            Status.PREVIOUS: "Approved", Status.REJECTED: "Rejected", Status.ARCHIVED: "Rejected"}
 MD = "retrainer."
 CHUNK = 256
 MAX_ENTRIES = 50
@@ -69,8 +83,8 @@ _CONFLICT = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
 def encode_metadata(record: dict[str, Any], production_seq: int | None = None) -> dict[str, str]:
     """CustomerMetadataProperties for `record` (every value valid for the real service)."""
     md = {f"{MD}format": "1"}
-    for field, key in _MIRRORS.items():
-        value = record.get(field)
+    for name, key in _MIRRORS.items():
+        value = record.get(name)
         if value and _SAFE_VALUE.match(str(value)):
             md[MD + key] = str(value)
     if production_seq:
@@ -101,21 +115,29 @@ def decode_metadata(md: dict[str, str] | None) -> tuple[dict[str, Any], int | No
     return record, (int(seq) if seq else None)
 
 
-class SageMakerRegistry(LocalRegistry):
-    """Registry on a SageMaker Model Package Group (see module docstring)."""
+@dataclass
+class _Packages:
+    """What the service holds beyond the index: each version's package ARN, production order and
+    metadata keys (to remove stale ones on update)."""
+
+    arns: dict[str, str] = field(default_factory=dict)
+    seq: dict[str, int] = field(default_factory=dict)
+    keys: dict[str, list[str]] = field(default_factory=dict)
+
+
+class SageMakerStorage:
+    """`Storage` on a Model Package Group, S3 artifacts, an S3 audit log and an S3 lease lock
+    (see module docstring). Artifacts are downloaded into `cache_dir`/artifacts/<version>."""
 
     def __init__(self, aws: AWSContext, model_name: str = "readmission-30d", *, cache_dir: Path | str,
                  inference_image: str | None = None, instance_type: str = "ml.m5.large",
                  lock_ttl_s: float = 900.0, lock_timeout_s: float = 120.0,
                  sleep: Callable[[float], None] = time.sleep):
-        # LocalRegistry.__init__ is deliberately not called: there is no local index; only the
-        # lifecycle logic (list/get/previous/set_status/promote/rollback/verify) is inherited.
         self.aws = aws
         self.model_name = model_name
         self.group = resource_name(model_name)
         self.root = Path(cache_dir)
-        self._fault = None
-        self._inference_image = inference_image
+        self.inference_image = inference_image
         self.instance_type = instance_type
         self.lock_ttl_s = lock_ttl_s
         self.lock_timeout_s = lock_timeout_s
@@ -124,16 +146,19 @@ class SageMakerRegistry(LocalRegistry):
     # ---- locations ------------------------------------------------------------------------------
     @property
     def audit_key(self) -> str:
+        """S3 key of the audit log."""
         return self.aws.key("registry", "audit.jsonl")
 
     @property
     def lock_key(self) -> str:
+        """S3 key of the writers' lease."""
         return self.aws.key("registry", ".lock")
 
     def artifact_key(self, version: str) -> str:
+        """Takes a version; returns the S3 key of its model.tar.gz."""
         return self.aws.key("registry", "models", version, "model.tar.gz")
 
-    # ---- reading --------------------------------------------------------------------------------
+    # ---- index ----------------------------------------------------------------------------------
     def _packages(self) -> list[dict[str, Any]]:
         sm = self.aws.sm
         summaries: list[dict[str, Any]] = []
@@ -148,14 +173,14 @@ class SageMakerRegistry(LocalRegistry):
         except Exception as exc:
             if error_code(exc) in ("ValidationException", "ResourceNotFound") and "not" in error_message(exc).lower():
                 return []  # no group yet: nothing registered
-            raise RegistryError(f"cannot list model packages of {self.group}: {error_code(exc)}: {error_message(exc)}") from exc
+            raise RegistryError(f"cannot list model packages of {self.group}: {error_code(exc)}: "
+                                f"{error_message(exc)}") from exc
         summaries.sort(key=lambda s: s.get("ModelPackageVersion") or 0)
         return [sm.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries]
 
-    def _read_index(self) -> dict[str, Any]:
-        idx: dict[str, Any] = {"model_name": self.model_name, "versions": {}, "production_history": [],
-                               "_sm": {"arns": {}, "seq": {}, "keys": {}}}
-        seqs = []
+    def _load(self) -> tuple[dict[str, Any], _Packages]:
+        idx = rules.new_index(self.model_name)
+        known = _Packages()
         for pkg in self._packages():
             decoded = decode_metadata(pkg.get("CustomerMetadataProperties"))
             if decoded is None:
@@ -163,70 +188,39 @@ class SageMakerRegistry(LocalRegistry):
             rec, seq = decoded
             v = rec["version"]
             idx["versions"][v] = rec
-            idx["_sm"]["arns"][v] = pkg["ModelPackageArn"]
-            idx["_sm"]["keys"][v] = sorted(pkg.get("CustomerMetadataProperties") or {})
+            known.arns[v] = pkg["ModelPackageArn"]
+            known.keys[v] = sorted(pkg.get("CustomerMetadataProperties") or {})
             if seq:
-                idx["_sm"]["seq"][v] = seq
-                seqs.append((seq, v))
-        idx["production_history"] = [v for _, v in sorted(seqs)]
-        return idx
+                known.seq[v] = seq
+        idx["production_history"] = sorted(known.seq, key=known.seq.__getitem__)
+        return idx, known
 
-    def audit(self) -> list[dict[str, Any]]:
-        text, _ = self._get_audit()
-        return [json.loads(line) for line in text.splitlines() if line]
+    def read_index(self) -> dict[str, Any]:
+        """The index rebuilt from the group's packages (their metadata records)."""
+        return self._load()[0]
 
-    def artifact_dir(self, version: str) -> Path:
-        rec = self.get(version)
-        dest = self.root / "artifacts" / version
-        if dest.is_dir() and (not rec.artifact_sha256 or sha256_dir(dest) == rec.artifact_sha256):
-            return dest
-        gone = ArtifactIntegrityError(f"artifacts of {version} are gone (archived and cleaned by retention)")
-        if not rec.artifact_uri or rec.extra.get("artifacts_removed_at"):
-            raise gone
-        bucket, key = split_s3_uri(rec.artifact_uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{version}.") as tmp:
-            tar_path = Path(tmp) / "model.tar.gz"
-            try:
-                self.aws.s3.download_file(bucket, key, str(tar_path))
-            except Exception as exc:
-                if error_code(exc) in _NOT_FOUND:
-                    raise gone from None
-                raise RegistryError(f"cannot download {rec.artifact_uri}: {error_message(exc)}") from exc
-            try:
-                safe_extract_model(tar_path, Path(tmp) / "model", label=rec.artifact_uri)
-            except ArtifactError as exc:
-                raise RegistryError(str(exc)) from None
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(Path(tmp) / "model", dest)
-        return dest
-
-    # ---- writing --------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        """Lock, read the index, let the caller mutate it, write changed packages back, append audit."""
+    def transaction(self) -> Iterator[Transaction]:
+        """Under the S3 lease: read the packages, yield, write changed packages back, append audit."""
         with self._s3_lock():
-            idx = self._read_index()
+            idx, known = self._load()
             before = copy.deepcopy(idx)
-            events: list[dict[str, Any]] = []
-            yield idx, events
-            self._write_back(before, idx)
-            if events:
-                self._append_audit(events)
+            tx = Transaction(idx)
+            yield tx
+            self._write_back(before, known, tx.index)
+            if tx.events:
+                self.append_audit(tx.events)
 
-    def _write_back(self, before: dict[str, Any], idx: dict[str, Any]) -> None:
-        old_hist = before["production_history"]
-        new_hist = idx["production_history"]
-        seq = dict(before["_sm"]["seq"])
+    def _write_back(self, before: dict[str, Any], known: _Packages, idx: dict[str, Any]) -> None:
+        seq = dict(known.seq)
         top = max(seq.values(), default=0)
-        for v in new_hist[len(old_hist):]:  # versions that just became production, in order
+        for v in idx["production_history"][len(before["production_history"]):]:  # new productions, in order
             top += 1
             seq[v] = top
         changed = [v for v, r in idx["versions"].items()
-                   if r != before["versions"].get(v) or seq.get(v) != before["_sm"]["seq"].get(v)]
+                   if r != before["versions"].get(v) or seq.get(v) != known.seq.get(v)]
         # Demotions first, production last: a crash in between leaves no production, never two.
-        changed.sort(key=lambda v: idx["versions"][v]["status"] == "production")
+        changed.sort(key=lambda v: idx["versions"][v]["status"] == Status.PRODUCTION)
         for v in changed:
             rec = idx["versions"][v]
             md = encode_metadata(rec, seq.get(v))
@@ -234,17 +228,18 @@ class SageMakerRegistry(LocalRegistry):
             if v not in before["versions"]:
                 self._create_package(rec, md, status)
                 continue
-            stale = [k for k in before["_sm"]["keys"].get(v, []) if k not in md]
+            stale = [k for k in known.keys.get(v, []) if k not in md]
             try:
                 self.aws.sm.update_model_package(
-                    ModelPackageArn=before["_sm"]["arns"][v], ModelApprovalStatus=status,
+                    ModelPackageArn=known.arns[v], ModelApprovalStatus=status,
                     ApprovalDescription=f"{rec['status']}"[:1000], CustomerMetadataProperties=md,
                     **({"CustomerMetadataPropertiesToRemove": stale} if stale else {}))
             except Exception as exc:
-                raise RegistryError(f"cannot update model package of {v}: {error_code(exc)}: {error_message(exc)}") from exc
+                raise RegistryError(f"cannot update model package of {v}: {error_code(exc)}: "
+                                    f"{error_message(exc)}") from exc
 
     def _create_package(self, rec: dict[str, Any], md: dict[str, str], status: str) -> None:
-        image = self._inference_image or default_sklearn_image(self.aws.region)
+        image = self.inference_image or default_sklearn_image(self.aws.region)
         try:
             self.aws.sm.create_model_package(
                 ModelPackageGroupName=self.group,
@@ -273,51 +268,50 @@ class SageMakerRegistry(LocalRegistry):
         sm.create_model_package_group(ModelPackageGroupName=self.group,
                                       ModelPackageGroupDescription=f"retrainer model {self.model_name}")
 
-    def register(self, record: ModelRecord, artifact_dir: Path, *, actor: str) -> ModelRecord:
-        """Same contract as LocalRegistry.register: artifacts first (S3), then the package, then audit."""
-        if record.status not in ("production", "candidate", "rejected"):
-            raise RegistryError(f"a new version enters as candidate, production or rejected, not {record.status}")
-        parse(record.version)
-        self.aws.require_bucket()
-        record.artifact_sha256 = sha256_dir(artifact_dir)
-        body = tar_dir(Path(artifact_dir))
+    # ---- artifacts ------------------------------------------------------------------------------
+    def put_artifact(self, version: str, source: Path) -> str:
+        """Upload `source` as model.tar.gz (the group is created on first use); returns its s3:// URI."""
+        body = tar_dir(Path(source))
         self._ensure_group()
-        with self._locked() as (idx, events):
-            if record.version in idx["versions"]:
-                raise RegistryError(f"version {record.version} is already registered")
-            if record.status == "production" and any(r["status"] == "production" for r in idx["versions"].values()):
-                raise RegistryError("there is already a production version; new versions enter as candidates")
-            key = self.artifact_key(record.version)
-            self.aws.s3.put_object(Bucket=self.aws.bucket, Key=key, Body=body)
-            record.artifact_uri = f"s3://{self.aws.bucket}/{key}"
-            record.created_at = record.created_at or utcnow()
-            record.status_changed_at = record.created_at
-            idx["versions"][record.version] = record.to_dict()
-            if record.status == "production":
-                idx["production_history"].append(record.version)
-            events.append({"time": record.created_at, "actor": actor, "version": record.version,
-                           "from": None, "to": record.status,
-                           "reason": f"registered ({record.trigger}); {record.gate.get('reason', '')}".strip("; ")})
-        return record
+        key = self.artifact_key(version)
+        self.aws.s3.put_object(Bucket=self.aws.bucket, Key=key, Body=body)
+        return f"s3://{self.aws.bucket}/{key}"
 
-    def retention(self, *, actor: str) -> list[str]:
-        """Delete S3 artifacts of archived and rejected versions (packages/records stay). Never
-        touches production, previous, canary or candidate versions."""
-        removed = []
-        with self._locked() as (idx, events):
-            for v, r in idx["versions"].items():
-                if r["status"] not in ("archived", "rejected") or (r.get("extra") or {}).get("artifacts_removed_at"):
-                    continue
-                if not r.get("artifact_uri"):
-                    continue
-                bucket, key = split_s3_uri(r["artifact_uri"])
-                self.aws.s3.delete_object(Bucket=bucket, Key=key)
-                shutil.rmtree(self.root / "artifacts" / v, ignore_errors=True)
-                r.setdefault("extra", {})["artifacts_removed_at"] = utcnow()
-                events.append({"time": utcnow(), "actor": actor, "version": v, "from": r["status"],
-                               "to": r["status"], "reason": "retention: artifacts removed"})
-                removed.append(v)
-        return removed
+    def get_artifact(self, record: ModelRecord) -> Path:
+        """The cached copy if it matches the record's sha256, else a fresh, safely extracted download."""
+        version = record.version
+        dest = self.root / "artifacts" / version
+        if dest.is_dir() and (not record.artifact_sha256 or sha256_dir(dest) == record.artifact_sha256):
+            return dest
+        if not record.artifact_uri or record.extra.get("artifacts_removed_at"):
+            raise artifacts_gone(version)
+        bucket, key = split_s3_uri(record.artifact_uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{version}.") as tmp:
+            tar_path = Path(tmp) / "model.tar.gz"
+            try:
+                self.aws.s3.download_file(bucket, key, str(tar_path))
+            except Exception as exc:
+                if error_code(exc) in _NOT_FOUND:
+                    raise artifacts_gone(version) from None
+                raise RegistryError(f"cannot download {record.artifact_uri}: {error_message(exc)}") from exc
+            try:
+                safe_extract_model(tar_path, Path(tmp) / "model", label=record.artifact_uri)
+            except ArtifactError as exc:
+                raise RegistryError(str(exc)) from None
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(Path(tmp) / "model", dest)
+        return dest
+
+    def remove_artifact(self, record: ModelRecord) -> bool:
+        """Delete the S3 object and the local cache; False if the record names no artifact."""
+        if not record.artifact_uri:
+            return False
+        bucket, key = split_s3_uri(record.artifact_uri)
+        self.aws.s3.delete_object(Bucket=bucket, Key=key)
+        shutil.rmtree(self.root / "artifacts" / record.version, ignore_errors=True)
+        return True
 
     # ---- S3 audit log and lock ------------------------------------------------------------------
     def _get_audit(self) -> tuple[str, str | None]:
@@ -330,7 +324,13 @@ class SageMakerRegistry(LocalRegistry):
             raise RegistryError(f"cannot read audit log s3://{bucket}/{self.audit_key}: {error_message(exc)}") from exc
         return obj["Body"].read().decode("utf-8"), obj["ETag"]
 
-    def _append_audit(self, events: list[dict[str, Any]]) -> None:
+    def read_audit(self) -> list[dict[str, Any]]:
+        """The events in the S3 audit log, oldest first."""
+        text, _ = self._get_audit()
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def append_audit(self, events: list[dict[str, Any]]) -> None:
+        """Append with a conditional write (If-Match / If-None-Match), retried on conflict."""
         lines = "".join(json.dumps(ev, sort_keys=True) + "\n" for ev in events)
         for attempt in range(8):
             text, etag = self._get_audit()
@@ -354,7 +354,7 @@ class SageMakerRegistry(LocalRegistry):
         while True:
             try:
                 s3.put_object(Bucket=bucket, Key=self.lock_key, IfNoneMatch="*",
-                              Body=json.dumps({"owner": owner, "since": utcnow()}).encode())
+                              Body=json.dumps({"owner": owner, "since": utcnow_iso()}).encode())
                 break
             except Exception as exc:
                 if error_code(exc) not in _CONFLICT:
@@ -380,8 +380,6 @@ class SageMakerRegistry(LocalRegistry):
                 s3.delete_object(Bucket=bucket, Key=self.lock_key)
 
     def _lock_holder(self) -> tuple[float, str] | None:
-        from datetime import datetime, timezone
-
         try:
             obj = self.aws.s3.get_object(Bucket=self.aws.bucket, Key=self.lock_key)
         except Exception as exc:
@@ -392,5 +390,48 @@ class SageMakerRegistry(LocalRegistry):
             who = json.loads(obj["Body"].read()).get("owner", "?")
         except ValueError:
             who = "?"
+        # Wall-clock time on purpose: the lease's age is measured against S3's own timestamp.
         age = (datetime.now(timezone.utc) - obj["LastModified"]).total_seconds()
         return age, one_line(who, 80)
+
+
+class SageMakerRegistry(StoredRegistry):
+    """Registry on a SageMaker Model Package Group (see module docstring): the generic registry on
+    a `SageMakerStorage`, a sibling of `LocalRegistry`."""
+
+    def __init__(self, aws: AWSContext, model_name: str = "readmission-30d", *, cache_dir: Path | str,
+                 inference_image: str | None = None, instance_type: str = "ml.m5.large",
+                 lock_ttl_s: float = 900.0, lock_timeout_s: float = 120.0,
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__(SageMakerStorage(aws, model_name, cache_dir=cache_dir, inference_image=inference_image,
+                                          instance_type=instance_type, lock_ttl_s=lock_ttl_s,
+                                          lock_timeout_s=lock_timeout_s, sleep=sleep))
+
+    @property
+    def aws(self) -> AWSContext:
+        """The AWS clients and settings."""
+        return self.storage.aws
+
+    @property
+    def group(self) -> str:
+        """The Model Package Group's name."""
+        return self.storage.group
+
+    @property
+    def root(self) -> Path:
+        """The local artifact cache directory."""
+        return self.storage.root
+
+    @property
+    def audit_key(self) -> str:
+        """S3 key of the audit log."""
+        return self.storage.audit_key
+
+    @property
+    def lock_key(self) -> str:
+        """S3 key of the writers' lease."""
+        return self.storage.lock_key
+
+    def artifact_key(self, version: str) -> str:
+        """Takes a version; returns the S3 key of its model.tar.gz."""
+        return self.storage.artifact_key(version)
