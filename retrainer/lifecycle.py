@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 
 from . import schema as S
+from .clock import utcnow_iso
 from .dataio import Split, content_hash
-from .registry import ModelRecord, Registry, utcnow
+from .registry import ModelRecord, Registry
 from .versioning import Fingerprint, VersionDecision, next_version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -82,7 +83,7 @@ def build_record(*, decision: VersionDecision, parent: ModelRecord | None, fp: F
     else:
         status = "candidate" if gate["eligible"] else "rejected"
     return ModelRecord(
-        version=decision.version, status=status, created_at=utcnow(), trigger=trigger,
+        version=decision.version, status=status, created_at=utcnow_iso(), trigger=trigger,
         parent=parent.version if parent else None, bump=decision.bump, bump_reason=decision.reason,
         schema_hash=fp.schema_hash, data_hash=fp.data_hash, params_hash=fp.params_hash,
         code_version=code_version(), params=params, metrics=metrics, data=data,
