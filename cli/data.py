@@ -1,0 +1,88 @@
+"""`retrainer data generate`, `retrainer validate` and `retrainer labels ingest`: files in, files
+or a verdict out. None of them imports Prefect.
+
+The domain modules are imported inside each command (`# noqa: PLC0415`): they pull in pandas,
+pyarrow or Great Expectations, which cost seconds, and `retrainer --help` or another command
+should not pay for them.
+"""
+from __future__ import annotations
+
+from retrainer.errors import ConfigError
+
+from .common import print_json
+
+
+def cmd_data_generate(a) -> int:
+    """Write monthly Parquet files of synthetic admissions to `--out`."""
+    from retrainer.datagen import GenerationSpec, generate  # noqa: PLC0415
+
+    try:
+        paths = generate(a.out, GenerationSpec(months=a.months, rows_per_month=a.rows_per_month,
+                                               seed=a.seed, start=a.start, drift_from=a.drift_from))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"wrote {len(paths)} monthly files ({a.rows_per_month} rows each) to {a.out}")
+    return 0
+
+
+def cmd_validate(a) -> int:
+    """Run the Great Expectations gate on a file or folder; exit 3 when it fails."""
+    from retrainer.dataio import load_batch  # noqa: PLC0415
+    from retrainer.settings import load_settings  # noqa: PLC0415
+    from retrainer.validation import validate_frame  # noqa: PLC0415
+
+    settings = load_settings()
+    frame = load_batch(a.data)
+    result = validate_frame(frame, settings.validation)
+    if a.json:
+        print_json(result.summary())
+    elif result.success:
+        print(f"ok: {a.data}: {result.n_rows} rows passed {result.n_expectations} expectations")
+    else:
+        print(f"FAILED: {a.data}: {result.n_failed} of {result.n_expectations} expectations failed")
+        for line in result.failure_lines():
+            print(f"  - {line}")
+    return 0 if result.success else 3
+
+
+def cmd_labels_ingest(a) -> int:
+    """Store delayed outcome labels, keys pseudonymised before storage."""
+    from retrainer.backends import get_backend  # noqa: PLC0415
+    from retrainer.deid import pseudonymizer_from_env  # noqa: PLC0415
+    from retrainer.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    n = get_backend(settings).predictions.ingest_labels(a.file, pseudonymizer_from_env(settings.pseudonym_key_env))
+    print(f"ingested {n} labels from {a.file} (keys pseudonymised)")
+    return 0
+
+
+def add_data(sub) -> None:
+    """`retrainer data generate`."""
+    data = sub.add_parser("data", help="synthetic data").add_subparsers(dest="sub", required=True)
+    g = data.add_parser("generate", help="write monthly Parquet files of synthetic admissions")
+    g.add_argument("--out", required=True)
+    g.add_argument("--months", type=int, default=12)
+    g.add_argument("--rows-per-month", type=int, default=5000)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--start", default="2024-01", help="first month, YYYY-MM (default 2024-01)")
+    g.add_argument("--drift-from", type=int, default=None, metavar="MONTH",
+                   help="1-based month from which features and the label relationship drift")
+    g.set_defaults(func=cmd_data_generate)
+
+
+def add_validate(sub) -> None:
+    """`retrainer validate DATA`."""
+    v = sub.add_parser("validate", help="run the Great Expectations gate on a Parquet file or folder")
+    v.add_argument("data")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+
+def add_labels(sub) -> None:
+    """`retrainer labels ingest FILE`."""
+    lab = sub.add_parser("labels", help="outcome labels").add_subparsers(dest="sub", required=True)
+    li = lab.add_parser("ingest", help="ingest delayed outcome labels (CSV or Parquet with admission_id, "
+                        "readmitted_30d); keys are pseudonymised before storage")
+    li.add_argument("file")
+    li.set_defaults(func=cmd_labels_ingest)

@@ -1,0 +1,72 @@
+"""`retrainer registry list|show|audit`: read the model registry. No Prefect.
+
+The backend is imported inside each command (`# noqa: PLC0415`): it pulls in pandas and, for the
+SageMaker backend, boto3, which cost seconds that `retrainer --help` should not pay.
+"""
+from __future__ import annotations
+
+from .common import print_json
+
+
+def _registry():
+    from retrainer.backends import get_backend  # noqa: PLC0415
+    from retrainer.settings import load_settings  # noqa: PLC0415
+
+    return get_backend(load_settings()).registry
+
+
+def cmd_registry_list(a) -> int:
+    """One line per registered version (or JSON)."""
+    records = _registry().list()
+    if a.json:
+        print_json([{"version": r.version, "status": r.status, "created_at": r.created_at,
+                     "trigger": r.trigger, "auc": r.metrics.get("candidate", {}).get("auc"),
+                     "parent": r.parent, "bump": r.bump} for r in records])
+        return 0
+    if not records:
+        print("no versions registered")
+        return 0
+    print(f"{'VERSION':<10} {'STATUS':<11} {'AUC':>7}  {'TRIGGER':<11} {'BUMP':<6} CREATED")
+    for r in records:
+        auc = r.metrics.get("candidate", {}).get("auc")
+        print(f"{r.version:<10} {r.status:<11} {auc if auc is None else format(auc, '.4f'):>7}  "
+              f"{r.trigger:<11} {r.bump:<6} {r.created_at}")
+    return 0
+
+
+def cmd_registry_show(a) -> int:
+    """The version card of one version (or its record as JSON)."""
+    from retrainer.lifecycle import version_card  # noqa: PLC0415
+
+    rec = _registry().get(a.version)
+    if a.json:
+        print_json(rec.to_dict())
+    else:
+        print(version_card(rec))
+    return 0
+
+
+def cmd_registry_audit(a) -> int:
+    """Every status change with its actor and reason."""
+    events = _registry().audit()
+    if a.json:
+        print_json(events)
+    for e in ([] if a.json else events):
+        print(f"{e['time']}  {e['version']:<8} {str(e['from']):>10} -> {e['to']:<10} by {e['actor']}: "
+              f"{e['reason']}")
+    return 0
+
+
+def add_registry(sub) -> None:
+    """`retrainer registry list|show VERSION|audit`."""
+    reg = sub.add_parser("registry", help="inspect the model registry").add_subparsers(dest="sub", required=True)
+    rl = reg.add_parser("list")
+    rl.add_argument("--json", action="store_true")
+    rl.set_defaults(func=cmd_registry_list)
+    rs = reg.add_parser("show")
+    rs.add_argument("version")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(func=cmd_registry_show)
+    ra = reg.add_parser("audit")
+    ra.add_argument("--json", action="store_true")
+    ra.set_defaults(func=cmd_registry_audit)

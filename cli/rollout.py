@@ -1,0 +1,177 @@
+"""`retrainer canary start|status|promote|rollback` and `retrainer rollback`.
+
+`retrainer rollback` is plain Python: a weight change on the endpoint plus the registry record
+(`retrainer.rollout.rollback_production`), in milliseconds, so it never imports Prefect. The canary
+commands talk to the canary flow's runs through Prefect (`tasks/waiting.py`). Prefect, the flows
+and the backends are imported inside the functions (`# noqa: PLC0415`): Prefect alone costs
+seconds to import, and `retrainer rollback` or `retrainer --help` should not pay for it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from retrainer.errors import RolloutError
+
+from .common import print_json, user
+
+
+def _backend(home: str | None = None):
+    from retrainer.backends import get_backend  # noqa: PLC0415
+    from retrainer.settings import load_settings  # noqa: PLC0415
+
+    return get_backend(load_settings(**({"home": home} if home else {})))
+
+
+def waiting_canaries(home: str | None = None) -> list[dict[str, Any]]:
+    """Canary runs (for state directory `home`; any, if None) waiting for a check or a decision:
+    flow run id, name, state, next check time and pause key of each."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+
+    from tasks.waiting import LABEL_NEXT, waiting_runs  # noqa: PLC0415
+
+    out = []
+    with get_client(sync_client=True) as client:
+        for fr in waiting_runs(client):
+            if home is not None and str((fr.parameters or {}).get("home")) != str(home):
+                continue
+            out.append({"flow_run_id": str(fr.id), "name": fr.name, "state": fr.state.name,
+                        "next_check_at": (fr.labels or {}).get(LABEL_NEXT),
+                        "pause_key": fr.state.state_details.pause_key})
+    return out
+
+
+def status(home: str | None = None) -> dict[str, Any]:
+    """Registry, routing and live per-variant stats of the canary, plus the waiting Prefect runs
+    (`runs`: a list, or a one-line note when the Prefect API cannot be reached)."""
+    from retrainer import rollout  # noqa: PLC0415
+
+    backend = _backend(home)
+    out = rollout.status(backend.registry, backend.endpoint, backend.predictions)
+    try:
+        out["runs"] = waiting_canaries(home)
+    except Exception as exc:  # any failure to reach the API: the rest of the status still shows
+        out["runs"] = f"Prefect API unavailable: {type(exc).__name__}"
+    return out
+
+
+def act(action: str, reason: str, actor: str, home: str | None = None, flow_run_id: str | None = None,
+        wait_s: float = 30.0) -> dict[str, Any]:
+    """A human's promote/rollback/continue for the waiting canary: resumes its run with the
+    decision as input (the run applies and records it). With no canary run waiting, a rollback
+    is applied directly (so a canary whose run failed can still be stopped); promote refuses.
+
+    Returns {"applied": "flow", "flow_run_id", "action"} or {"applied": "direct", ...} (the
+    rollback's result); RolloutError (one line) for a bad action, no reason, several waiting runs
+    without `flow_run_id`, or nothing to act on.
+    """
+    from prefect.exceptions import NotPausedError  # noqa: PLC0415
+
+    from retrainer import rollout  # noqa: PLC0415
+    from tasks.waiting import canary_running, resume  # noqa: PLC0415
+
+    if action not in ("promote", "rollback", "continue"):
+        raise RolloutError(f"unknown action {action!r} (promote, rollback or continue)")
+    if not reason or not reason.strip():
+        raise RolloutError("a reason is required (--reason)")
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = waiting_canaries(home)
+        if flow_run_id:
+            runs = [r for r in runs if r["flow_run_id"] == flow_run_id]
+        if len(runs) > 1:
+            raise RolloutError("several canary runs are waiting: pass the flow run id ("
+                               + ", ".join(r["flow_run_id"] for r in runs) + ")")
+        if runs:
+            run = runs[0]
+            try:
+                resume(run["flow_run_id"], action=action, reason=reason, actor=actor)
+                return {"applied": "flow", "flow_run_id": run["flow_run_id"], "action": action}
+            except (NotPausedError, RuntimeError):  # it was resumed (checking) in between: try again
+                pass
+        if not canary_running(home) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # a check is running: its run waits again in a moment
+    if action != "rollback":
+        raise RolloutError(f"no canary run is waiting for a decision; cannot {action}")
+    backend = _backend(home)
+    canaries = [r.version for r in backend.registry.list() if r.status == "canary"]
+    if not canaries:
+        raise RolloutError("no version is on canary")
+    res = rollout.reject_canary(backend.registry, backend.endpoint, canaries[-1], actor=actor,
+                                reason=f"canary: manual rollback by {actor}: {reason}")
+    return {"applied": "direct", **res}
+
+
+def cmd_canary_start(a) -> int:
+    """Run the canary flow for the newest (or the named) candidate in this process."""
+    from flows.canary import canary  # noqa: PLC0415
+
+    result = canary(candidate=a.candidate, actor=a.actor or user())
+    if a.json:
+        print_json(result)
+    else:
+        print(f"canary {result['candidate']}: {result['action'].upper()} ({result['actor']}): {result['reason']}")
+    return 0
+
+
+def cmd_canary_status(a) -> int:
+    """Versions, routing, per-variant stats and the waiting runs."""
+    st = status()
+    if a.json:
+        print_json(st)
+        return 0
+    for key in ("production", "previous", "canary"):
+        print(f"{key:<11} {st.get(key)}")
+    print(f"endpoint    {json.dumps(st.get('endpoint'), default=str)}")
+    for variant, stats in (st.get("variants") or {}).items():
+        print(f"  {variant:<11} {json.dumps(stats, default=str)}")
+    print(f"waiting     {st.get('runs')}")
+    return 0
+
+
+def cmd_canary_act(a) -> int:
+    """`canary promote|rollback --reason ...`: a human decision for the waiting canary."""
+    res = act(a.action, reason=a.reason, actor=a.actor or user(), flow_run_id=a.run)
+    print(f"{a.action}: {json.dumps(res, default=str)}")
+    return 0
+
+
+def cmd_rollback(a) -> int:
+    """Production back to a kept previous version: endpoint first, then the registry. No Prefect."""
+    from retrainer.rollout import rollback_production  # noqa: PLC0415
+
+    b = _backend()
+    res = rollback_production(b.registry, b.endpoint, a.to, actor=a.actor or user(), reason=a.reason)
+    print(f"production is now {res['version']} (was {res['replaced']}); traffic switched in "
+          f"{res['switch_ms']:.0f} ms")
+    return 0
+
+
+def add_canary(sub) -> None:
+    """`retrainer canary start|status|promote|rollback`."""
+    can = sub.add_parser("canary", help="the canary rollout").add_subparsers(dest="sub", required=True)
+    cs = can.add_parser("start", help="run the canary flow for the newest candidate (local run)")
+    cs.add_argument("--candidate", default=None)
+    cs.add_argument("--actor", default=None)
+    cs.add_argument("--json", action="store_true")
+    cs.set_defaults(func=cmd_canary_start)
+    cst = can.add_parser("status", help="registry, routing, per-variant stats and waiting runs")
+    cst.add_argument("--json", action="store_true")
+    cst.set_defaults(func=cmd_canary_status)
+    for action in ("promote", "rollback"):
+        ca = can.add_parser(action, help=f"{action} the canary now (a human decision, recorded)")
+        ca.add_argument("--reason", required=True)
+        ca.add_argument("--run", default=None, help="flow run id when several canaries wait")
+        ca.add_argument("--actor", default=None)
+        ca.set_defaults(func=cmd_canary_act, action=action)
+
+
+def add_rollback(sub) -> None:
+    """`retrainer rollback [--to VERSION]`."""
+    rb = sub.add_parser("rollback", help="return production to a kept previous version")
+    rb.add_argument("--to", default=None, help="a kept previous version (default: the most recent)")
+    rb.add_argument("--reason", default="manual rollback")
+    rb.add_argument("--actor", default=None)
+    rb.set_defaults(func=cmd_rollback)

@@ -1,0 +1,29 @@
+"""`retrainer serve`: the local HTTP endpoint (SageMaker container contract). No Prefect.
+
+The serving stack is imported inside the command (`# noqa: PLC0415`): it pulls in pandas and the
+scorers, which cost seconds that `retrainer --help` should not pay.
+"""
+from __future__ import annotations
+
+from retrainer.errors import RegistryError
+
+
+def cmd_serve(a) -> int:
+    """Serve production (and any canary) until Ctrl-C; refuses when there is no registry."""
+    from retrainer.serving import serve  # noqa: PLC0415
+    from retrainer.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    if not settings.registry_dir.exists():
+        raise RegistryError(f"no registry under {settings.home}; train a model first (retrainer retrain)")
+    print(f"serving on http://{settings.serving.host}:{a.port or settings.serving.port} (Ctrl-C to stop)")
+    serve(settings, port=a.port, capture=not a.no_capture)
+    return 0
+
+
+def add_serve(sub) -> None:
+    """`retrainer serve [--port N] [--no-capture]`."""
+    sv = sub.add_parser("serve", help="run the local HTTP endpoint (SageMaker container contract)")
+    sv.add_argument("--port", type=int, default=None)
+    sv.add_argument("--no-capture", action="store_true", help="do not store predictions for monitoring")
+    sv.set_defaults(func=cmd_serve)
