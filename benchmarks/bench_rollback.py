@@ -41,7 +41,8 @@ class Server:
     def __init__(self, home: Path, port: int, log: Path):
         env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": secrets.token_hex(32), "PYTHONPATH": str(REPO)}
         code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
-                f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), host='127.0.0.1', port={port})")
+                f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), "
+                f"host='127.0.0.1', port={port})")
         self.log = open(log, "a")
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -33,8 +33,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from retrainer.rollout import Decision, RolloutPlan
-from tasks.rollout import (apply_decision, manual_decision, pick_candidate, publish_report, run_check,
-                           set_traffic, start_canary)
+from tasks.rollout import (
+    apply_decision,
+    manual_decision,
+    pick_candidate,
+    publish_report,
+    run_check,
+    set_traffic,
+    start_canary,
+)
 from tasks.runtime import backend_for, install_log_filter, settings_for
 from tasks.waiting import CANARY_FLOW, resume_due, wait_for_check
 
@@ -46,7 +53,7 @@ def _notify(text: str, subject: str) -> None:
     block = os.environ.get("RETRAINER_NOTIFY_BLOCK")
     if block:
         try:
-            from prefect.blocks.core import Block
+            from prefect.blocks.core import Block  # noqa: PLC0415
 
             Block.load(block).notify(body=text, subject=subject)
             return

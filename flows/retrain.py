@@ -14,10 +14,20 @@ from typing import Any
 from prefect import flow
 from prefect.input import RunInput
 
-from tasks.lifecycle import (build_reference_profile, check_duplicate, current_run_created_at,
-                             evaluate_models, load_data, publish_report, register_model,
-                             retrain_slot, split_data, train_candidate, validate_data)
 from tasks.approval import approvers, publish_approval, request_approval
+from tasks.lifecycle import (
+    build_reference_profile,
+    check_duplicate,
+    current_run_created_at,
+    evaluate_models,
+    load_data,
+    publish_report,
+    register_model,
+    retrain_slot,
+    split_data,
+    train_candidate,
+    validate_data,
+)
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 TRIGGERS = ("manual", "scheduled", "drift", "volume", "performance", "concept")
@@ -30,7 +40,7 @@ def retrain(data: str | None = None, trigger: str = "manual", actor: str = "retr
     kept in the version's lineage (an automation passes the triggering event's payload)."""
     install_log_filter()
     if trigger not in TRIGGERS:
-        from retrainer.errors import ConfigError
+        from retrainer.errors import ConfigError  # noqa: PLC0415
 
         raise ConfigError(f"unknown trigger {trigger!r} (one of {', '.join(TRIGGERS)})")
     settings = settings_for(home)

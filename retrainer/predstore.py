@@ -346,7 +346,7 @@ class PredictionStore:
         rows the AUC is computed on), auc (None if fewer than 2 classes among them), error_rate
         (share of predictions flagged `error`), p95_latency_ms (None if no latency), version (of
         the latest prediction) and versions (all seen in the window)."""
-        from sklearn.metrics import roc_auc_score
+        from sklearn.metrics import roc_auc_score  # noqa: PLC0415
 
         preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR])
         joined = self.labelled(start, end)

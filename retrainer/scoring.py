@@ -255,7 +255,7 @@ def _compile_forest(clf, column_of_inner: np.ndarray, outer_to_inner: dict[int, 
 
 
 def _expit(x: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
+    from scipy.special import expit  # noqa: PLC0415
 
     return expit(x)
 

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
-        from pydantic_settings import YamlConfigSettingsSource
+        from pydantic_settings import YamlConfigSettingsSource  # noqa: PLC0415
 
         path = os.environ.get("RETRAINER_CONFIG") or DEFAULT_CONFIG
         sources = [init_settings, env_settings]

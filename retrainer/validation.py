@@ -233,8 +233,8 @@ def validate_frame(df: pd.DataFrame, settings: ValidationSettings,
     frame = _normalise_dtypes(df)
 
     with _quiet():
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        import great_expectations as gx  # noqa: PLC0415
+        from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415
 
         try:
             suite = gx.ExpectationSuite(**{**config, "expectations": raw})
@@ -303,7 +303,7 @@ def _quiet():
         warnings.simplefilter("ignore")
         parent.setLevel(logging.CRITICAL + 10)
         try:
-            import great_expectations  # noqa: F401  (lazy: ~7 s; its import logs and warns)
+            import great_expectations  # noqa: PLC0415, F401  (lazy: ~7 s; its import logs and warns)
 
             loggers = [lg for name, lg in list(logging.root.manager.loggerDict.items())
                        if isinstance(lg, logging.Logger) and name.split(".")[0] == "great_expectations"]

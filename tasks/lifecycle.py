@@ -31,7 +31,7 @@ def load_data(path: str) -> tuple[pd.DataFrame, list[str]]:
 def validate_data(frame: pd.DataFrame, settings: Settings) -> dict[str, Any]:
     """Great Expectations gate. On failure: a markdown artifact with what failed, then the run
     stops before training (the registry is never touched)."""
-    from retrainer.validation import validate_frame
+    from retrainer.validation import validate_frame  # noqa: PLC0415
 
     result = validate_frame(frame, settings.validation)
     create_markdown_artifact(markdown=result.to_markdown(), key="data-validation",
@@ -120,7 +120,7 @@ def check_duplicate(backend: Backend, split: Split, settings: Settings, trigger:
 
 
 def current_run_created_at() -> datetime | None:
-    from prefect.context import FlowRunContext
+    from prefect.context import FlowRunContext  # noqa: PLC0415
 
     ctx = FlowRunContext.get()
     return getattr(ctx.flow_run, "created", None) if ctx and ctx.flow_run else None
@@ -128,9 +128,9 @@ def current_run_created_at() -> datetime | None:
 
 def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
     """Create the global concurrency limit if it does not exist (an existing one is left as is)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: PLC0415
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound  # noqa: PLC0415
 
     with get_client(sync_client=True) as client:
         try:
@@ -146,7 +146,7 @@ def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
 def retrain_slot(settings: Settings, timeout_s: float = 6 * 3600):
     """Hold the model's `retrain-<model_name>` global concurrency slot (limit 1): a second retrain
     of the same model, from any deployment or the CLI, waits here until the first one is done."""
-    from prefect.concurrency.sync import concurrency
+    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
 
     name = triggers.concurrency_limit_name(settings.model_name)
     ensure_concurrency_limit(name)

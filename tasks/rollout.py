@@ -12,10 +12,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from retrainer import clock, rollout
 from retrainer.backends import Backend
@@ -53,8 +58,6 @@ def run_check(backend: Backend, settings: Settings, plan: RolloutPlan, started_a
     cand, prod = rollout.arms_from_stats(stats)
     decision = replace(rollout.check(plan, start, now, cand, prod, settings, extended, ci=ci), index=index)
     if progress_artifact:
-        from uuid import UUID
-
         update_progress_artifact(UUID(progress_artifact), progress=round(100 * decision.progress, 1),
                                  description=f"canary {candidate}: {format_duration(now - start)} of "
                                              f"{format_duration(plan.end(extended))}; last check: {decision.action}")

@@ -13,7 +13,6 @@ from retrainer.backends import Backend, get_backend  # noqa: E402
 from retrainer.errors import RetrainerError  # noqa: E402
 from retrainer.settings import Settings, load_settings  # noqa: E402
 
-
 # Task options, named once.
 # IN_PROCESS: runs every time it is called; its result stays in memory (data frames, models).
 IN_PROCESS = dict(cache_policy=NO_CACHE, persist_result=False)

@@ -15,8 +15,7 @@ from retrainer import schema as S
 from retrainer.registry import LocalRegistry
 from retrainer.serving import BackgroundServer
 from retrainer.settings import ModelSettings, Settings
-from tests.conftest import free_port
-from tests.helpers import make_record
+from tests.helpers import free_port, make_record
 
 TOKEN = "canary-test-admin-token"
 KEY = "canary-test-pseudonym-key-0123456789"

@@ -37,13 +37,13 @@ class Backend:
 
 
 def _local(settings: Settings) -> Backend:
-    from .local import build
+    from .local import build  # noqa: PLC0415
 
     return build(settings)
 
 
 def _sagemaker(settings: Settings) -> Backend:
-    from .sagemaker import build  # imported only when chosen: boto3/sagemaker are slow to import
+    from .sagemaker import build  # noqa: PLC0415 - imported only when chosen: boto3/sagemaker are slow to import
 
     return build(settings)
 

@@ -9,11 +9,21 @@
 No Prefect here: the flows in `flows/canary.py` and `flows/rollback.py` call these through thin
 tasks, and the CLI calls the operations directly.
 """
-from .operations import (canary_variants, pick_candidate, promote_canary, reject_canary, rollback_production,
-                         rollback_target, set_canary_traffic, start_canary, status, steady_variants, window_stats)
+from .operations import (
+                         canary_variants,
+                         pick_candidate,
+                         promote_canary,
+                         reject_canary,
+                         rollback_production,
+                         rollback_target,
+                         set_canary_traffic,
+                         start_canary,
+                         status,
+                         steady_variants,
+                         window_stats,
+)
 from .plan import RolloutPlan, Stage, format_duration
-from .policy import (ACTIONS, AUC_EPSILON, POLICY_ACTOR, Action, ArmStats, Decision, arms_from_stats, check,
-                     manual)
+from .policy import ACTIONS, AUC_EPSILON, POLICY_ACTOR, Action, ArmStats, Decision, arms_from_stats, check, manual
 from .statistics import auc_difference_ci, ci_from_labelled, delong_auc_variance
 
 __all__ = [

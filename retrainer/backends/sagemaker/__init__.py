@@ -10,8 +10,7 @@ from __future__ import annotations
 from ...predstore import PredictionStore
 from ...settings import Settings
 from .. import Backend
-from ._aws import (AWSContext, ArtifactError, SageMakerError, TrainingJobFailed, WaitTimeout,
-                   default_sklearn_image)
+from ._aws import ArtifactError, AWSContext, SageMakerError, TrainingJobFailed, WaitTimeout, default_sklearn_image
 from .endpoint import EndpointMismatch, SageMakerEndpoint
 from .registry import SageMakerRegistry
 from .trainer import SageMakerTrainer

@@ -7,6 +7,7 @@ the standard AWS chain (environment, shared config, instance/task role) or, when
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -100,7 +101,7 @@ class AWSContext:
             return self._session
         if self.settings.credentials_block:
             try:
-                from prefect_aws import AwsCredentials  # lazy: optional, and prefect is slow to import
+                from prefect_aws import AwsCredentials  # noqa: PLC0415 - lazy: optional, and prefect is slow to import
             except ImportError:
                 raise ConfigError("aws.credentials_block is set but prefect-aws is not installed") from None
             try:
@@ -108,7 +109,7 @@ class AWSContext:
             except Exception as exc:  # block missing, server unreachable
                 raise ConfigError(f"cannot load AwsCredentials block {self.settings.credentials_block!r}: "
                                   f"{one_line(exc, 200)}") from None
-        import boto3
+        import boto3  # noqa: PLC0415
 
         return boto3.session.Session(region_name=self.settings.region)
 
@@ -208,8 +209,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
     """Deterministic tar.gz (sorted names, zero mtimes) of {arcname: bytes}."""
-    import gzip
-
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name in sorted(files):
@@ -248,7 +247,8 @@ def safe_extract_model(tar_path: Path, dest: Path, *, required: tuple[str, ...] 
                 names.append(norm)
         missing = [r for r in required if r not in names]
         if missing:
-            raise ArtifactError(f"{label} lacks {', '.join(missing)} at its root (has: {', '.join(sorted(names)[:8]) or 'nothing'})")
+            has = ", ".join(sorted(names)[:8]) or "nothing"
+            raise ArtifactError(f"{label} lacks {', '.join(missing)} at its root (has: {has})")
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=False)
         tar.extractall(dest, filter="data")

@@ -27,8 +27,18 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from ...errors import ConfigError, RegistryError, RolloutError
-from ._aws import (AWSContext, NAME_RE, WaitTimeout, default_sklearn_image, error_code, error_message,
-                   one_line, resource_name, tar_gz, wait_for)
+from ._aws import (
+    NAME_RE,
+    AWSContext,
+    WaitTimeout,
+    default_sklearn_image,
+    error_code,
+    error_message,
+    one_line,
+    resource_name,
+    tar_gz,
+    wait_for,
+)
 from .trainer import source_files
 
 VERSION_ENV = "RETRAINER_MODEL_VERSION"
@@ -70,7 +80,8 @@ class SageMakerEndpoint:
                 if missing_ok:
                     return None
                 raise RolloutError(f"SageMaker endpoint {self.name} does not exist in {self.aws.region}") from None
-            raise RolloutError(f"cannot describe endpoint {self.name}: {error_code(exc)}: {error_message(exc)}") from exc
+            raise RolloutError(f"cannot describe endpoint {self.name}: {error_code(exc)}: "
+                               f"{error_message(exc)}") from exc
 
     def _variant_versions(self, config_name: str) -> dict[str, tuple[str, str]]:
         """variant -> (model name, version) from the endpoint config and each model's environment."""
@@ -114,8 +125,9 @@ class SageMakerEndpoint:
             current = self._wait()
         if current is not None:
             if current["EndpointStatus"] != "InService":
-                raise RolloutError(f"endpoint {self.name} is {current['EndpointStatus']}; fix it before changing variants"
-                                   + (f" ({one_line(current['FailureReason'], 200)})" if current.get("FailureReason") else ""))
+                why = f" ({one_line(current['FailureReason'], 200)})" if current.get("FailureReason") else ""
+                raise RolloutError(f"endpoint {self.name} is {current['EndpointStatus']}; fix it before changing "
+                                   f"variants{why}")
             served = self._variant_versions(current["EndpointConfigName"])
             resolved = self._resolve(wanted, served)
             if resolved is not None:
@@ -215,8 +227,8 @@ class SageMakerEndpoint:
             if isinstance(exc, (RolloutError, ConfigError, RegistryError)):
                 raise
             op = "CreateEndpoint" if current is None else "UpdateEndpoint"
-            raise RolloutError(f"endpoint {self.name}: {op} with config {config} failed: {error_code(exc) or type(exc).__name__}: "
-                               f"{error_message(exc)}") from exc
+            raise RolloutError(f"endpoint {self.name}: {op} with config {config} failed: "
+                               f"{error_code(exc) or type(exc).__name__}: {error_message(exc)}") from exc
         return self._check(config, {n: w for n, _, w in full})
 
     def _upload_serving_source(self) -> str:

@@ -29,9 +29,23 @@ from typing import Any, Callable
 import pandas as pd
 
 from ...errors import ConfigError
-from ._aws import (AWSContext, ArtifactError, SageMakerError, TrainingJobFailed, WaitTimeout,
-                   default_sklearn_image, error_code, error_message, one_line, resource_name,
-                   safe_extract_model, sha256_file, split_s3_uri, tar_gz, wait_for)
+from ._aws import (
+    ArtifactError,
+    AWSContext,
+    SageMakerError,
+    TrainingJobFailed,
+    WaitTimeout,
+    default_sklearn_image,
+    error_code,
+    error_message,
+    one_line,
+    resource_name,
+    safe_extract_model,
+    sha256_file,
+    split_s3_uri,
+    tar_gz,
+    wait_for,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../retrainer
 
@@ -115,8 +129,8 @@ def hyperparameters(params: dict[str, Any], *, submit_dir: str, program: str, re
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
 
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
@@ -177,7 +191,8 @@ class SageMakerTrainer:
 
         def channel(name: str) -> dict[str, Any]:
             return {"ChannelName": name, "ContentType": "application/x-parquet", "InputMode": "File",
-                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated",
+                    "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                    "S3DataDistributionType": "FullyReplicated",
                                                     "S3Uri": f"s3://{bucket}/{base}/{name}/"}}}
 
         try:
@@ -189,7 +204,8 @@ class SageMakerTrainer:
                                                 region=self.aws.region),
                 InputDataConfig=[channel("train"), channel("validation")],
                 OutputDataConfig={"S3OutputPath": f"s3://{bucket}/{base}/output"},
-                ResourceConfig={"InstanceType": self.instance_type, "InstanceCount": 1, "VolumeSizeInGB": self.volume_gb},
+                ResourceConfig={"InstanceType": self.instance_type, "InstanceCount": 1,
+                                "VolumeSizeInGB": self.volume_gb},
                 StoppingCondition={"MaxRuntimeInSeconds": int(self.max_runtime_s)},
                 Tags=[{"Key": "retrainer:model", "Value": self.model_name}],
             )
@@ -201,7 +217,8 @@ class SageMakerTrainer:
                 except Exception:  # best effort; the original error matters more
                     pass
             if error_code(exc):
-                raise SageMakerError(f"cannot start training job {job}: {error_code(exc)}: {error_message(exc)}") from exc
+                raise SageMakerError(f"cannot start training job {job}: {error_code(exc)}: "
+                                     f"{error_message(exc)}") from exc
             raise
         self.last_job = {"job": job, "input": f"s3://{bucket}/{base}/", "image": self.image_uri}
         return job
@@ -219,8 +236,9 @@ class SageMakerTrainer:
             try:
                 sm.stop_training_job(TrainingJobName=job)
             except Exception as stop_exc:
-                raise WaitTimeout(f"{exc}; StopTrainingJob also failed ({error_code(stop_exc) or type(stop_exc).__name__}:"
-                                  f" {error_message(stop_exc)}): stop it in the console") from stop_exc
+                code = error_code(stop_exc) or type(stop_exc).__name__
+                raise WaitTimeout(f"{exc}; StopTrainingJob also failed ({code}: {error_message(stop_exc)}): "
+                                  "stop it in the console") from stop_exc
             raise WaitTimeout(f"{exc}; StopTrainingJob requested") from None
         return self.check(desc)
 

@@ -12,8 +12,7 @@ import pytest
 from retrainer import triggers as T
 from retrainer.drift import DriftReport, FeatureDrift
 from retrainer.errors import ConfigError
-
-from .helpers import make_record
+from tests.helpers import make_record
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -51,15 +50,19 @@ def test_repo_triggers_yaml_parses_with_every_type_and_documented_values():
 @pytest.mark.parametrize("data, fragment", [
     ({"retraining_triggers": [{"name": "d", "type": "data_drift", "priority": 1, "psi_threshold": -1}]},
      "retraining_triggers[0].psi_threshold (d): Input should be greater than 0"),
-    ({"retraining_triggers": [{"name": "d", "type": "nonsense", "priority": 1}]}, "does not match any of the expected tags"),
+    ({"retraining_triggers": [{"name": "d", "type": "nonsense", "priority": 1}]},
+     "does not match any of the expected tags"),
     ({"retraining_triggers": [{"name": "d", "type": "data_drift", "priority": 0}]}, "priority"),
     ({"retraining_triggers": [{"name": "d", "type": "data_drift"}]}, "priority (d): Field required"),
     ({"retraining_triggers": [{"name": "d", "type": "data_drift", "priority": 1, "window": "soon"}]}, "not a duration"),
     ({"retraining_triggers": [{"name": "s", "type": "scheduled", "priority": 1, "cron": "61 * * * *"}]}, "bad cron"),
-    ({"retraining_triggers": [{"name": "s", "type": "scheduled", "priority": 1, "timezone": "Mars/Olympus"}]}, "unknown time zone"),
-    ({"retraining_triggers": [{"name": "d", "type": "data_drift", "priority": 1, "psi_treshold": 0.2}]}, "psi_treshold"),
+    ({"retraining_triggers": [{"name": "s", "type": "scheduled", "priority": 1, "timezone": "Mars/Olympus"}]},
+     "unknown time zone"),
+    ({"retraining_triggers": [{"name": "d", "type": "data_drift", "priority": 1, "psi_treshold": 0.2}]},
+     "psi_treshold"),
     ({"retraining_triggers": [{"name": "Bad Name", "type": "manual", "priority": 1}]}, "lowercase"),
-    ({"retraining_triggers": [{"name": "a", "type": "manual", "priority": 1}, {"name": "a", "type": "manual", "priority": 2}]},
+    ({"retraining_triggers": [{"name": "a", "type": "manual", "priority": 1},
+                              {"name": "a", "type": "manual", "priority": 2}]},
      "unique"),
     ({"retraining_triggers": []}, "at least 1"),
     ({"triggers": []}, "retraining_triggers"),
@@ -214,7 +217,8 @@ def test_scheduled_reports_ticks_and_never_fires():
     t = one({"name": "monthly", "type": "scheduled", "priority": 5, "cron": "0 2 1 * *", "timezone": "UTC"})
     e = T.evaluate_scheduled(t, NOW, last_retrain=datetime(2025, 2, 15, tzinfo=timezone.utc))
     assert not e.fired and e.event is None
-    assert e.numbers["last_tick"] == "2025-03-01T02:00:00+00:00" and e.numbers["next_tick"] == "2025-04-01T02:00:00+00:00"
+    assert e.numbers["last_tick"] == "2025-03-01T02:00:00+00:00"
+    assert e.numbers["next_tick"] == "2025-04-01T02:00:00+00:00"
     assert e.numbers["missed"] is True
     ok = T.evaluate_scheduled(t, NOW, last_retrain=datetime(2025, 3, 1, 2, 5, tzinfo=timezone.utc))
     assert ok.numbers["missed"] is False

@@ -6,11 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-import pytest
-
-from .conftest import BIN, REPO
-
-pytestmark = pytest.mark.e2e
+from tests.helpers import BIN, REPO
 
 
 def test_monthly_retrain_gets_scheduled_runs_first_of_month_0200_utc(prefect_server):
@@ -22,7 +18,7 @@ def test_monthly_retrain_gets_scheduled_runs_first_of_month_0200_utc(prefect_ser
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.client.schemas.filters import DeploymentFilter
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.url}):

@@ -1,6 +1,5 @@
 import json
 import multiprocessing as mp
-import os
 import signal
 import subprocess
 import sys
@@ -9,8 +8,7 @@ import pytest
 
 from retrainer.errors import RegistryError
 from retrainer.registry import LocalRegistry, sha256_dir
-
-from .helpers import artifact, make_record, registry_with
+from tests.helpers import artifact, make_record, registry_with
 
 
 def snapshot(root):
@@ -116,9 +114,10 @@ LocalRegistry({str(reg.root)!r}, fault_hook=hook).promote("1.0.0", actor="t", re
 
 
 def _register_many(root, start, n):
+    from pathlib import Path
+
     from retrainer.registry import LocalRegistry
     from tests.helpers import artifact, make_record
-    from pathlib import Path
     reg = LocalRegistry(root)
     for i in range(n):
         v = f"1.{start + i}.0"

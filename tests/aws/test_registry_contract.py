@@ -10,7 +10,7 @@ import pytest
 from retrainer.errors import RegistryError
 from retrainer.registry import LocalRegistry, ModelRecord
 
-from .conftest_moto import BUCKET, aws_env, boto, make_settings, moto_server  # noqa: F401
+from .conftest import BUCKET, boto, make_settings
 
 
 def record(version: str, status: str = "candidate", **kw) -> ModelRecord:

@@ -12,9 +12,7 @@ import time
 import pytest
 
 from retrainer.registry import LocalRegistry
-from tests.canary_world import (LiveServer, build_models, compressed, ingest_labels, make_registry, set_env)
-
-pytestmark = pytest.mark.flow
+from tests.canary_world import LiveServer, build_models, compressed, ingest_labels, make_registry, set_env
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +132,8 @@ def test_too_few_labels_extends_once_then_rolls_back(prefect_api, monkeypatch, t
 
 def test_human_promote_from_cli_function(prefect_api, monkeypatch, tmp_path, models):
     """`retrainer canary promote --reason ...` resumes the waiting run with the decision as input."""
-    from flows.canary import act, canary, status
+    from cli.rollout import act, status
+    from flows.canary import canary
 
     home = tmp_path / "home"
     make_registry(home, models["dirs"], [("1.0.0", "good")], [("1.1.0", "good2")])
@@ -161,7 +160,7 @@ def test_human_promote_from_cli_function(prefect_api, monkeypatch, tmp_path, mod
 
 
 def test_manual_rollback_without_a_waiting_run_is_applied_directly(prefect_api, monkeypatch, tmp_path, models):
-    from flows.canary import act
+    from cli.rollout import act
     from retrainer.serving import routing_path
 
     home = tmp_path / "home"

@@ -12,9 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from .conftest import copy_months, snapshot
-
-pytestmark = pytest.mark.flow
+from tests.helpers import copy_months, snapshot
 
 KEY = "monitor-test-pseudonym-key-0123456789"
 
@@ -120,8 +118,12 @@ def resume_when_paused(tag: str, run_input: dict, box: dict, timeout: float = 12
     """Background thread: find the paused manual run by tag, then resume it with the form input."""
     def work():
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterState,
-                                                    FlowRunFilterStateType, FlowRunFilterTags)
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
         from prefect.client.schemas.objects import StateType
         from prefect.flow_runs import resume_flow_run
 

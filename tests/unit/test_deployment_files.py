@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from .conftest import REPO
+from tests.helpers import REPO
 
 LOCAL = yaml.safe_load((REPO / "prefect.yaml").read_text())
 AWS = yaml.safe_load((REPO / "deployments" / "prefect-aws.yaml").read_text())

@@ -19,13 +19,13 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.loadgen import http_request as _request
 from retrainer import rollout
 from retrainer.registry import LocalRegistry
 from retrainer.serving import LocalEndpoint
-from benchmarks.loadgen import http_request as _request
 from retrainer.settings import Settings
 from tests.canary_world import AUTH, KEY, TOKEN, build_models, make_registry, records
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, free_port
 
 RATE = 400          # requests per second offered (>= 300 required)
 SECONDS = 30

@@ -1,5 +1,4 @@
-"""moto's server over HTTP for the SageMaker backend tests (imported by the test modules; pytest
-does not load this file by itself).
+"""moto's server over HTTP for the SageMaker backend tests (this folder's conftest).
 
 `moto_server` (module scope) starts `moto_server` from the venv on a free 127.0.0.1 port, waits
 until it answers and stops it at the end. `aws_env` (per test) resets moto's state and points the
@@ -7,7 +6,6 @@ AWS chain at it with monkeypatch, so every variable is restored afterwards.
 """
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -16,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import mark_folder
 
 BUCKET = "retrainer-test-bucket"
 ROLE = "arn:aws:iam::123456789012:role/retrainer-sagemaker"
@@ -96,3 +96,7 @@ def snapshot() -> dict:
         "groups": sorted(g["ModelPackageGroupName"]
                          for g in sm.list_model_package_groups()["ModelPackageGroupSummaryList"]),
     }
+
+
+def pytest_collection_modifyitems(items):
+    mark_folder(items, __file__, "aws")

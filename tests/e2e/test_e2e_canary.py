@@ -17,9 +17,7 @@ import pytest
 from retrainer import training
 from retrainer.registry import LocalRegistry
 from tests.canary_world import KEY, TOKEN, build_models, compressed, ingest_labels, make_registry
-from tests.conftest import BIN, REPO, free_port
-
-pytestmark = pytest.mark.e2e
+from tests.helpers import BIN, REPO, free_port
 
 POOL = "retrainer-local"
 TICK_SECONDS = 5  # the plan's check interval: when the next wake-up (a tick run) falls due
@@ -140,7 +138,7 @@ def run_canary(prefect_api, e2e, name, chain, candidate, cand_model, prod_model)
 def test_e2e_canary_promotes(prefect_api, e2e):
     home, run_id, t0, t_susp = run_canary(prefect_api, e2e, "promote", [("1.0.0", "good2"), ("1.1.0", "shuffled")],
                                           ("1.2.0", "good"), "good", "shuffled")
-    fr = wait_state(run_id, {"Completed"}, 240, e2e["tmp"] / "worker.log")
+    wait_state(run_id, {"Completed"}, 240, e2e["tmp"] / "worker.log")
     took = time.monotonic() - t0
     states = _history(run_id)
     assert states.count("Suspended") >= 1 and "Resuming" in states, states

@@ -6,8 +6,16 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from retrainer.rollout import (ArmStats, RolloutPlan, Stage, arms_from_stats, auc_difference_ci, check,
-                              delong_auc_variance, manual)
+from retrainer.rollout import (
+    ArmStats,
+    RolloutPlan,
+    Stage,
+    arms_from_stats,
+    auc_difference_ci,
+    check,
+    delong_auc_variance,
+    manual,
+)
 from retrainer.settings import CanarySettings, Settings
 
 T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)

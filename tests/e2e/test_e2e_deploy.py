@@ -16,9 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import BIN, REPO, copy_months
-
-pytestmark = pytest.mark.e2e
+from tests.helpers import BIN, REPO, copy_months
 
 KEY = "e2e-pseudonym-key-0123456789abcdef"
 RETRAINING = ["retrain-monthly", "retrain-on-drift", "retrain-on-performance", "retrain-on-concept-drift",

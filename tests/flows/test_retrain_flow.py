@@ -3,7 +3,6 @@ leaving the registry byte-identical with one clear error line."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -11,10 +10,7 @@ import pytest
 
 from retrainer import schema as S
 from retrainer.dataio import load_batch
-
-from .conftest import BIN, copy_months, run_cli, snapshot
-
-pytestmark = pytest.mark.flow
+from tests.helpers import BIN, copy_months, run_cli, snapshot
 
 
 @pytest.fixture
@@ -111,7 +107,7 @@ def test_every_bad_input_fails_cleanly_and_changes_nothing(trained_home, monthly
     for name, (path, fragment) in cases.items():
         for command in (["validate", path], ["retrain", "--data", path]):
             code, out = run_cli(*command)
-            errors = [l for l in out.splitlines() if l.startswith(("error:", "FAILED:"))]
+            errors = [line for line in out.splitlines() if line.startswith(("error:", "FAILED:"))]
             assert code != 0, f"{name} {command[0]}: exit 0\n{out}"
             assert "Traceback" not in out, f"{name} {command[0]}: traceback shown\n{out}"
             assert len(errors) == 1 and fragment in out, f"{name} {command[0]}: {out[-1500:]}"

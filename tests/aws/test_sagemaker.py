@@ -32,7 +32,7 @@ from retrainer.errors import ConfigError, RetrainerError, RolloutError
 from retrainer.registry import ModelRecord
 from retrainer.training import load_model
 
-from .conftest_moto import BUCKET, ROLE, aws_env, boto, make_settings, moto_server, snapshot  # noqa: F401
+from .conftest import BUCKET, ROLE, boto, make_settings, snapshot
 
 PARAMS = {"learning_rate": 0.1, "max_iter": 30, "max_leaf_nodes": 15, "min_samples_leaf": 20,
           "l2_regularization": 1.0, "random_state": 42}
@@ -311,7 +311,8 @@ def test_failed_or_stopped_job_quotes_failure_reason(aws_env, tmp_path, frames, 
     with pytest.raises(TrainingJobFailed) as err:
         trainer.collect(job, tmp_path / "work")
     assert one_line(err.value) == (f"SageMaker training job {job} {final.lower()}: AlgorithmError: "
-                                   "ExecuteUserScriptError: ExitCode 2 ErrorMessage \"readmitted_30d has a single class\"")
+                                   "ExecuteUserScriptError: ExitCode 2 ErrorMessage "
+                                   "\"readmitted_30d has a single class\"")
     assert isinstance(err.value, RetrainerError)
     assert clock.sleeps == [15.0, 30.0, 60.0]  # exponential backoff
     assert not (tmp_path / "work/model").exists()

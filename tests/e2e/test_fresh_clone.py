@@ -4,15 +4,9 @@ The clone reuses this checkout's installed .venv (installing takes minutes; CI's
 `./dev test` on a clean checkout covers installation) but imports the clone's code."""
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
 
-import pytest
-
-from .conftest import REPO
-
-pytestmark = pytest.mark.e2e
+from tests.helpers import REPO
 
 
 def test_readme_demo_command_from_a_fresh_clone(prefect_server, tmp_path):
