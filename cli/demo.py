@@ -32,6 +32,7 @@ from typing import Any, Callable
 from retrainer import clock
 from retrainer import schema as S
 from retrainer.errors import ConfigError, RetrainerError
+from retrainer.registry.model import Status
 
 MARKER = ".retrainer-demo"
 DEMO_KEY = "retrainer-demo-pseudonym-key-not-for-production"
@@ -238,7 +239,7 @@ def scenario(settings, manual: clock.ManualClock, data: dict[str, Any], work: Pa
         print("== 4. emergency retrain on months 1-10, then a canary on drifted month-11 traffic ==")
         emergency = retrain(data=data["emergency"], trigger="drift", actor="automation",
                             context=watch.get("payload"))
-        if emergency.get("status") != "candidate":
+        if emergency.get("status") != Status.CANDIDATE:
             raise DemoFailed(f"step 4 expected a candidate, the retrain gave {emergency.get('status')}: "
                              f"{emergency.get('reason', '')}")
         c2 = run_canary(endpoint, settings, manual, emergency["version"], month(11), work)

@@ -15,12 +15,14 @@ from retrainer.errors import ConfigError
 
 from .common import print_json
 
-TRIGGERS = ["manual", "scheduled", "drift", "volume", "performance", "concept"]
-
 
 def cmd_retrain(a) -> int:
     """Run the retrain flow (or the manual one, which waits for an approver); exit 5 when a
     manual retrain is rejected."""
+    from retrainer.triggers import RETRAIN_TRIGGERS  # noqa: PLC0415
+
+    if a.trigger not in RETRAIN_TRIGGERS:  # before any flow run is created
+        raise ConfigError(f"unknown trigger {a.trigger!r} (one of {', '.join(RETRAIN_TRIGGERS)})")
     actor = a.requested_by or os.environ.get("USER", "cli")
     if a.manual:
         from flows.retrain import manual_retrain  # noqa: PLC0415
@@ -100,7 +102,8 @@ def add_retrain(sub) -> None:
     """`retrainer retrain [--manual --requested-by NAME]`."""
     r = sub.add_parser("retrain", help="run the retrain flow (validate, train, evaluate, register)")
     r.add_argument("--data", default=None, help="Parquet file or folder (default: settings.training_data)")
-    r.add_argument("--trigger", default="manual", choices=TRIGGERS)
+    r.add_argument("--trigger", default="manual", help="why it runs: one of retrainer.triggers.RETRAIN_TRIGGERS "
+                   "(manual, scheduled, drift, ...); the flow refuses others")
     r.add_argument("--requested-by", default=None)
     r.add_argument("--manual", action="store_true", help="wait for an approver (Prefect UI form or "
                    "`retrainer approve`) before training")

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from retrainer.errors import RolloutError
+from retrainer.registry.model import Status
 
 from .common import print_json, user
 
@@ -96,7 +97,7 @@ def act(action: str, reason: str, actor: str, home: str | None = None, flow_run_
     if action != "rollback":
         raise RolloutError(f"no canary run is waiting for a decision; cannot {action}")
     backend = _backend(home)
-    canaries = [r.version for r in backend.registry.list() if r.status == "canary"]
+    canaries = [r.version for r in backend.registry.list() if r.status == Status.CANARY]
     if not canaries:
         raise RolloutError("no version is on canary")
     res = rollout.reject_canary(backend.registry, backend.endpoint, canaries[-1], actor=actor,

@@ -14,6 +14,8 @@ from typing import Any
 from prefect import flow
 from prefect.input import RunInput
 
+from retrainer.errors import ConfigError
+from retrainer.triggers import RETRAIN_TRIGGERS
 from tasks.approval import approvers, publish_approval, request_approval
 from tasks.lifecycle import (
     build_reference_profile,
@@ -30,8 +32,6 @@ from tasks.lifecycle import (
 )
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
-TRIGGERS = ("manual", "scheduled", "drift", "volume", "performance", "concept")
-
 
 @flow(name="retrain", log_prints=True)
 def retrain(data: str | None = None, trigger: str = "manual", actor: str = "retrainer",
@@ -39,10 +39,8 @@ def retrain(data: str | None = None, trigger: str = "manual", actor: str = "retr
     """`data` defaults to settings.training_data (deployments never pass paths); `context` is
     kept in the version's lineage (an automation passes the triggering event's payload)."""
     install_log_filter()
-    if trigger not in TRIGGERS:
-        from retrainer.errors import ConfigError  # noqa: PLC0415
-
-        raise ConfigError(f"unknown trigger {trigger!r} (one of {', '.join(TRIGGERS)})")
+    if trigger not in RETRAIN_TRIGGERS:
+        raise ConfigError(f"unknown trigger {trigger!r} (one of {', '.join(RETRAIN_TRIGGERS)})")
     settings = settings_for(home)
     backend = backend_for(settings)
     data = data or str(settings.training_data)

@@ -14,7 +14,7 @@ import pandas as pd
 from . import schema as S
 from .clock import utcnow_iso
 from .dataio import Split, content_hash
-from .registry import ModelRecord, Registry
+from .registry import ModelRecord, Registry, Status
 from .versioning import Fingerprint, VersionDecision, next_version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -79,9 +79,9 @@ def build_record(*, decision: VersionDecision, parent: ModelRecord | None, fp: F
     """The registry record: the first model goes straight to production, later ones enter as
     candidates when the gate passes and as rejected when it does not."""
     if not has_production:
-        status = "production" if gate["eligible"] else "rejected"
+        status = Status.PRODUCTION if gate["eligible"] else Status.REJECTED
     else:
-        status = "candidate" if gate["eligible"] else "rejected"
+        status = Status.CANDIDATE if gate["eligible"] else Status.REJECTED
     return ModelRecord(
         version=decision.version, status=status, created_at=utcnow_iso(), trigger=trigger,
         parent=parent.version if parent else None, bump=decision.bump, bump_reason=decision.reason,

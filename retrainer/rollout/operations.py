@@ -20,6 +20,7 @@ from typing import Any
 
 from ..clock import utcnow
 from ..errors import RolloutError
+from ..registry.model import Status
 from ..serving import CANDIDATE, PRODUCTION, STANDBY_PREFIX, default_variants
 
 
@@ -49,10 +50,10 @@ def pick_candidate(registry, candidate: str | None = None) -> str:
     """The version to canary: `candidate` if given, else the one already in canary, else the
     newest candidate. RolloutError (one line) when there is none or it cannot be canaried."""
     if candidate is None:
-        canaries = [r.version for r in registry.list() if r.status == "canary"]
+        canaries = [r.version for r in registry.list() if r.status == Status.CANARY]
         if canaries:
             return canaries[-1]
-        cands = [r.version for r in registry.list() if r.status == "candidate"]
+        cands = [r.version for r in registry.list() if r.status == Status.CANDIDATE]
         if not cands:
             raise RolloutError("no candidate version to canary (register one with `retrainer retrain`)")
         return cands[-1]
@@ -60,7 +61,7 @@ def pick_candidate(registry, candidate: str | None = None) -> str:
         rec = registry.get(candidate)
     except Exception as exc:  # RegistryError: unknown/invalid version
         raise RolloutError(str(exc)) from None
-    if rec.status not in ("candidate", "canary"):
+    if rec.status not in (Status.CANDIDATE, Status.CANARY):
         raise RolloutError(f"{candidate} is {rec.status}; only a candidate can go on canary")
     return candidate
 
@@ -68,9 +69,9 @@ def pick_candidate(registry, candidate: str | None = None) -> str:
 def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: str, reason: str) -> dict[str, Any]:
     """candidate -> canary in the registry (skipped if already canary), then the canary weights."""
     rec = registry.get(candidate)
-    if rec.status == "candidate":
-        registry.set_status(candidate, "canary", actor=actor, reason=reason)
-    elif rec.status != "canary":
+    if rec.status == Status.CANDIDATE:
+        registry.set_status(candidate, Status.CANARY, actor=actor, reason=reason)
+    elif rec.status != Status.CANARY:
         raise RolloutError(f"{candidate} is {rec.status}; only a candidate can go on canary")
     prod = registry.production()
     state = endpoint.set_variants(canary_variants(registry, candidate, traffic))
@@ -87,8 +88,8 @@ def promote_canary(registry, endpoint, candidate: str, *, actor: str, reason: st
     and the old production as previous-1 standby. Idempotent."""
     rec = registry.get(candidate)
     before = registry.production()
-    if rec.status != "production":
-        if rec.status != "canary":
+    if rec.status != Status.PRODUCTION:
+        if rec.status != Status.CANARY:
             raise RolloutError(f"{candidate} is {rec.status}; only a canary version can be promoted here")
         registry.promote(candidate, actor=actor, reason=reason)
     state = endpoint.set_variants(steady_variants(registry))
@@ -100,11 +101,11 @@ def promote_canary(registry, endpoint, candidate: str, *, actor: str, reason: st
 def reject_canary(registry, endpoint, candidate: str, *, actor: str, reason: str) -> dict[str, Any]:
     """Endpoint back to production at 100% first, then canary -> rejected. Idempotent."""
     rec = registry.get(candidate)
-    if rec.status not in ("canary", "rejected", "candidate"):
+    if rec.status not in (Status.CANARY, Status.REJECTED, Status.CANDIDATE):
         raise RolloutError(f"{candidate} is {rec.status}; it is not on canary")
     state = endpoint.set_variants(steady_variants(registry))
-    if rec.status != "rejected":
-        registry.set_status(candidate, "rejected", actor=actor, reason=reason)
+    if rec.status != Status.REJECTED:
+        registry.set_status(candidate, Status.REJECTED, actor=actor, reason=reason)
     return {"action": "rollback", "version": candidate, "endpoint": _brief(state)}
 
 
@@ -173,7 +174,7 @@ def window_stats(store, started_at: datetime, now: datetime, candidate: str = CA
 def status(registry, endpoint, store=None, since: datetime | None = None) -> dict[str, Any]:
     """What `retrainer canary status` shows without Prefect: versions, routing, live stats."""
     recs = registry.list()
-    canary = [r for r in recs if r.status == "canary"]
+    canary = [r for r in recs if r.status == Status.CANARY]
     prod = registry.production()
     out: dict[str, Any] = {
         "production": prod.version if prod else None,
