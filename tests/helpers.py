@@ -116,12 +116,15 @@ def registry_with(tmp: Path, versions: list[str]) -> LocalRegistry:
     return reg
 
 
-def mark_folder(items, conftest_file: str, marker: str) -> None:
+def mark_folder(items, conftest_file: str, marker: str, xdist_group: str | None = None) -> None:
     """Add `marker` to every collected test under the folder of `conftest_file` (each test
-    folder's conftest calls this, so `-m unit`, `-m flow`, `-m e2e` and `-m aws` select folders)."""
+    folder's conftest calls this, so `-m unit`, `-m flow`, `-m e2e` and `-m aws` select folders).
+    With `xdist_group`, pytest-xdist (`--dist loadgroup`) runs the folder's tests on one worker."""
     import pytest
 
     folder = Path(conftest_file).resolve().parent
     for item in items:
         if folder in Path(item.path).resolve().parents:
             item.add_marker(getattr(pytest.mark, marker))
+            if xdist_group:
+                item.add_marker(pytest.mark.xdist_group(xdist_group))

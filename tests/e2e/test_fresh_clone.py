@@ -45,3 +45,11 @@ def test_readme_demo_command_from_a_fresh_clone(prefect_server, tmp_path):
     # The demo ends after a promotion and a forced rollback: production plus two kept versions.
     assert statuses == ["previous", "previous", "production"], statuses
     assert "drift.detected" in out and "traffic switched in" in out
+    # Everything the demo wrote is under its state directory (RETRAINER_HOME, here ./.retrainer).
+    written = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=clone,
+                             capture_output=True, text=True, check=True).stdout.split("\n")
+    outside = [line for line in written if line.strip() and not line[3:].startswith((".retrainer/", ".venv"))
+               and "__pycache__" not in line and ".egg-info" not in line]
+    assert outside == [], outside
+    assert (clone / ".retrainer" / "demo-data" / "months").is_dir()
+

@@ -3,4 +3,5 @@ from tests.helpers import mark_folder
 
 
 def pytest_collection_modifyitems(items):
-    mark_folder(items, __file__, "flow")
+    # One xdist group: these tests run one after another on one worker (and share its server).
+    mark_folder(items, __file__, "flow", xdist_group="flows")
