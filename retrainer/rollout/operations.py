@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from ..clock import utcnow
-from ..errors import RolloutError
+from ..errors import RegistryError, RolloutError
+from ..registry import rules
 from ..registry.model import Status
 from ..serving import CANDIDATE, PRODUCTION, STANDBY_PREFIX, default_variants
 
@@ -110,19 +111,12 @@ def reject_canary(registry, endpoint, candidate: str, *, actor: str, reason: str
 
 
 def rollback_target(registry, to: str | None) -> tuple[str, str | None, list[str]]:
-    """(target, current production, kept previous versions); RolloutError when refused."""
-    kept = [r.version for r in registry.previous()]
-    prod = registry.production()
-    current = prod.version if prod else None
-    if to is None:
-        if not kept:
-            raise RolloutError("no previous production version is kept; nothing to roll back to")
-        to = kept[0]
-    if to == current:
-        raise RolloutError(f"{to} is already production")
-    if to not in kept:
-        raise RolloutError(f"{to} is not a kept previous version (kept: {', '.join(kept) or 'none'})")
-    return to, current, kept
+    """(target, current production, kept previous versions): the registry's one rule
+    (`retrainer.registry.rules.rollback_target`), refusals raised as RolloutError."""
+    try:
+        return rules.rollback_target(registry, to)
+    except RegistryError as exc:
+        raise RolloutError(str(exc)) from None
 
 
 def rollback_production(registry, endpoint, to: str | None = None, *, actor: str, reason: str) -> dict[str, Any]:
