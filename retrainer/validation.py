@@ -10,6 +10,12 @@ importing it costs several seconds, and only the validation step needs it.
 
 Failures come back as data (`ValidationResult`), one readable line per failed expectation; a
 missing column, a wrong dtype or an empty batch is a failure, never a GX traceback.
+
+No values of identifier, key, timestamp or free-text columns leave this module: for those columns
+the result, its lines, summary, markdown and error message carry counts only (GX's unexpected
+examples and observed values are dropped here, where the GX result is read), because the result is
+published to Prefect (artifacts, state messages, logs, events). Example values are kept only for
+numeric and boolean feature columns and the label (`shows_values`).
 """
 from __future__ import annotations
 
@@ -31,6 +37,17 @@ from .settings import ValidationSettings
 
 _INDEX_KEY = "retrainer_index"  # injected into each expectation's meta to restore suite order
 _EXAMPLES = 3
+# Columns whose values are never reported: identifiers, join keys, timestamps.
+SENSITIVE_COLUMNS: frozenset[str] = frozenset((*S.IDENTIFIERS, *S.KEYS, S.TIMESTAMP))
+_VALUE_KINDS = ("int", "float", "bool")
+
+
+def shows_values(column: str | None) -> bool:
+    """Whether values of `column` may appear in a report: only numeric and boolean schema columns
+    that are not identifiers, keys or timestamps. Identifier, timestamp and string columns
+    (categories can hold free text) and columns outside the schema report counts only."""
+    return (column is not None and column not in SENSITIVE_COLUMNS
+            and S.COLUMN_TYPES.get(column) in _VALUE_KINDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +209,8 @@ class ValidationResult:
         for r in ordered:
             if r["error"]:
                 observed = f"not evaluated: {r['error']}"
+            elif r.get("withheld"):
+                observed = "(value withheld)"
             else:
                 observed = "" if r["observed"] is None else _fmt(r["observed"])
             unexpected = ""
@@ -364,10 +383,20 @@ def _result_dict(r: dict, raw: list[dict], df: pd.DataFrame) -> dict:
     raw_kwargs = (raw[index].get("kwargs") or {}) if index < len(raw) else {}
     res = r.get("result") or {}
     observed = res.get("observed_value")
+    withheld = False
     if cfg.get("type") in _TYPE_EXPECTATIONS and column in df.columns:
         observed = str(df[column].dtype)
-    examples = [c["value"] for c in res.get("partial_unexpected_counts") or []] or \
-        list(dict.fromkeys(_hashable(v) for v in res.get("partial_unexpected_list") or []))
+    elif column is not None and not shows_values(column) and observed is not None and not (
+            isinstance(observed, (int, float)) and not isinstance(observed, bool)):
+        observed, withheld = None, True  # e.g. the latest admission timestamp: a value, not a count
+    if column is not None and not shows_values(column):
+        examples: list = []
+    else:
+        examples = [c["value"] for c in res.get("partial_unexpected_counts") or []] or \
+            list(dict.fromkeys(_hashable(v) for v in res.get("partial_unexpected_list") or []))
+    error = _exception(r.get("exception_info"))
+    if error and column is not None and not shows_values(column):
+        error = "an error was raised (details withheld: they may quote values)"
     d = {
         "type": cfg.get("type", "unknown"),
         "column": column,
@@ -379,7 +408,8 @@ def _result_dict(r: dict, raw: list[dict], df: pd.DataFrame) -> dict:
         "kwargs": kwargs,
         "from_parameters": {k: v["$PARAMETER"] for k, v in raw_kwargs.items()
                        if isinstance(v, dict) and "$PARAMETER" in v},
-        "error": _exception(r.get("exception_info")),
+        "error": error,
+        "withheld": withheld,
         "_index": index,
     }
     if cfg.get("type") == "expect_column_distinct_values_to_contain_set":
@@ -436,6 +466,10 @@ def _line(d: dict) -> str:
              "expect_column_min_to_be_between", "expect_column_median_to_be_between",
              "expect_column_sum_to_be_between", "expect_column_stdev_to_be_between"):
         stat = t.removeprefix("expect_column_").removesuffix("_to_be_between")
+        if d.get("withheld"):
+            if d["from_parameters"].get("max_value") == "now":
+                return f"{col}: latest value is in the future (now = {_fmt(kw.get('max_value'))})"
+            return f"{col}: {stat} {_bounds_text(kw, 'must be')} (value withheld)"
         if obs is None or (isinstance(obs, float) and math.isnan(obs)) or obs == "NaT":
             return f"{col}: {stat} undefined (no values), {_bounds_text(kw, 'must be')}"
         if d["from_parameters"].get("max_value") == "now":
