@@ -78,11 +78,19 @@ class CanarySettings(_Section):
 
 
 class ServingSettings(_Section):
+    """The local endpoint. There is no default admin token: serving refuses to start without one of
+    at least 32 bytes (see `serving.contract.check_serving_settings`). `host` stays on loopback
+    unless set explicitly; `body_timeout_s` bounds the time a client may take to send its body."""
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    admin_token: SecretStr = SecretStr("change-me")
+    admin_token: SecretStr | None = None
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_instances: int = Field(1000, ge=1)
+    # prediction capture (retrainer/serving/capture.py): the durability window is N rows / T seconds
+    capture_flush_rows: int = Field(1000, ge=2)  # N: at most this many answered rows lost on a crash
+    capture_flush_seconds: float = Field(2.0, gt=0, le=3600)  # T: ... and only rows of the last T s
+    capture_backlog_rows: int = Field(100_000, ge=1)  # rows held when writes fail; oldest dropped beyond
+    body_timeout_s: float = Field(5.0, gt=0, le=300)
 
 
 class AWSSettings(_Section):
@@ -99,6 +107,10 @@ class AWSSettings(_Section):
     warm_standby: bool = True  # keep the previous version at weight 0 so rollback is a weight shift
     training_timeout_s: float = Field(3 * 3600, gt=0)
     endpoint_timeout_s: float = Field(3600, gt=0)
+    # model.tar.gz extraction limits (uncompressed bytes, member count): a small gzip can expand
+    # to fill the disk, so anything beyond these is refused before extraction.
+    max_model_bytes: int = Field(1 << 30, gt=0)
+    max_model_members: int = Field(1000, gt=0)
 
 
 class Settings(BaseSettings):

@@ -14,6 +14,7 @@ import os
 import re
 import tarfile
 import time
+import zlib
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
@@ -221,27 +222,60 @@ def tar_dir(path: Path) -> bytes:
     return tar_gz({str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()})
 
 
+DEFAULT_MAX_MODEL_BYTES = 1 << 30  # 1 GiB uncompressed: a model is a few MB
+DEFAULT_MAX_MODEL_MEMBERS = 1000
+
+
+def extract_limits(aws: Any) -> dict[str, int]:
+    """The extraction limits from AWSSettings (aws.max_model_bytes, aws.max_model_members)."""
+    return {"max_bytes": getattr(aws, "max_model_bytes", DEFAULT_MAX_MODEL_BYTES),
+            "max_members": getattr(aws, "max_model_members", DEFAULT_MAX_MODEL_MEMBERS)}
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
 def safe_extract_model(tar_path: Path, dest: Path, *, required: tuple[str, ...] = ("model.joblib", "model.json"),
-                       label: str = "model.tar.gz") -> list[str]:
+                       label: str = "model.tar.gz", max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+                       max_members: int = DEFAULT_MAX_MODEL_MEMBERS) -> list[str]:
     """Check `tar_path` is a gzip tar of regular files only, with no absolute paths, no `..`, no
-    links or devices, holding `required` at its root; then extract it into `dest` (which must not
-    exist). Returns the member names."""
+    links or devices, at most `max_members` members and `max_bytes` bytes uncompressed, holding
+    `required` at its root; then extract it into `dest` (which must not exist). Returns the member
+    names. Headers are checked one by one as the archive is read, so an archive that expands past
+    a limit is refused at the first member over it, before anything is written."""
     try:
         tar = tarfile.open(tar_path, mode="r:*")
     except (tarfile.TarError, OSError) as exc:
         raise ArtifactError(f"{label} is not a readable tar archive ({one_line(exc, 120)})") from None
     with tar:
-        try:
-            members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise ArtifactError(f"{label} is truncated or corrupt ({one_line(exc, 120)})") from None
-        names = []
-        for m in members:
+        names: list[str] = []
+        members: list[tarfile.TarInfo] = []
+        total = 0
+        while True:
+            try:
+                m = tar.next()
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+                raise ArtifactError(f"{label} is truncated or corrupt ({one_line(exc, 120)})") from None
+            if m is None:
+                break
+            members.append(m)
+            if len(members) > max_members:
+                raise ArtifactError(f"{label} has more than {max_members} members (aws.max_model_members); "
+                                    "refusing it")
             p = PurePosixPath(m.name)
             if m.name.startswith("/") or p.is_absolute() or ".." in p.parts:
                 raise ArtifactError(f"{label} member {m.name!r} escapes the extraction directory; refusing it")
-            if not (m.isfile() or m.isdir()):
+            if not (m.isfile() or m.isdir()) or m.issparse():
                 raise ArtifactError(f"{label} member {m.name!r} is a link or device; refusing it")
+            total += max(m.size, 0)
+            if total > max_bytes:
+                raise ArtifactError(f"{label} expands to more than {_human(max_bytes)} uncompressed "
+                                    "(aws.max_model_bytes); refusing it")
             norm = str(PurePosixPath(*[x for x in p.parts if x != "."])) if p.parts else ""
             if m.isfile():
                 names.append(norm)
@@ -251,7 +285,10 @@ def safe_extract_model(tar_path: Path, dest: Path, *, required: tuple[str, ...] 
             raise ArtifactError(f"{label} lacks {', '.join(missing)} at its root (has: {has})")
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=False)
-        tar.extractall(dest, filter="data")
+        try:
+            tar.extractall(dest, members=members, filter="data")
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise ArtifactError(f"{label} could not be extracted ({one_line(exc, 120)})") from None
     return names
 
 

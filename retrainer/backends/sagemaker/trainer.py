@@ -38,6 +38,7 @@ from ._aws import (
     default_sklearn_image,
     error_code,
     error_message,
+    extract_limits,
     one_line,
     resource_name,
     safe_extract_model,
@@ -270,7 +271,7 @@ class SageMakerTrainer:
         model_dir = workdir / "model"
         if model_dir.exists():
             raise ConfigError(f"{model_dir} already exists; use a fresh workdir")
-        members = safe_extract_model(tar_path, model_dir, label=f"{uri}")
+        members = safe_extract_model(tar_path, model_dir, label=f"{uri}", **extract_limits(self.aws.settings))
         info = {"job": job, "image": desc.get("AlgorithmSpecification", {}).get("TrainingImage"),
                 "model_artifact": uri, "model_artifact_sha256": digest, "members": sorted(members),
                 "billable_seconds": desc.get("BillableTimeInSeconds"),
