@@ -10,6 +10,10 @@ Every expected failure prints one line `error: ...` on stderr and exits with the
 `exit_code` (2 unless the error says otherwise; 3 failed validation, 4 drift with
 --fail-on-drift, 5 rejected manual retrain); an unexpected one exits 1, still in one line unless
 RETRAINER_DEBUG is set; Ctrl-C exits 130. No tracebacks.
+
+Every command runs with umask 0o077 (`retrainer.perms.restrict_umask`): what it creates -- the
+registry, Prefect's database and logs under PREFECT_HOME (an ephemeral server is started by this
+process), generated data -- is readable by its owner only.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import os
 import sys
 
 from retrainer.errors import RetrainerError
+from retrainer.perms import restrict_umask
 
 from . import data, lifecycle, registry, rollout, serve
 
@@ -42,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv), run the command and return its exit code."""
+    old_umask = restrict_umask()
+    try:
+        return _run(argv)
+    finally:
+        os.umask(old_umask)  # matters only when main() is called in process (tests)
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

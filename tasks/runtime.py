@@ -1,9 +1,16 @@
-"""Prefect-side plumbing shared by tasks and flows: settings/backend per run, log hygiene."""
+"""Prefect-side plumbing shared by tasks and flows: settings/backend per run, log hygiene.
+
+Importing it sets the process umask to 0o077, so a flow process (and an ephemeral server it starts)
+creates Prefect's database, logs and results under PREFECT_HOME readable by its owner only.
+"""
 from __future__ import annotations
 
 import logging
 import os
 
+from retrainer.perms import restrict_umask
+
+restrict_umask()
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
