@@ -5,6 +5,8 @@ SageMaker backend, boto3, which cost seconds that `retrainer --help` should not 
 """
 from __future__ import annotations
 
+import sys
+
 from .common import print_json
 
 
@@ -47,13 +49,17 @@ def cmd_registry_show(a) -> int:
 
 
 def cmd_registry_audit(a) -> int:
-    """Every status change with its actor and reason."""
-    events = _registry().audit()
+    """Every status change with its actor and reason. Unreadable lines (a line torn by a crash,
+    a hand edit) are skipped: the readable ones are printed, then one warning on stderr."""
+    log = _registry().audit_log()
     if a.json:
-        print_json(events)
-    for e in ([] if a.json else events):
-        print(f"{e['time']}  {e['version']:<8} {str(e['from']):>10} -> {e['to']:<10} by {e['actor']}: "
-              f"{e['reason']}")
+        print_json(log.events)
+    for e in ([] if a.json else log.events):
+        print(f"{e.get('time')}  {str(e.get('version')):<8} {str(e.get('from')):>10} -> {str(e.get('to')):<10} "
+              f"by {e.get('actor')}: {e.get('reason')}")
+    if log.skipped:
+        print(f"warning: skipped {log.skipped} unreadable audit line{'s' if log.skipped != 1 else ''}",
+              file=sys.stderr)
     return 0
 
 

@@ -22,8 +22,8 @@ from .core import StoredRegistry
 from .local import LocalRegistry, LocalStorage
 from .model import STATUSES, ModelRecord, Registry, Status
 from .rules import ALLOWED, KEEP_PREVIOUS, rollback_target
-from .storage import Storage, Transaction, atomic_write_text, sha256_dir
+from .storage import AuditLog, Storage, Transaction, atomic_write_text, sha256_dir, verify_artifact
 
-__all__ = ["ALLOWED", "KEEP_PREVIOUS", "STATUSES", "LocalRegistry", "LocalStorage", "ModelRecord", "Registry",
-           "Status", "Storage", "StoredRegistry", "Transaction", "atomic_write_text", "rollback_target",
-           "sha256_dir", "utcnow"]
+__all__ = ["ALLOWED", "AuditLog", "KEEP_PREVIOUS", "STATUSES", "LocalRegistry", "LocalStorage", "ModelRecord",
+           "Registry", "Status", "Storage", "StoredRegistry", "Transaction", "atomic_write_text", "rollback_target",
+           "sha256_dir", "utcnow", "verify_artifact"]

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import utcnow_iso
-from ..errors import ArtifactIntegrityError
 from ..versioning import parse
 from . import rules
 from .model import ModelRecord, Status
-from .storage import Storage, sha256_dir
+from .storage import AuditLog, Storage, sha256_dir, verify_artifact
 
 
 class StoredRegistry:
@@ -53,8 +52,12 @@ class StoredRegistry:
         return [ModelRecord.from_dict(idx["versions"][v]) for v in rules.kept_previous(idx)]
 
     def audit(self) -> list[dict[str, Any]]:
-        """The audit log, oldest first."""
+        """The audit log, oldest first (unreadable lines skipped; `audit_log` counts them)."""
         return self.storage.read_audit()
+
+    def audit_log(self) -> AuditLog:
+        """The readable audit events, oldest first, and how many unreadable lines were skipped."""
+        return self.storage.read_audit_log()
 
     def artifact_dir(self, version: str) -> Path:
         """A local directory with the artifacts of `version` (ArtifactIntegrityError if gone)."""
@@ -63,11 +66,9 @@ class StoredRegistry:
     def verify(self, version: str) -> Path:
         """Artifact directory of `version`, after checking its content hash against the record."""
         rec = self.get(version)
-        path = self.storage.get_artifact(rec)
-        if rec.artifact_sha256 and sha256_dir(path) != rec.artifact_sha256:
-            raise ArtifactIntegrityError(
-                f"artifacts of {version} do not match their recorded sha256; refusing to load")
-        return path
+        if not rec.artifact_sha256:  # refuse before downloading anything
+            return verify_artifact(version, Path(), "")
+        return verify_artifact(version, self.storage.get_artifact(rec), rec.artifact_sha256)
 
     # ---- writing -------------------------------------------------------------------------------
     def register(self, record: ModelRecord, artifact_dir: Path, *, actor: str) -> ModelRecord:

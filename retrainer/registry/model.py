@@ -112,7 +112,12 @@ class Registry(Protocol):
         ...
 
     def audit(self) -> list[dict[str, Any]]:
-        """The audit log: one dict per change (time, actor, version, from, to, reason), oldest first."""
+        """The audit log: one dict per change (time, actor, version, from, to, reason), oldest first.
+        Unreadable lines (torn by a crash, edited by hand) are skipped."""
+        ...
+
+    def audit_log(self) -> Any:
+        """`storage.AuditLog`: the readable events of `audit()` and how many lines were skipped."""
         ...
 
     def artifact_dir(self, version: str) -> Path:
@@ -120,5 +125,6 @@ class Registry(Protocol):
         ...
 
     def verify(self, version: str) -> Path:
-        """`artifact_dir(version)` after checking its sha256 against the record (ArtifactIntegrityError)."""
+        """`artifact_dir(version)` after checking its sha256 against the record: ArtifactIntegrityError
+        if they differ or if the record has no hash (never loaded unverified)."""
         ...

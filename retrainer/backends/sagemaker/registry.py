@@ -52,14 +52,16 @@ from typing import Any, Callable, Iterator
 
 from ...clock import utcnow_iso
 from ...errors import RegistryError
+from ...perms import private_dir, private_tree
 from ...registry import ModelRecord, Status, StoredRegistry, rules
-from ...registry.storage import Transaction, artifacts_gone, sha256_dir
+from ...registry.storage import AuditLog, Transaction, artifacts_gone, digest_matches, parse_audit
 from ._aws import (
     ArtifactError,
     AWSContext,
     default_sklearn_image,
     error_code,
     error_message,
+    extract_limits,
     one_line,
     resource_name,
     safe_extract_model,
@@ -281,12 +283,12 @@ class SageMakerStorage:
         """The cached copy if it matches the record's sha256, else a fresh, safely extracted download."""
         version = record.version
         dest = self.root / "artifacts" / version
-        if dest.is_dir() and (not record.artifact_sha256 or sha256_dir(dest) == record.artifact_sha256):
+        if dest.is_dir() and digest_matches(dest, record.artifact_sha256):
             return dest
         if not record.artifact_uri or record.extra.get("artifacts_removed_at"):
             raise artifacts_gone(version)
         bucket, key = split_s3_uri(record.artifact_uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dest.parent)
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{version}.") as tmp:
             tar_path = Path(tmp) / "model.tar.gz"
             try:
@@ -296,9 +298,11 @@ class SageMakerStorage:
                     raise artifacts_gone(version) from None
                 raise RegistryError(f"cannot download {record.artifact_uri}: {error_message(exc)}") from exc
             try:
-                safe_extract_model(tar_path, Path(tmp) / "model", label=record.artifact_uri)
+                safe_extract_model(tar_path, Path(tmp) / "model", label=record.artifact_uri,
+                                   **extract_limits(self.aws.settings))
             except ArtifactError as exc:
                 raise RegistryError(str(exc)) from None
+            private_tree(Path(tmp) / "model")
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(Path(tmp) / "model", dest)
@@ -324,10 +328,14 @@ class SageMakerStorage:
             raise RegistryError(f"cannot read audit log s3://{bucket}/{self.audit_key}: {error_message(exc)}") from exc
         return obj["Body"].read().decode("utf-8"), obj["ETag"]
 
-    def read_audit(self) -> list[dict[str, Any]]:
-        """The events in the S3 audit log, oldest first."""
+    def read_audit_log(self) -> AuditLog:
+        """The readable events in the S3 audit log, oldest first, and the unreadable line count."""
         text, _ = self._get_audit()
-        return [json.loads(line) for line in text.splitlines() if line]
+        return parse_audit(text)
+
+    def read_audit(self) -> list[dict[str, Any]]:
+        """The readable events in the S3 audit log, oldest first."""
+        return self.read_audit_log().events
 
     def append_audit(self, events: list[dict[str, Any]]) -> None:
         """Append with a conditional write (If-Match / If-None-Match), retried on conflict."""
