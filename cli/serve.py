@@ -5,18 +5,26 @@ scorers, which cost seconds that `retrainer --help` should not pay.
 """
 from __future__ import annotations
 
+import sys
+
 from retrainer.errors import RegistryError
 
 
 def cmd_serve(a) -> int:
     """Serve production (and any canary) until Ctrl-C; refuses when there is no registry."""
     from retrainer.serving import serve  # noqa: PLC0415
+    from retrainer.serving.contract import check_serving_settings, exposure_warning  # noqa: PLC0415
     from retrainer.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings()
+    check_serving_settings(settings.serving)  # ConfigError (exit 2): no, empty, default or short admin token
     if not settings.registry_dir.exists():
         raise RegistryError(f"no registry under {settings.home}; train a model first (retrainer retrain)")
-    print(f"serving on http://{settings.serving.host}:{a.port or settings.serving.port} (Ctrl-C to stop)")
+    port = a.port or settings.serving.port
+    warning = exposure_warning(settings.serving.host, port)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"serving on http://{settings.serving.host}:{port} (Ctrl-C to stop)")
     serve(settings, port=a.port, capture=not a.no_capture)
     return 0
 

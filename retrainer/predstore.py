@@ -48,6 +48,7 @@ VARIANT = "variant"
 LATENCY = "latency_ms"
 ERROR = "error"
 INGESTED_AT = "ingested_at"
+TARGETED = "targeted"  # the caller chose the variant by header: left out of variant_stats
 
 _ARROW_KIND = {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
 _UTC_US = pa.timestamp("us", tz="UTC")
@@ -60,6 +61,7 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field(SCORE, pa.float64()),
         pa.field(LATENCY, pa.float64()),
         pa.field(ERROR, pa.bool_(), nullable=False),
+        pa.field(TARGETED, pa.bool_()),  # null (older files) = False
         pa.field(deid.ADMISSION_PSEUDONYM, pa.string()),
         pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
         *(pa.field(f, _ARROW_KIND[S.COLUMN_TYPES[f]]) for f in S.FEATURES),
@@ -158,6 +160,8 @@ def build_records(features: pd.DataFrame, scores, *, version: str, variant: str,
     out[LATENCY] = _broadcast(latency_ms, n, "latency_ms")
     errors = np.zeros(n, dtype=bool) if error is None else _broadcast(error, n, "error") != 0
     out[ERROR] = errors
+    if TARGETED in features.columns:  # set by the endpoint; missing/NaN means not targeted
+        out[TARGETED] = features[TARGETED].eq(True).to_numpy()
     return out
 
 
@@ -345,11 +349,14 @@ class PredictionStore:
         """Per variant: n_predictions, n_labels (labelled predictions with a finite score, the
         rows the AUC is computed on), auc (None if fewer than 2 classes among them), error_rate
         (share of predictions flagged `error`), p95_latency_ms (None if no latency), version (of
-        the latest prediction) and versions (all seen in the window)."""
+        the latest prediction) and versions (all seen in the window). Predictions whose variant
+        the caller chose by header (`targeted`) are left out."""
         from sklearn.metrics import roc_auc_score  # noqa: PLC0415
 
-        preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR])
+        preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR, TARGETED])
+        preds = preds[~preds[TARGETED].eq(True)]
         joined = self.labelled(start, end)
+        joined = joined[~joined[TARGETED].eq(True)]
         stats: dict[str, dict] = {}
         for variant, rows in preds.groupby(VARIANT, sort=True):
             lab = joined[joined[VARIANT] == variant]

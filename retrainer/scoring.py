@@ -45,16 +45,34 @@ ALLOWED_FIELDS: frozenset[str] = frozenset(S.FEATURES) | frozenset(OPTIONAL_FIEL
 _NUMERIC = frozenset(S.NUMERIC_FEATURES)
 _BOOL = frozenset(S.BOOLEAN_FEATURES)
 _CAT = frozenset(S.CATEGORICAL_FEATURES)
+# The request boundary: any string field is at most MAX_STRING_CHARS characters; a numeric feature
+# lies in its contract range (`schema.NUMERIC_RANGES`; integer features also within int64), so
+# nothing a request carries can fail the capture's cast to the store's types.
+MAX_STRING_CHARS = 256
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_RANGES: dict[str, tuple[float, float]] = {
+    c: (max(lo, _INT64_MIN), min(hi, _INT64_MAX)) if c in S.INTEGER_FEATURES else (lo, hi)
+    for c, (lo, hi) in S.NUMERIC_RANGES.items()}
+for _c in S.NUMERIC_FEATURES:
+    _RANGES.setdefault(_c, (_INT64_MIN, _INT64_MAX) if _c in S.INTEGER_FEATURES else (-1e300, 1e300))
 
 
 # ---------------------------------------------------------------------------------------------
 # Request validation
 
+def _short(value: Any, limit: int = 40) -> str:
+    """A short one-line rendering of a request value (containers by type and size only: their repr
+    could be huge or deeply nested)."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge integer"
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
 def _type_error(i: int, col: str, value: Any, expected: str) -> str:
-    shown = repr(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
-    return f"instance {i}: field {col!r} must be {expected}, got {shown}"
+    return f"instance {i}: field {_short(col)} must be {expected}, got {_short(value)}"
 
 
 def validate_records(records: Any, max_instances: int) -> str | None:
@@ -65,6 +83,9 @@ def validate_records(records: Any, max_instances: int) -> str | None:
     identifiers/keys and `admission_ts`; numerics are JSON numbers (not booleans, not NaN/inf),
     booleans are true/false (or 0/1), categoricals are strings (an unseen category is allowed and
     scored as missing, like the pipeline does), identifiers are strings or integers.
+    Every number lies in its contract range (`_RANGES`: `schema.NUMERIC_RANGES`, integer features
+    within int64), every string (identifiers and categories included) has at most MAX_STRING_CHARS
+    characters, and identifiers given as integers fit in int64.
     """
     if not isinstance(records, list):
         return "'instances' must be a list of objects"
@@ -77,7 +98,8 @@ def validate_records(records: Any, max_instances: int) -> str | None:
             return f"instance {i} must be an object of column -> value, got {type(rec).__name__}"
         unknown = [k for k in rec if k not in ALLOWED_FIELDS]
         if unknown:
-            return (f"instance {i}: unknown field(s): {', '.join(map(str, sorted(unknown, key=str)[:5]))}"
+            shown = ", ".join(str(k)[:40] for k in sorted(unknown, key=str)[:5])
+            return (f"instance {i}: unknown field(s): {shown}"
                     f"{' ...' if len(unknown) > 5 else ''}")
         missing = [c for c in S.FEATURES if c not in rec]
         if missing:
@@ -89,16 +111,26 @@ def validate_records(records: Any, max_instances: int) -> str | None:
             if col in _NUMERIC:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     return _type_error(i, col, value, "a number")
-                if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > 1e300:
+                if isinstance(value, float) and not math.isfinite(value):
                     return _type_error(i, col, value, "a finite number")
+                lo, hi = _RANGES[col]
+                if not lo <= value <= hi:
+                    return _type_error(i, col, value, f"a number in [{lo:g}, {hi:g}]")
             elif col in _BOOL:
                 if not (isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))):
                     return _type_error(i, col, value, "true or false")
             elif col in _CAT:
                 if not isinstance(value, str):
                     return _type_error(i, col, value, "a string")
+                if len(value) > MAX_STRING_CHARS:
+                    return f"instance {i}: field {col!r} is longer than {MAX_STRING_CHARS} characters"
             elif isinstance(value, bool) or not isinstance(value, (str, int)):
                 return _type_error(i, col, value, "a string")
+            elif isinstance(value, str):
+                if len(value) > MAX_STRING_CHARS:
+                    return f"instance {i}: field {col!r} is longer than {MAX_STRING_CHARS} characters"
+            elif not _INT64_MIN <= value <= _INT64_MAX:
+                return _type_error(i, col, value, "a string or an integer within int64")
     return None
 
 

@@ -17,7 +17,7 @@ from retrainer.serving import BackgroundServer
 from retrainer.settings import ModelSettings, Settings
 from tests.helpers import free_port, make_record
 
-TOKEN = "canary-test-admin-token"
+TOKEN = "canary-test-admin-token-0123456789abcdef"  # >= 32 bytes: serving refuses shorter
 KEY = "canary-test-pseudonym-key-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

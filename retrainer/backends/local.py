@@ -53,7 +53,8 @@ class LocalEndpoint:
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         self.base_url = base_url or f"http://{host}:{settings.serving.port}"
         self.timeout = timeout
-        self._headers = {"Authorization": f"Bearer {settings.serving.admin_token.get_secret_value()}"}
+        token = settings.serving.admin_token
+        self._headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
 
     def _client(self):
         return httpx.Client(base_url=self.base_url, timeout=self.timeout, headers=self._headers)

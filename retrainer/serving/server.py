@@ -2,6 +2,7 @@
 or in a daemon thread (`BackgroundServer`, for the demo and the tests)."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -11,6 +12,9 @@ from ..deid import pseudonymizer_from_env
 from ..predstore import PredictionStore
 from ..registry import LocalRegistry
 from .app import create_app
+from .contract import check_serving_settings, exposure_warning
+
+log = logging.getLogger(__name__)
 
 
 def build_app_from_settings(settings, *, capture: bool = True):
@@ -28,10 +32,19 @@ def serve(settings, *, host: str | None = None, port: int | None = None, capture
           log_level: str = "warning") -> None:
     """Run the endpoint with uvicorn, one worker: the routing table and the models live in the
     process, and a second worker would hold a second copy whose admin changes the first never
-    sees (for more throughput run several servers behind a balancer, each reading routing.json)."""
+    sees (for more throughput run several servers behind a balancer, each reading routing.json).
+
+    Refuses (ConfigError, one line) without a strong admin token (see `contract`); the host is
+    `settings.serving.host` (loopback by default) unless `host` is given, and a non-loopback host
+    is warned about."""
+    host = host or settings.serving.host
+    port = port or settings.serving.port
+    check_serving_settings(settings.serving, host)
     app = build_app_from_settings(settings, capture=capture)
-    uvicorn.run(app, host=host or settings.serving.host, port=port or settings.serving.port, workers=1,
-                log_level=log_level, access_log=False)
+    warning = exposure_warning(host, port)
+    if warning:
+        log.warning(warning)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, access_log=False)
 
 
 class BackgroundServer:

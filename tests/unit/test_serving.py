@@ -18,7 +18,7 @@ from retrainer.scoring import FastScorer, validate_records
 from retrainer.settings import ModelSettings, Settings
 from tests.helpers import make_record
 
-TOKEN = "test-admin-token-123"
+TOKEN = "test-admin-token-0123456789abcdef-xyz"  # >= 32 bytes
 KEY = b"serving-test-key-0123456789abcdef"
 FEATURE_COLUMNS = list(S.FEATURES)
 
@@ -102,7 +102,7 @@ def test_fast_scorer_matches_pipeline(world):
 
 
 def test_validate_records_messages():
-    rec = {c: 1.0 for c in S.NUMERIC_FEATURES} | {c: "x" for c in S.CATEGORICAL_FEATURES} \
+    rec = {c: float(lo) for c, (lo, _) in S.NUMERIC_RANGES.items()} | {c: "x" for c in S.CATEGORICAL_FEATURES} \
         | {c: True for c in S.BOOLEAN_FEATURES}
     assert validate_records([rec, dict(rec, patient_id="P1", admission_id="A1")], 10) is None
     assert "no instances" in validate_records([], 10)
@@ -168,9 +168,9 @@ def test_deterministic_routing_and_target_header(app_env, world):
     for i in ids[:40]:
         again = client.post("/invocations", json={"instances": [dict(seen[i], admission_id="other")]})
         assert again.json()["predictions"][0]["variant"] == variants[i]
-    # target header overrides routing, including a weight-0 standby
+    # target header overrides routing, including a weight-0 standby (that one with the admin token)
     r = client.post("/invocations", json={"instances": [seen[0]]},
-                    headers={"X-Amzn-SageMaker-Target-Variant": "previous-1"})
+                    headers={"X-Amzn-SageMaker-Target-Variant": "previous-1", **AUTH})
     assert r.json()["predictions"][0] == {**r.json()["predictions"][0], "variant": "previous-1",
                                           "version": "1.0.0"}
     r = client.post("/invocations", json={"instances": [seen[0]]},
