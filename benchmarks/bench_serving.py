@@ -46,7 +46,7 @@ from retrainer.registry import LocalRegistry, ModelRecord, utcnow  # noqa: E402
 from retrainer.scoring import FastScorer  # noqa: E402
 from retrainer.settings import ModelSettings  # noqa: E402
 
-TOKEN = "bench-admin-token"
+TOKEN = "bench-admin-token-0123456789abcdef"  # serving needs >= 32 bytes
 
 
 def free_port() -> int:
