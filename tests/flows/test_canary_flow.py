@@ -77,11 +77,14 @@ def test_promote_path(prefect_api, monkeypatch, tmp_path, models):
     assert reg.production().version == "1.2.0"
     assert [r.version for r in reg.previous()] == ["1.1.0", "1.0.0"]
     assert variants == [("blue", "1.2.0", 1.0), ("previous-1", "1.1.0", 0.0), ("previous-2", "1.0.0", 0.0)]
-    audit = [(e["version"], e["from"], e["to"], e["actor"]) for e in reg.audit()][-3:]
+    status_events = [e for e in reg.audit() if e.get("kind") != "routing"]  # the endpoint's changes are audited too
+    audit = [(e["version"], e["from"], e["to"], e["actor"]) for e in status_events][-3:]
     assert audit == [("1.2.0", "candidate", "canary", "test-suite"),
                      ("1.1.0", "production", "previous", "canary-policy"),
                      ("1.2.0", "canary", "production", "canary-policy")]
-    assert "within tolerance" in reg.audit()[-1]["reason"] and "CI" in reg.audit()[-1]["reason"]
+    assert "within tolerance" in status_events[-1]["reason"] and "CI" in status_events[-1]["reason"]
+    routing = [e for e in reg.audit() if e.get("kind") == "routing"]
+    assert routing and routing[-1]["to"] == "blue=1.2.0:1 previous-1=1.1.0:0 previous-2=1.0.0:0"
     print(f"promote path: {time.monotonic() - t0:.1f} s, diff {result['auc_diff']:+.4f} CI "
           f"[{result['ci']['low']:+.4f}, {result['ci']['high']:+.4f}]")
 
@@ -101,7 +104,7 @@ def test_rollback_path_weak_candidate(prefect_api, monkeypatch, tmp_path, models
     reg = LocalRegistry(home / "registry")
     assert reg.get("1.2.0").status == "rejected" and reg.production().version == "1.1.0"
     assert variants == [("blue", "1.1.0", 1.0), ("previous-1", "1.0.0", 0.0)]
-    last = reg.audit()[-1]
+    last = [e for e in reg.audit() if e.get("kind") != "routing"][-1]
     assert (last["version"], last["to"], last["actor"]) == ("1.2.0", "rejected", "canary-policy")
 
 
@@ -186,8 +189,11 @@ def reg_settings(home):
 # Rollback flow
 
 def test_rollback_flow_to_previous_and_previous_2_and_refusals(prefect_api, monkeypatch, tmp_path, models):
-    from flows.rollback import rollback, rollback_now
+    from flows.rollback import rollback
+    from retrainer.backends import get_backend
     from retrainer.errors import RolloutError
+    from retrainer.rollout import rollback_production
+    from retrainer.settings import load_settings
 
     home = tmp_path / "home"
     reg = make_registry(home, models["dirs"], [("1.0.0", "mid"), ("1.1.0", "good2"), ("1.2.0", "good")])
@@ -219,7 +225,8 @@ def test_rollback_flow_to_previous_and_previous_2_and_refusals(prefect_api, monk
                         ("9.9.9", "9.9.9 is not a kept previous version"),
                         ("nonsense", "is not a kept previous version")):
             with pytest.raises(RolloutError, match=msg):
-                rollback_now(to=to, reason="x", home=str(home))
+                backend = get_backend(load_settings(home=home))  # what `retrainer rollback` calls
+                rollback_production(backend.registry, backend.endpoint, to, actor="oncall", reason="x")
         assert server.variants() == before  # refusals change nothing
 
 

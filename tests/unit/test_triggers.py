@@ -3,7 +3,6 @@ small to tell, priorities, emission cooldown, approvals and the duplicate decisi
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,9 +11,8 @@ import pytest
 from retrainer import triggers as T
 from retrainer.drift import DriftReport, FeatureDrift
 from retrainer.errors import ConfigError
-from tests.helpers import make_record
+from tests.helpers import REPO, make_record
 
-REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
 
 
