@@ -1,6 +1,7 @@
 """The de-identified prediction store: no identifier on disk, partitions, labels, stats, threads."""
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -98,7 +99,10 @@ def scan_for_identifiers(root: Path, secrets: set[str], extra_bytes: tuple[bytes
     assert files, "nothing written"
     for path in files:
         rel = str(path.relative_to(root))
-        found += [f"path {rel}: {s}" for s in secrets if len(s) >= 5 and s in rel]
+        # A value is in a path as a whole name part, or (8+ chars) anywhere in it; a short ZIP inside
+        # a random hex file name is not a leak.
+        parts = set(re.split(r"[^A-Za-z0-9@]+", rel))
+        found += [f"path {rel}: {s}" for s in secrets if s in parts or (len(s) >= 8 and s in rel)]
         data = path.read_bytes()
         for s, b in encoded:
             if (len(b) >= 8 and b in data) or len(b).to_bytes(4, "little") + b in data \
@@ -473,3 +477,38 @@ def test_errored_predictions_without_score_count_in_error_rate_not_in_auc(tmp_pa
     assert s["error_rate"] == pytest.approx(0.1) and s["n_labels"] == 36
     assert s["auc"] == pytest.approx(roc_auc_score(part[S.LABEL].iloc[4:], scores[4:]))
     assert len(store.labelled()) == 40  # the join keeps them; filter on `error` / score if needed
+
+
+# ------------------------------------------------------------------------------------------------
+# Permissions: the store is PHI-adjacent
+
+@pytest.mark.parametrize("umask", [0o022, 0o000, 0o277], ids=["umask022", "umask000", "umask277"])
+def test_store_files_are_0600_and_directories_0700_whatever_the_umask(tmp_path, raw, ps, umask):
+    root = tmp_path / "new-home"  # the store creates its root
+    old = os.umask(umask)
+    try:
+        store = PredictionStore(root)
+        store.append(raw.head(3), [0.1, 0.2, 0.3], version="1", variant="prod", latency_ms=1.0,
+                     ts=["2026-01-01T10:00:00Z", "2026-01-02T10:00:00Z", "2026-01-02T11:00:00Z"], pseudonymizer=ps)
+        with BufferedPredictionWriter(store, pseudonymizer=ps, flush_rows=100, flush_seconds=None) as writer:
+            writer.add(raw.head(2), [0.1, 0.2], version="1", variant="prod", latency_ms=1.0)
+        labels = tmp_path / "labels.csv"
+        raw.head(3)[[S.ADMISSION_ID, S.LABEL]].to_csv(labels, index=False)
+        store.ingest_labels(labels, ps)
+    finally:
+        os.umask(old)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    dirs = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    assert len(files) == 4  # two prediction days, one buffered file, one label file
+    assert {p.parent.name for p in files} >= {"date=2026-01-01", "labels"}
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
+    assert {oct(p.stat().st_mode & 0o777) for p in dirs} == {"0o700"}
+
+
+def test_existing_world_readable_store_directories_are_tightened(tmp_path, raw, ps):
+    (tmp_path / "predictions" / "date=2026-01-01").mkdir(parents=True, mode=0o755)
+    (tmp_path / "predictions").chmod(0o755)
+    PredictionStore(tmp_path).append(raw.head(1), [0.1], version="1", variant="prod", latency_ms=1.0,
+                                     ts="2026-01-01T10:00:00Z", pseudonymizer=ps)
+    assert (tmp_path / "predictions").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "predictions" / "date=2026-01-01").stat().st_mode & 0o777 == 0o700
