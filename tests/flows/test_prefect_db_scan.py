@@ -1,0 +1,68 @@
+"""No raw identifier or free text reaches Prefect: a retrain on a batch with a duplicated planted
+admission id and planted free text in a category field fails validation, and then every table of
+the Prefect server's SQLite database (artifacts, logs, states, events, event resources...) and the
+server log are scanned for the planted values."""
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from retrainer import schema as S
+from retrainer.dataio import load_batch
+from tests.helpers import run_cli
+
+PLANTED_ID = "ZZQ-PLANTED-4417-ADM"
+PLANTED_TEXT = "Planted Freetext Mrs Okonkwo-Vale"
+
+
+def dump_database(path) -> list[str]:
+    """Every value of every table, as text (bytes decoded leniently), one string per row."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = []
+        for t in tables:
+            for row in con.execute(f'SELECT * FROM "{t}"'):
+                rows.append(f"{t}: " + " | ".join(
+                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in row))
+        return rows
+    finally:
+        con.close()
+
+
+def wait_until_recorded(db, needles: list[str], timeout_s: float = 90) -> list[str]:
+    """Prefect writes logs and events asynchronously: wait until the run's failure is recorded."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = dump_database(db)
+        text = "\n".join(rows)
+        if all(n in text for n in needles) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
+def test_planted_identifiers_never_reach_the_prefect_database(prefect_api, home, monthly_data, tmp_path):
+    batch = load_batch(monthly_data)
+    batch.loc[:3, S.ADMISSION_ID] = PLANTED_ID                # a duplicated admission id
+    batch.loc[10:12, "discharge_disposition"] = PLANTED_TEXT  # free text in a category field
+    path = tmp_path / "batch" / "admissions.parquet"
+    path.parent.mkdir()
+    batch.to_parquet(path, index=False)
+
+    code, out = run_cli("retrain", "--data", str(path))
+    assert code == 3, out
+
+    db = prefect_api.home / "prefect.db"
+    rows = wait_until_recorded(db, ["values must be unique", "prefect.flow-run.Failed", "data failed validation"])
+    text = "\n".join(rows)
+    # the scan sees what the run published: the validation artifact, the failure in logs/states/events
+    assert any(r.startswith("artifact:") and "values must be unique (4 rows share a value" in r for r in rows)
+    assert any(r.startswith("log:") and "data failed validation" in r for r in rows)
+    assert "prefect.flow-run.Failed" in text
+    server_log = (prefect_api.home / "server.log").read_text(errors="replace")
+    for planted in (PLANTED_ID, PLANTED_TEXT):
+        leaks = [r[:200] for r in rows if planted in r]
+        assert not leaks, f"{planted!r} found in the Prefect database: {leaks}"
+        assert planted not in server_log
+    assert "admission_id: values must be unique (4 rows share a value)" in out  # what the user saw
+    assert PLANTED_ID not in out and PLANTED_TEXT not in out
