@@ -12,6 +12,10 @@ hidden temporary name in the destination directory and renamed with `os.replace`
 ever see complete files. Each call writes its own uniquely named file, so concurrent appends from
 several threads (or processes) need no lock.
 
+The store holds PHI-adjacent data, so whatever the process umask, its files are created 0600 and
+its directories (`predictions/`, each `date=` partition, `labels/`, and the root when the store
+creates it) 0700; existing store directories are tightened to 0700 on the next write.
+
 Time windows are half-open, `start <= ts < end`, in UTC; a `date` means midnight UTC of that day,
 a naive datetime is taken as UTC.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -202,14 +207,42 @@ def _check_deidentified(table: pa.Table) -> None:
         raise DataError("zip3 must hold 3-digit ZIP prefixes; use append(), not write_records()")
 
 
-def _write_atomic(table: pa.Table, directory: Path, compression: str | None, metadata: dict | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+FILE_MODE = 0o600  # store files: owner read/write only, whatever the umask
+DIR_MODE = 0o700  # store directories: owner only
+
+
+def _private_dirs(directory: Path, private_from: Path) -> None:
+    """Create `directory` with mode 0700 and make every directory from `private_from` down to it
+    0700 (mkdir's mode is filtered by the umask and `parents=True` ignores it, hence the chmod).
+    Parents above `private_from` that do not exist are created 0700 too; existing ones are left."""
+    directory, private_from = Path(directory), Path(private_from)
+    chain = [directory, *directory.parents]
+    inside = chain[: chain.index(private_from) + 1] if private_from in chain else [directory]
+    for d in reversed(chain):
+        if d.exists():
+            if d in inside:
+                os.chmod(d, DIR_MODE)
+            continue
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:  # a concurrent writer made it
+            pass
+        os.chmod(d, DIR_MODE)
+
+
+def _write_atomic(table: pa.Table, directory: Path, compression: str | None, metadata: dict | None = None,
+                  *, private_from: Path | None = None) -> Path:
+    """Write `table` as a new Parquet file in `directory` (temp name, fsync, rename), mode 0600;
+    directories from `private_from` (default: `directory`) down are made 0700."""
+    _private_dirs(directory, private_from or directory)
     name = f"part-{uuid.uuid4().hex}.parquet"
     tmp = directory / f".{name}.tmp"
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        os.fchmod(fd, FILE_MODE)  # the umask may have removed bits; never more than 0600 either
+        with os.fdopen(fd, "wb") as fh:
             pq.write_table(table, fh, compression=compression or "none")
             fh.flush()
             os.fsync(fh.fileno())
@@ -265,7 +298,8 @@ class PredictionStore:
         meta = {"retrainer.key_fingerprint": _fingerprint} if _fingerprint else None
         for day in np.unique(days):
             mask = pa.array(days == day)
-            _write_atomic(table.filter(mask), self.predictions_dir / f"date={day}", self.compression, meta)
+            _write_atomic(table.filter(mask), self.predictions_dir / f"date={day}", self.compression, meta,
+                          private_from=self.predictions_dir)
         return table.num_rows
 
     # -- reading ---------------------------------------------------------------------------------
@@ -324,7 +358,7 @@ class PredictionStore:
         out[INGESTED_AT] = pd.Timestamp.now(tz="UTC")
         table = _to_table(out.reset_index(drop=True), LABEL_SCHEMA)
         _write_atomic(table, self.labels_dir, self.compression,
-                      {"retrainer.key_fingerprint": pseudonymizer.fingerprint})
+                      {"retrainer.key_fingerprint": pseudonymizer.fingerprint}, private_from=self.labels_dir)
         return table.num_rows
 
     def read_labels(self) -> pd.DataFrame:
@@ -438,22 +472,43 @@ class BufferedPredictionWriter:
     `add(...)` de-identifies at once (raw identifiers are not kept in memory), buffers the records
     and writes when `flush_rows` rows are buffered; a background thread also flushes every
     `flush_seconds`. `flush()` writes what is buffered; `close()` (or leaving a `with` block)
-    stops the thread and flushes. Thread safe. A failed write puts its rows back in the buffer.
+    stops the thread and flushes. Thread safe.
+
+    A failed write puts its rows back in the buffer and is retried with a back-off (1 s doubling to
+    30 s, by the timer thread or the next `add` after the back-off), so while the disk is full
+    `add` does not retry the write each time. The backlog is bounded: when more than
+    `max_backlog_rows` rows wait, the **oldest** are dropped (monitoring wants the current traffic)
+    and counted in `dropped`. Counters: `written` (rows in complete files), `dropped`,
+    `write_failures`; `pending` is the backlog.
     """
 
+    RETRY_MIN_S = 1.0
+    RETRY_MAX_S = 30.0
+
     def __init__(self, store: PredictionStoreProtocol, *, pseudonymizer: deid.Pseudonymizer,
-                 flush_rows: int = 500, flush_seconds: float | None = 30.0):
+                 flush_rows: int = 500, flush_seconds: float | None = 30.0,
+                 max_backlog_rows: int | None = 100_000):
         if flush_rows < 1:
             raise ValueError("flush_rows must be at least 1")
+        if max_backlog_rows is not None and max_backlog_rows < 1:
+            raise ValueError("max_backlog_rows must be at least 1 (or None for no bound)")
         self.store = store
         self.pseudonymizer = pseudonymizer
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
+        self.max_backlog_rows = max_backlog_rows
         self._lock = threading.Lock()  # guards the buffer and the counters
         self._flush_lock = threading.Lock()  # one flush at a time
         self._buffer: list[pd.DataFrame] = []
         self._buffered = 0  # rows in the buffer
         self._inflight = 0  # rows being written
+        self._oldest: float | None = None  # monotonic time the oldest buffered row was added
+        self.written = 0
+        self.dropped = 0
+        self.write_failures = 0
+        self.last_error: str | None = None
+        self.retry_at = 0.0  # monotonic; after a failed write, automatic flushes wait until then
+        self._failures_in_a_row = 0
         self._closed = False
         self._stop = threading.Event()
         self._thread = None
@@ -473,9 +528,16 @@ class BufferedPredictionWriter:
         with self._lock:
             return self._buffered + self._inflight
 
+    @property
+    def oldest_age(self) -> float | None:
+        """Seconds since the oldest buffered row was added (None when nothing is buffered)."""
+        with self._lock:
+            return None if self._oldest is None else time.monotonic() - self._oldest
+
     def add(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
             ts=None, error=None) -> int:
-        """Buffer predictions; returns the number of rows added."""
+        """Buffer predictions; returns the number of rows added. Bad rows raise here (nothing of
+        the call is buffered); a failed write does not (the rows stay buffered, see the class)."""
         records = build_records(features, scores, version=version, variant=variant,
                                 latency_ms=latency_ms, ts=ts, pseudonymizer=self.pseudonymizer,
                                 error=error)
@@ -483,33 +545,77 @@ class BufferedPredictionWriter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("BufferedPredictionWriter is closed")
+            if self._oldest is None:
+                self._oldest = time.monotonic()
             self._buffer.append(records)
             self._buffered += len(records)
-            full = self._buffered >= self.flush_rows
+            self._trim()
+            full = self._buffered >= self.flush_rows and time.monotonic() >= self.retry_at
         if full:
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # the rows stay buffered; flush() logged it
+                log.debug("flush from add() failed: %s", _one_line(exc))
         return len(records)
+
+    def _trim(self) -> None:
+        """Drop the oldest buffered rows beyond `max_backlog_rows` (caller holds `_lock`)."""
+        if self.max_backlog_rows is None:
+            return
+        excess = self._buffered + self._inflight - self.max_backlog_rows
+        dropped = 0
+        while excess > 0 and self._buffer:
+            first = self._buffer[0]
+            if len(first) <= excess:
+                self._buffer.pop(0)
+                n = len(first)
+            else:
+                self._buffer[0] = first.iloc[excess:]
+                n = excess
+            excess -= n
+            dropped += n
+        if dropped:
+            self._buffered -= dropped
+            self.dropped += dropped
+            log.error("prediction backlog over %d rows (writes failing: %s): dropped the %d oldest",
+                      self.max_backlog_rows, self.last_error or "too slow", dropped)
 
     def flush(self) -> int:
         """Write everything buffered; returns the number of rows written. Flushes are serialised,
-        so when it returns, every row added before the call is on disk (or back in the buffer)."""
+        so when it returns, every row added before the call is on disk (or back in the buffer, and
+        the error raised)."""
         with self._flush_lock:
             with self._lock:
                 batch, self._buffer = self._buffer, []
                 self._inflight, self._buffered = self._buffered, 0
+                oldest, self._oldest = self._oldest, None
             if not batch:
                 return 0
             try:
                 frame = pd.concat(batch, ignore_index=True)
                 written = self.store.write_records(frame)
-            except BaseException:
+            except BaseException as exc:
                 with self._lock:
                     self._buffer[:0] = batch
                     self._buffered += self._inflight
                     self._inflight = 0
+                    if oldest is not None:
+                        self._oldest = min(oldest, self._oldest or oldest)
+                    self.write_failures += 1
+                    self._failures_in_a_row += 1
+                    self.last_error = _one_line(exc)
+                    delay = min(self.RETRY_MAX_S, self.RETRY_MIN_S * 2 ** (self._failures_in_a_row - 1))
+                    self.retry_at = time.monotonic() + delay
+                    self._trim()
+                    backlog = self._buffered
+                log.error("prediction write failed (%s); %d rows kept, retry in %.0f s",
+                          self.last_error, backlog, delay)
                 raise
             with self._lock:
                 self._inflight = 0
+                self.written += written
+                self._failures_in_a_row = 0
+                self.retry_at = 0.0
             return written
 
     def close(self) -> None:
@@ -522,7 +628,9 @@ class BufferedPredictionWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_seconds):
+            if time.monotonic() < self.retry_at:
+                continue
             try:
                 self.flush()
-            except Exception as exc:  # keep serving; the rows stay buffered for the next try
-                log.error("prediction flush failed, will retry: %s", _one_line(exc))
+            except Exception:  # keep serving; the rows stay buffered for the next try (logged)
+                pass
