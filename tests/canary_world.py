@@ -110,8 +110,7 @@ class LiveServer(BackgroundServer):
 
     def flush(self) -> None:
         cap = self.app.state.serving.capture
-        cap.drain()
-        cap.writer.flush()
+        cap.flush()  # everything answered so far is in the store when this returns
 
 
 def ingest_labels(home: Path, frame: pd.DataFrame, tmp: Path) -> int:

@@ -3,6 +3,8 @@
 Routes (same shapes as a SageMaker real-time endpoint, so clients do not care which backend runs):
 
 * `GET /ping` - 200 when at least one variant is loaded, else 503.
+* `GET /metrics` - Prometheus text: prediction capture counters (rows written, lost by reason,
+  backlog, durability window; see `capture`).
 * `POST /invocations` - body `{"instances": [{column: value, ...}, ...]}` (application/json) or CSV
   with a header row of column names (text/csv). Response
   `{"predictions": [{"score": float, "version": str, "variant": str}, ...]}`; the header
@@ -59,10 +61,9 @@ from starlette.requests import ClientDisconnect, Request  # module level: annota
 
 from ..clock import utcnow, utcnow_iso
 from ..errors import ArtifactIntegrityError, RegistryError, RolloutError
-from ..predstore import BufferedPredictionWriter
 from ..registry import atomic_write_text
 from ..scoring import coerce_csv_records, validate_records
-from .capture import CaptureQueue
+from .capture import CaptureQueue, metrics_text
 from .contract import TARGETED, CategoryConformer, admin_token, check_serving_settings
 from .pool import ModelPool
 from .routing import (
@@ -120,11 +121,21 @@ def refusal_status(exc: Exception) -> int:
     return 422
 
 
+_FROM_SETTINGS: Any = object()
+
+
 class ServingState:
-    """Everything the routes share. `table` is the one reference swapped by admin changes."""
+    """Everything the routes share. `table` is the one reference swapped by admin changes.
+
+    Capture options (see `capture.CaptureQueue`; by default from `settings.serving`): `flush_rows`
+    (N) and `flush_seconds` (T, None: no time rule) bound what a crash can lose,
+    `capture_backlog_rows` bounds the rows held while writes fail, `capture_interval` is the
+    hand-off period, `capture_process` chooses the writer (None: a process when possible)."""
 
     def __init__(self, settings, registry, store=None, pseudonymizer=None, clock: Callable[[], datetime] = utcnow,
-                 *, flush_rows: int = 500, flush_seconds: float = 5.0, capture_interval: float = 0.25):
+                 *, flush_rows: int | None = None, flush_seconds: float | None = _FROM_SETTINGS,
+                 capture_interval: float = 0.1, capture_backlog_rows: int | None = None,
+                 capture_process: bool | None = None):
         self.settings = settings
         self.registry = registry
         self.pseudonymizer = pseudonymizer
@@ -138,9 +149,12 @@ class ServingState:
         self.conformer = CategoryConformer()
         self.targeted = 0  # predictions whose variant a header chose (left out of canary statistics)
         if store is not None and pseudonymizer is not None:
-            writer = BufferedPredictionWriter(store, pseudonymizer=pseudonymizer, flush_rows=flush_rows,
-                                              flush_seconds=flush_seconds)
-            self.capture = CaptureQueue(writer, interval=capture_interval)
+            sv = settings.serving
+            self.capture = CaptureQueue(
+                store, pseudonymizer, flush_rows=flush_rows or sv.capture_flush_rows,
+                flush_seconds=sv.capture_flush_seconds if flush_seconds is _FROM_SETTINGS else flush_seconds,
+                max_backlog_rows=capture_backlog_rows or sv.capture_backlog_rows, interval=capture_interval,
+                key_env=settings.pseudonym_key_env, process=capture_process)
         elif store is not None:
             log.warning("prediction capture is off: no pseudonymizer (key) was given")
         self._load_initial()
@@ -317,7 +331,7 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
                **state_options):
     """The FastAPI app. `store`: a PredictionStore (None: no capture); `pseudonymizer`: the
     deid.Pseudonymizer used for routing and capture. `state_options`: flush_rows, flush_seconds,
-    capture_interval (see ServingState)."""
+    capture_interval, capture_backlog_rows, capture_process (see ServingState)."""
     check_serving_settings(settings.serving)  # ConfigError: no, empty, default or short admin token
     state = ServingState(settings, registry, store, pseudonymizer, clock, **state_options)
     token = (admin_token(settings.serving) or "").encode()
@@ -359,6 +373,10 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
         if not table.variants:
             return error(503, "no model loaded")
         return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(metrics_text(state.capture), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
