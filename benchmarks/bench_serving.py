@@ -3,14 +3,17 @@
 What it does, all on 127.0.0.1:
 
 1. trains two small real models (synthetic data, default hyperparameters) into a temporary
-   LocalRegistry (1.0.0 previous, 1.1.0 production) and starts the real server
-   (`retrainer.serving.serve`, uvicorn, one worker, capture ON with a throwaway key) in a
-   subprocess on a free port;
+   LocalRegistry (1.0.0 previous, 1.1.0 production) and starts two real servers
+   (`retrainer.serving.serve`, uvicorn, one worker each), one with capture ON (a throwaway key;
+   its writer process is spawned) and one with capture OFF, each in a subprocess on a free port;
 2. in-process baselines: one-row scoring through `LoadedModel.predict` (pandas pipeline) vs
    `FastScorer.predict`;
 3. load: an asyncio client keeps `--connections` keep-alive HTTP/1.1 connections busy for
    `--seconds` (bounded by `--max-requests`), single-row JSON `POST /invocations`; reports
-   requests/s, p50/p99 latency, failures. `GET /ping` the same way is the server-overhead ceiling;
+   requests/s, p50/p99 latency, failures, alternating capture ON and OFF run by run (the idle
+   server costs nothing), and prints both with the ratios ON/OFF (targets: p99 within 1.5x,
+   throughput within 10%) and the capture counters from `GET /metrics` (every answered row
+   written or in the backlog, none lost). `GET /ping` the same way is the server-overhead ceiling;
 4. rollback switch: under load with green (1.0.0) at weight 1, the admin call sets blue (1.1.0)
    to 1; reports the admin call's latency and the time from issuing it to the point after which
    every response came from blue (the last green response's completion, then the first blue one).
@@ -175,38 +178,54 @@ def main() -> int:
     print(f"one-row scoring in process: LoadedModel.predict {pandas_us:.0f} us, "
           f"FastScorer.predict {fast_us:.0f} us ({pandas_us / fast_us:.0f}x), mode={scorer.mode}")
 
-    # ---- the server -------------------------------------------------------------------------
-    port = free_port()
-    env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": secrets.token_hex(32), "PYTHONPATH": str(REPO)}
-    code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
-            f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), port={port})")
-    log_file = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(tmp), stdout=log_file,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        import httpx
+    # ---- the servers: capture on and off ------------------------------------------------------
+    import httpx
 
+    env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": secrets.token_hex(32), "PYTHONPATH": str(REPO)}
+    procs, logs = [], []
+
+    def start(capture: bool) -> int:
+        port = free_port()
+        code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
+                f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), port={port}, "
+                f"capture={capture})")
+        logs.append(open(tmp / f"server-{port}.log", "w"))
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(tmp), stdout=logs[-1],
+                                      stderr=subprocess.STDOUT, start_new_session=True))
         deadline = time.monotonic() + 60
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
-                    break
+                    return port
             except httpx.HTTPError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                print((tmp / "server.log").read_text()[-3000:])
+            if procs[-1].poll() is not None or time.monotonic() > deadline:
+                print((tmp / f"server-{port}.log").read_text()[-3000:])
                 raise SystemExit("server did not start")
             time.sleep(0.2)
 
-        invocations = [build_post(port, "/invocations", json.dumps({"instances": [r]}).encode()) for r in rows]
+    try:
+        port = start(True)
+        port_off = start(False)
+
+        def posts(p: int) -> list[bytes]:
+            return [build_post(p, "/invocations", json.dumps({"instances": [r]}).encode()) for r in rows]
+
+        invocations, invocations_off = posts(port), posts(port_off)
         ping = [f"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()]
         asyncio.run(load(port, invocations, 1.0, args.connections, 10**6))  # warm-up
+        asyncio.run(load(port_off, invocations_off, 1.0, args.connections, 10**6))
 
-        results = {"ping": [], "invocations": [], "switch": []}
+        results = {"ping": [], "invocations": [], "capture off": [], "switch": []}
         for _ in range(args.runs):
             results["ping"].append(asyncio.run(load(port, ping, args.seconds, args.connections, args.max_requests)))
             results["invocations"].append(asyncio.run(
                 load(port, invocations, args.seconds, args.connections, args.max_requests)))
+            results["capture off"].append(asyncio.run(
+                load(port_off, invocations_off, args.seconds, args.connections, args.max_requests)))
+        answered = sum(r["requests"] for r in results["invocations"])  # plus the warm-up's
+        time.sleep(2.5)  # > capture_flush_seconds: everything answered should now be written
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         to_green = json.dumps([{"variant": "blue", "version": "1.1.0", "weight": 0.0},
                                {"variant": "green", "version": "1.0.0", "weight": 1.0}]).encode()
         to_blue = json.dumps([{"variant": "blue", "version": "1.1.0", "weight": 1.0},
@@ -217,7 +236,7 @@ def main() -> int:
             assert r.status_code == 200, r.text
             results["switch"].append(asyncio.run(switch_run(port, invocations, args.connections, to_blue)))
 
-        for name in ("ping", "invocations"):
+        for name in ("ping", "invocations", "capture off"):
             runs = results[name]
             print(f"{name:12s} runs: " + "; ".join(
                 f"{r['rps']:.0f} rps p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms fail {r['failures']}"
@@ -230,18 +249,30 @@ def main() -> int:
             f"{r['old_after_issue']}, fail {r['failures']}" for r in sw))
         print(f"rollback     median: admin call {median_of(sw, 'admin_ms'):.1f} ms, issue -> all-new "
               f"{median_of(sw, 'switch_ms'):.1f} ms")
-        state = httpx.get(f"http://127.0.0.1:{port}/admin/variants", headers=admin).json()
-        print(f"capture: {state['capture']}")
+        on, off = results["invocations"], results["capture off"]
+        ratios = {k: median_of(on, k) / median_of(off, k) for k in ("rps", "p50_ms", "p99_ms")}
+        print(f"capture ON/OFF: throughput {ratios['rps']:.2f}x, p50 {ratios['p50_ms']:.2f}x, "
+              f"p99 {ratios['p99_ms']:.2f}x (targets: throughput >= 0.90x, p99 <= 1.5x)")
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                   for line in metrics.splitlines() if line and not line.startswith("#")}
+        dropped = sum(v for k, v in samples.items() if k.startswith("retrainer_capture_rows_dropped_total"))
+        print(f"capture counters after the load (+2.5 s): accepted "
+              f"{samples['retrainer_capture_rows_accepted_total']:.0f} (measured runs answered {answered}),"
+              f" written {samples['retrainer_capture_rows_written_total']:.0f}, backlog "
+              f"{samples['retrainer_capture_backlog_rows']:.0f}, dropped {dropped:.0f}, writer process "
+              f"{samples['retrainer_capture_writer_process']:.0f}")
         print(f"targets: >= 1000 rps and p99 < 25 ms (connections={args.connections}, 1 uvicorn worker, "
               f"{os.cpu_count()} CPUs shared with the client)")
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log_file.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for f in logs:
+            f.close()
     return 0
 
 
