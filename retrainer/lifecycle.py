@@ -103,7 +103,7 @@ def version_card(rec: ModelRecord) -> str:
              f"- code: `{rec.code_version}`",
              f"- validation: {'passed' if rec.validation.get('success') else 'failed'} "
              f"({rec.validation.get('n_expectations', '?')} expectations)",
-             f"- artifacts sha256 `{rec.artifact_sha256[:16]}`", "",
+             f"- artifacts sha256 `{rec.artifact_sha256.rsplit(':', 1)[-1][:16]}`", "",
              "| parameter | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(rec.params.items())]
     return "\n".join(lines)
