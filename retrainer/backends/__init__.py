@@ -22,7 +22,9 @@ class Trainer(Protocol):
 class Endpoint(Protocol):
     """Serving side: which versions take which share of traffic."""
 
-    def set_variants(self, variants: list) -> dict[str, Any]: ...
+    def set_variants(self, variants: list, *, actor: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Apply [(variant, version, weight), ...]; `actor` and `reason` go into the audit record."""
+        ...
     def state(self) -> dict[str, Any]: ...
 
 

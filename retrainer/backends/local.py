@@ -2,6 +2,7 @@
 `retrainer.serving` (a uvicorn server on this machine) driven over HTTP or through its routing file."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -13,6 +14,7 @@ from ..clock import utcnow
 from ..errors import RegistryError, RolloutError
 from ..predstore import PredictionStore
 from ..registry import LocalRegistry
+from ..serving.app import ACTOR_HEADER, DEFAULT_ACTOR, DEFAULT_REASON, MAX_REASON_CHARS
 from ..serving.routing import (
     TARGET_HEADER,
     VariantSpec,
@@ -36,6 +38,19 @@ class LocalTrainer:
         model_dir = Path(workdir) / "model"
         train(train_df, validation, model_dir, params)
         return model_dir
+
+
+
+def _audit_actor(actor: str | None) -> str:
+    """`actor` as the admin route accepts it (letters, digits and . _ @ -, at most 64)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._@-]", "-", (actor or "").strip())[:64].strip("-._@")
+    return cleaned or DEFAULT_ACTOR
+
+
+def _audit_reason(reason: str | None) -> str:
+    """`reason` as one line of at most MAX_REASON_CHARS printable characters."""
+    line = "".join(ch for ch in " ".join(str(reason or "").split()) if ch.isprintable())
+    return line[:MAX_REASON_CHARS] or DEFAULT_REASON
 
 
 class LocalEndpoint:
@@ -67,20 +82,25 @@ class LocalEndpoint:
             msg = resp.text
         return RolloutError(f"endpoint refused ({resp.status_code}): {msg}")
 
-    def set_variants(self, variants: Iterable) -> dict[str, Any]:
-        """Apply [(variant, version, weight), ...] (or dicts); returns the new state."""
+    def set_variants(self, variants: Iterable, *, actor: str | None = None,
+                     reason: str | None = None) -> dict[str, Any]:
+        """Apply [(variant, version, weight), ...] (or dicts); returns the new state. The server
+        appends the change to the registry's audit log with `actor` and `reason`."""
         specs = parse_variants(list(variants))
-        body = [s.to_dict() for s in specs]
+        actor, reason = _audit_actor(actor), _audit_reason(reason)
+        body = {"variants": [s.to_dict() for s in specs], "reason": reason}
         try:
             with self._client() as client:
-                resp = client.post("/admin/variants", json=body)
+                resp = client.post("/admin/variants", json=body, headers={ACTOR_HEADER: actor})
         except httpx.ConnectError:
-            return self._write_offline(specs)
+            return self._write_offline(specs, actor, reason)
         if resp.status_code != 200:
             raise self._error(resp)
         return {**resp.json(), "applied": "server"}
 
-    def _write_offline(self, specs: list[VariantSpec]) -> dict[str, Any]:
+    def _write_offline(self, specs: list[VariantSpec], actor: str, reason: str) -> dict[str, Any]:
+        """No server answers: verify the versions, write routing.json (the server applies it when
+        it starts) and audit the change, as the admin route would."""
         registry = LocalRegistry(self.settings.registry_dir, self.settings.model_name)
         for s in specs:
             try:
@@ -88,9 +108,12 @@ class LocalEndpoint:
             except RegistryError as exc:
                 raise RolloutError(f"refused: {exc}") from None
         path = routing_path(self.settings)
-        data = {"variants": [s.to_dict() for s in specs], "generation": None,
-                "updated_at": utcnow().isoformat(timespec="milliseconds")}
+        now = utcnow().isoformat(timespec="milliseconds")
+        data = {"variants": [s.to_dict() for s in specs], "generation": None, "updated_at": now}
         write_routing(path, data)
+        summary = " ".join(f"{s.variant}={s.version}:{s.weight:g}" for s in specs)
+        registry.storage.append_audit([{"time": now, "actor": actor, "version": "routing", "kind": "routing",
+                                        "via": "routing-file", "from": None, "to": summary, "reason": reason}])
         return {**data, "applied": "file", "routing_file": str(path)}
 
     def state(self) -> dict[str, Any]:

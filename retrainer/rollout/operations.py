@@ -75,13 +75,16 @@ def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: s
     elif rec.status != Status.CANARY:
         raise RolloutError(f"{candidate} is {rec.status}; only a candidate can go on canary")
     prod = registry.production()
-    state = endpoint.set_variants(canary_variants(registry, candidate, traffic))
+    state = endpoint.set_variants(canary_variants(registry, candidate, traffic), actor=actor,
+                                  reason=f"canary {candidate} at {traffic:.0%}: {reason}")
     return {"candidate": candidate, "production": prod.version if prod else None, "traffic": traffic,
             "endpoint": _brief(state)}
 
 
-def set_canary_traffic(registry, endpoint, candidate: str, traffic: float) -> dict[str, Any]:
-    return _brief(endpoint.set_variants(canary_variants(registry, candidate, traffic)))
+def set_canary_traffic(registry, endpoint, candidate: str, traffic: float, *,
+                       actor: str = "canary-policy") -> dict[str, Any]:
+    return _brief(endpoint.set_variants(canary_variants(registry, candidate, traffic), actor=actor,
+                                        reason=f"canary {candidate}: next stage at {traffic:.0%}"))
 
 
 def promote_canary(registry, endpoint, candidate: str, *, actor: str, reason: str) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def promote_canary(registry, endpoint, candidate: str, *, actor: str, reason: st
         if rec.status != Status.CANARY:
             raise RolloutError(f"{candidate} is {rec.status}; only a canary version can be promoted here")
         registry.promote(candidate, actor=actor, reason=reason)
-    state = endpoint.set_variants(steady_variants(registry))
+    state = endpoint.set_variants(steady_variants(registry), actor=actor, reason=f"promote {candidate}: {reason}")
     return {"action": "promote", "version": candidate,
             "replaced": before.version if before and before.version != candidate else None,
             "endpoint": _brief(state)}
@@ -104,7 +107,7 @@ def reject_canary(registry, endpoint, candidate: str, *, actor: str, reason: str
     rec = registry.get(candidate)
     if rec.status not in (Status.CANARY, Status.REJECTED, Status.CANDIDATE):
         raise RolloutError(f"{candidate} is {rec.status}; it is not on canary")
-    state = endpoint.set_variants(steady_variants(registry))
+    state = endpoint.set_variants(steady_variants(registry), actor=actor, reason=f"reject {candidate}: {reason}")
     if rec.status != Status.REJECTED:
         registry.set_status(candidate, Status.REJECTED, actor=actor, reason=reason)
     return {"action": "rollback", "version": candidate, "endpoint": _brief(state)}
@@ -131,7 +134,7 @@ def rollback_production(registry, endpoint, to: str | None = None, *, actor: str
     standbys = ([current] if current else []) + [v for v in kept if v != target]
     pairs = [(PRODUCTION, target, 1.0)] + [(f"{STANDBY_PREFIX}{i}", v, 0.0)
                                            for i, v in enumerate(standbys[:2], start=1)]
-    state = endpoint.set_variants(_specs(pairs))
+    state = endpoint.set_variants(_specs(pairs), actor=actor, reason=f"rollback to {target}: {reason}")
     t_switch = time.perf_counter()
     registry.rollback(target, actor=actor, reason=reason)
     t_done = time.perf_counter()

@@ -115,8 +115,11 @@ class SageMakerEndpoint:
                 **({"failure_reason": one_line(desc["FailureReason"], 300)} if desc.get("FailureReason") else {})}
 
     # ---- writing --------------------------------------------------------------------------------
-    def set_variants(self, variants: Sequence[Variant | dict]) -> dict[str, Any]:
-        """Apply [(variant, version, weight), ...] (or dicts with those keys); returns the new state."""
+    def set_variants(self, variants: Sequence[Variant | dict], *, actor: str | None = None,
+                     reason: str | None = None) -> dict[str, Any]:
+        """Apply [(variant, version, weight), ...] (or dicts with those keys); returns the new state.
+        `actor` and `reason` are accepted for the Endpoint protocol; on AWS, CloudTrail records who
+        changed the endpoint, and the registry's audit log records the status change."""
         self.aws.region  # noqa: B018 - configuration first: region, then bucket (head_bucket)
         self.aws.require_bucket()
         wanted = self._validate(variants)
