@@ -86,7 +86,7 @@ def test_promote_path(prefect_api, monkeypatch, tmp_path, models):
     routing = [e for e in reg.audit() if e.get("kind") == "routing"]
     assert routing and routing[-1]["to"] == "blue=1.2.0:1 previous-1=1.1.0:0 previous-2=1.0.0:0"
     # Each routing change names who made it and why: the canary's start, then its promotion.
-    assert any(e["actor"] == "test-suite" and e["reason"].startswith("canary 1.2.0 at 10%: ") for e in routing)
+    assert any(e["actor"] == "test-suite" and e["reason"].startswith("canary 1.2.0 at 50%: ") for e in routing)
     assert routing[-1]["actor"] == "canary-policy" and routing[-1]["reason"].startswith("promote 1.2.0: ")
     print(f"promote path: {time.monotonic() - t0:.1f} s, diff {result['auc_diff']:+.4f} CI "
           f"[{result['ci']['low']:+.4f}, {result['ci']['high']:+.4f}]")
