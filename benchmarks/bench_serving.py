@@ -18,6 +18,12 @@ What it does, all on 127.0.0.1:
    to 1; reports the admin call's latency and the time from issuing it to the point after which
    every response came from blue (the last green response's completion, then the first blue one).
 
+With `--baseline-rev REV` (e.g. the commit before a change), a third server runs that revision's
+code (`git archive REV`, its own registry written by its own code, capture OFF) in the same run,
+alternating with the others, and the current code's capture-OFF figures are printed as a ratio of
+it: the cost of whatever changed on the request path since REV (target for the request-boundary
+checks: throughput within 5%).
+
 Each measurement runs `--runs` times; the medians are printed. The client shares the machine's
 CPUs with the server, so throughput is a lower bound for a remote client.
 """
@@ -148,6 +154,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--max-requests", type=int, default=200_000)
     ap.add_argument("--max-iter", type=int, default=250, help="trees per model (settings default 250)")
+    ap.add_argument("--baseline-rev", default=None, metavar="REV",
+                    help="also serve git revision REV (capture off) in the same run and print the ratios")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -184,14 +192,15 @@ def main() -> int:
     env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": secrets.token_hex(32), "PYTHONPATH": str(REPO)}
     procs, logs = [], []
 
-    def start(capture: bool) -> int:
+    def start(capture: bool, code_root: Path = REPO, state: Path = home) -> int:
         port = free_port()
         code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
-                f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), port={port}, "
+                f"serve(Settings(home={str(state)!r}, serving={{'admin_token': {TOKEN!r}}}), port={port}, "
                 f"capture={capture})")
         logs.append(open(tmp / f"server-{port}.log", "w"))
-        procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, cwd=str(tmp), stdout=logs[-1],
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(subprocess.Popen([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(code_root)},
+                                      cwd=str(tmp), stdout=logs[-1], stderr=subprocess.STDOUT,
+                                      start_new_session=True))
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -207,22 +216,29 @@ def main() -> int:
     try:
         port = start(True)
         port_off = start(False)
+        port_base = start(False, *baseline(args.baseline_rev, tmp, env)) if args.baseline_rev else None
 
         def posts(p: int) -> list[bytes]:
             return [build_post(p, "/invocations", json.dumps({"instances": [r]}).encode()) for r in rows]
 
         invocations, invocations_off = posts(port), posts(port_off)
+        invocations_base = posts(port_base) if port_base else None
         ping = [f"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()]
         asyncio.run(load(port, invocations, 1.0, args.connections, 10**6))  # warm-up
         asyncio.run(load(port_off, invocations_off, 1.0, args.connections, 10**6))
+        if port_base:
+            asyncio.run(load(port_base, invocations_base, 1.0, args.connections, 10**6))
 
-        results = {"ping": [], "invocations": [], "capture off": [], "switch": []}
+        results = {"ping": [], "invocations": [], "capture off": [], "baseline": [], "switch": []}
         for _ in range(args.runs):
             results["ping"].append(asyncio.run(load(port, ping, args.seconds, args.connections, args.max_requests)))
             results["invocations"].append(asyncio.run(
                 load(port, invocations, args.seconds, args.connections, args.max_requests)))
             results["capture off"].append(asyncio.run(
                 load(port_off, invocations_off, args.seconds, args.connections, args.max_requests)))
+            if port_base:
+                results["baseline"].append(asyncio.run(
+                    load(port_base, invocations_base, args.seconds, args.connections, args.max_requests)))
         answered = sum(r["requests"] for r in results["invocations"])  # plus the warm-up's
         time.sleep(2.5)  # > capture_flush_seconds: everything answered should now be written
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
@@ -236,7 +252,7 @@ def main() -> int:
             assert r.status_code == 200, r.text
             results["switch"].append(asyncio.run(switch_run(port, invocations, args.connections, to_blue)))
 
-        for name in ("ping", "invocations", "capture off"):
+        for name in ("ping", "invocations", "capture off") + (("baseline",) if port_base else ()):
             runs = results[name]
             print(f"{name:12s} runs: " + "; ".join(
                 f"{r['rps']:.0f} rps p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms fail {r['failures']}"
@@ -253,6 +269,11 @@ def main() -> int:
         ratios = {k: median_of(on, k) / median_of(off, k) for k in ("rps", "p50_ms", "p99_ms")}
         print(f"capture ON/OFF: throughput {ratios['rps']:.2f}x, p50 {ratios['p50_ms']:.2f}x, "
               f"p99 {ratios['p99_ms']:.2f}x (targets: throughput >= 0.90x, p99 <= 1.5x)")
+        if port_base:
+            base = results["baseline"]
+            r = {k: median_of(off, k) / median_of(base, k) for k in ("rps", "p50_ms", "p99_ms")}
+            print(f"capture OFF, this code / {args.baseline_rev} (both capture off): throughput {r['rps']:.3f}x, "
+                  f"p50 {r['p50_ms']:.2f}x, p99 {r['p99_ms']:.2f}x (target for request checks: throughput >= 0.95x)")
         samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                    for line in metrics.splitlines() if line and not line.startswith("#")}
         dropped = sum(v for k, v in samples.items() if k.startswith("retrainer_capture_rows_dropped_total"))
@@ -274,6 +295,32 @@ def main() -> int:
         for f in logs:
             f.close()
     return 0
+
+
+def baseline(rev: str, tmp: Path, env: dict) -> tuple[Path, Path]:
+    """(code root, state dir) for revision `rev`: its files from `git archive`, and a registry
+    holding the same two trained models, written by that revision's own registry code."""
+    root, state = tmp / "baseline-code", tmp / "baseline-home"
+    root.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"error: cannot read revision {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    code = (
+        "from pathlib import Path\n"
+        "from retrainer.registry import LocalRegistry, ModelRecord, utcnow\n"
+        f"reg = LocalRegistry(Path({str(state / 'registry')!r}))\n"
+        "def rec(v, s):\n"
+        "    return ModelRecord(version=v, status=s, created_at=utcnow(), trigger='bench', parent=None,\n"
+        "        bump='minor', bump_reason='bench', schema_hash='s', data_hash='d', params_hash='p',\n"
+        "        code_version='bench', params={}, metrics={}, data={}, validation={}, gate={})\n"
+        f"reg.register(rec('1.0.0', 'production'), Path({str(tmp / 'm1.0.0')!r}), actor='bench')\n"
+        f"reg.register(rec('1.1.0', 'candidate'), Path({str(tmp / 'm1.1.0')!r}), actor='bench')\n"
+        "reg.promote('1.1.0', actor='bench', reason='bench')\n")
+    subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(root)}, cwd=str(tmp), check=True)
+    short = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True)
+    print(f"baseline: {rev} ({short.stdout.strip()}) served from {root}")
+    return root, state
 
 
 if __name__ == "__main__":
