@@ -14,7 +14,7 @@ from ..clock import utcnow
 from ..errors import RegistryError, RolloutError
 from ..predstore import PredictionStore
 from ..registry import LocalRegistry
-from ..serving.app import ACTOR_HEADER, DEFAULT_ACTOR, DEFAULT_REASON, MAX_REASON_CHARS
+from ..serving.parsing import ACTOR_HEADER
 from ..serving.routing import (
     TARGET_HEADER,
     VariantSpec,
@@ -24,6 +24,7 @@ from ..serving.routing import (
     routing_path,
     write_routing,
 )
+from ..serving.state import DEFAULT_ACTOR, DEFAULT_REASON, MAX_REASON_CHARS
 from ..settings import Settings
 from ..training import train
 from . import Backend
