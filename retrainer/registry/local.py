@@ -35,7 +35,16 @@ from ..perms import DIR_MODE, FILE_MODE, private_dir, private_tree
 from . import rules
 from .core import StoredRegistry
 from .model import ModelRecord
-from .storage import TXID, AuditLog, Transaction, artifacts_gone, atomic_write_text, fsync_dir, stale_temp_files
+from .storage import (
+    TXID,
+    AuditLog,
+    Transaction,
+    artifacts_gone,
+    atomic_write_text,
+    fsync_dir,
+    parse_audit_lines,
+    stale_temp_files,
+)
 
 LAST_TX = "last_transaction"  # index key: {"txid": str, "events": [...]} of the last committed change
 
@@ -179,20 +188,7 @@ class LocalStorage:
         """The readable lines of audit.jsonl with their transaction ids, and the unreadable count."""
         if not self.audit_path.exists():
             return [], 0
-        raw, skipped = [], 0
-        for line in self.audit_path.read_bytes().decode("utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            if isinstance(ev, dict):
-                raw.append(ev)
-            else:
-                skipped += 1
-        return raw, skipped
+        return parse_audit_lines(self.audit_path.read_bytes().decode("utf-8", errors="replace"))
 
     def read_audit_log(self) -> AuditLog:
         """The events of audit.jsonl plus any the last committed transaction has not appended yet

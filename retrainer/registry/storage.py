@@ -42,9 +42,9 @@ class AuditLog:
 TXID = "txid"  # the transaction an audit line belongs to (stored in the file, never returned)
 
 
-def parse_audit(text: str) -> AuditLog:
-    """Takes the text of an audit log (JSON lines); returns its events with their storage-only keys
-    removed and the number of unreadable lines skipped."""
+def parse_audit_lines(text: str) -> tuple[list[dict[str, Any]], int]:
+    """Takes the text of an audit log (JSON lines); returns its readable events as stored (with
+    their transaction ids) and the number of unreadable lines skipped."""
     events, skipped = [], 0
     for line in text.splitlines():
         if not line.strip():
@@ -54,11 +54,19 @@ def parse_audit(text: str) -> AuditLog:
         except ValueError:
             skipped += 1
             continue
-        if not isinstance(ev, dict):
+        if isinstance(ev, dict):
+            events.append(ev)
+        else:
             skipped += 1
-            continue
+    return events, skipped
+
+
+def parse_audit(text: str) -> AuditLog:
+    """Takes the text of an audit log (JSON lines); returns its events with their storage-only keys
+    removed and the number of unreadable lines skipped."""
+    events, skipped = parse_audit_lines(text)
+    for ev in events:
         ev.pop(TXID, None)
-        events.append(ev)
     return AuditLog(events, skipped)
 
 
