@@ -66,3 +66,24 @@ def test_planted_identifiers_never_reach_the_prefect_database(prefect_api, home,
         assert planted not in server_log
     assert "admission_id: values must be unique (4 rows share a value)" in out  # what the user saw
     assert PLANTED_ID not in out and PLANTED_TEXT not in out
+
+
+def test_a_passing_retrain_publishes_no_raw_identifier(prefect_api, home, monthly_data):
+    """The success path publishes more (version card, champion/challenger table, lineage, events):
+    none of it carries a raw identifier of the training batch."""
+    batch = load_batch(monthly_data)
+    sample = batch.sample(300, random_state=1)
+    needles = {str(v) for col in S.IDENTIFIERS for v in sample[col].dropna()
+               if len(str(v)) >= 8}  # long enough that a hit is not a coincidence
+    needles |= {str(v) for v in sample[S.ADMISSION_ID]}
+    assert len(needles) > 500
+
+    code, out = run_cli("retrain", "--data", str(monthly_data))
+    assert code == 0, out
+    db = prefect_api.home / "prefect.db"
+    rows = wait_until_recorded(db, ["version card", "prefect.flow-run.Completed"])
+    text = "\n".join(rows)
+    assert "prefect.flow-run.Completed" in text and any(r.startswith("artifact:") for r in rows)
+    leaks = sorted(n for n in needles if n in text)
+    assert not leaks, f"raw identifiers in the Prefect database: {leaks[:5]}"
+    assert not [n for n in needles if n in out]
