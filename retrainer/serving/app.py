@@ -18,7 +18,7 @@ Routes (same shapes as a SageMaker real-time endpoint, so clients do not care wh
   (actor from the `X-Retrainer-Actor` header, default "admin-api"); versions the registry calls
   rejected or archived are refused (422) unless `"force": true`.
 
-Limits (see `contract` and `scoring.validate_records`): the app refuses to start without an admin
+Limits (see `contract` and `parsing.validate_records`): the app refuses to start without an admin
 token of >= 32 bytes; strings are at most 256 characters and numbers lie in the contract's ranges
 (422 naming the field); JSON nested too deeply is a 400 with one log line; a body not received
 within `serving.body_timeout_s` is a 408 and closes the connection; a client that disconnects

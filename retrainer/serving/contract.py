@@ -9,7 +9,7 @@ host is named in the refusal and warned about at start (`exposure_warning`).
 Capture (`CategoryConformer`): only the contract's category values (`schema.CATEGORIES`) are ever
 written to the prediction store; any other value of a categorical field becomes null before the
 row is queued, and is counted (never logged: it may be free text). Numeric ranges and string
-lengths are checked at the request boundary by `scoring.validate_records`.
+lengths are checked at the request boundary by `parsing.validate_records`.
 """
 from __future__ import annotations
 

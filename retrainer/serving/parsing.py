@@ -1,22 +1,45 @@
 """Request bodies, parsed with limits: JSON or CSV instances for `/invocations` and the admin
 route's body. Every refusal is a `BadRequest` with an HTTP status and a one-line message (deep
-nesting also logs one line); nothing here raises anything else for bad input."""
+nesting also logs one line); nothing here raises anything else for bad input.
+
+The request contract lives here too: `validate_records` checks parsed instances against
+`schema` (fields, types, ranges, `MAX_STRING_CHARS`) and `coerce_csv_records` types CSV cells;
+both return one-line messages instead of raising."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import logging
+import math
 import re
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
-from ..scoring import coerce_csv_records, validate_records
+from .. import schema as S
 from .state import DEFAULT_REASON, MAX_REASON_CHARS
 
 log = logging.getLogger(__name__)
 
 ACTOR_HEADER = "X-Retrainer-Actor"
 ACTOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+# Fields a request may carry besides the features: identifiers and keys (used for routing and the
+# de-identified capture, never by the model) and the admission time.
+OPTIONAL_FIELDS: tuple[str, ...] = tuple(dict.fromkeys((*S.KEYS, *S.IDENTIFIERS, S.TIMESTAMP)))
+ALLOWED_FIELDS: frozenset[str] = frozenset(S.FEATURES) | frozenset(OPTIONAL_FIELDS)
+_NUMERIC = frozenset(S.NUMERIC_FEATURES)
+_BOOL = frozenset(S.BOOLEAN_FEATURES)
+_CAT = frozenset(S.CATEGORICAL_FEATURES)
+# The request boundary: any string field is at most MAX_STRING_CHARS characters; a numeric feature
+# lies in its contract range (`schema.NUMERIC_RANGES`; integer features also within int64), so
+# nothing a request carries can fail the capture's cast to the store's types.
+MAX_STRING_CHARS = 256
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+_RANGES: dict[str, tuple[float, float]] = {
+    c: (max(lo, _INT64_MIN), min(hi, _INT64_MAX)) if c in S.INTEGER_FEATURES else (lo, hi)
+    for c, (lo, hi) in S.NUMERIC_RANGES.items()}
+for _c in S.NUMERIC_FEATURES:
+    _RANGES.setdefault(_c, (_INT64_MIN, _INT64_MAX) if _c in S.INTEGER_FEATURES else (-1e300, 1e300))
 
 
 class BadRequest(Exception):
@@ -98,3 +121,120 @@ def admin_request(data: Any) -> tuple[Any, str, bool]:
     return data["variants"], reason.strip(), force
 
 
+# ---------------------------------------------------------------------------------------------
+# Request validation
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A short one-line rendering of a request value (containers by type and size only: their repr
+    could be huge or deeply nested)."""
+    if isinstance(value, (dict, list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    shown = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge integer"
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
+def _type_error(i: int, col: str, value: Any, expected: str) -> str:
+    return f"instance {i}: field {_short(col)} must be {expected}, got {_short(value)}"
+
+
+def validate_records(records: Any, max_instances: int) -> str | None:
+    """None if `records` is a valid list of instances, else a one-line message fit for a 4xx.
+
+    Rules: a non-empty list of at most `max_instances` objects; every feature of `schema.FEATURES`
+    present (its value may be null: the model treats it as missing); no field outside the features,
+    identifiers/keys and `admission_ts`; numerics are JSON numbers (not booleans, not NaN/inf),
+    booleans are true/false (or 0/1), categoricals are strings (an unseen category is allowed and
+    scored as missing, like the pipeline does), identifiers are strings or integers.
+    Every number lies in its contract range (`_RANGES`: `schema.NUMERIC_RANGES`, integer features
+    within int64), every string (identifiers and categories included) has at most MAX_STRING_CHARS
+    characters, and identifiers given as integers fit in int64.
+    """
+    if not isinstance(records, list):
+        return "'instances' must be a list of objects"
+    if not records:
+        return "no instances: send at least one"
+    if len(records) > max_instances:
+        return f"too many instances: {len(records)} > {max_instances} per request"
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            return f"instance {i} must be an object of column -> value, got {type(rec).__name__}"
+        unknown = [k for k in rec if k not in ALLOWED_FIELDS]
+        if unknown:
+            shown = ", ".join(str(k)[:40] for k in sorted(unknown, key=str)[:5])
+            return (f"instance {i}: unknown field(s): {shown}"
+                    f"{' ...' if len(unknown) > 5 else ''}")
+        missing = [c for c in S.FEATURES if c not in rec]
+        if missing:
+            return (f"instance {i}: missing required field(s): {', '.join(missing[:5])}"
+                    f"{' ...' if len(missing) > 5 else ''}")
+        for col, value in rec.items():
+            if value is None:
+                continue
+            if col in _NUMERIC:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    return _type_error(i, col, value, "a number")
+                if isinstance(value, float) and not math.isfinite(value):
+                    return _type_error(i, col, value, "a finite number")
+                lo, hi = _RANGES[col]
+                if not lo <= value <= hi:
+                    return _type_error(i, col, value, f"a number in [{lo:g}, {hi:g}]")
+            elif col in _BOOL:
+                if not (isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))):
+                    return _type_error(i, col, value, "true or false")
+            elif col in _CAT:
+                if not isinstance(value, str):
+                    return _type_error(i, col, value, "a string")
+                if len(value) > MAX_STRING_CHARS:
+                    return f"instance {i}: field {col!r} is longer than {MAX_STRING_CHARS} characters"
+            elif isinstance(value, bool) or not isinstance(value, (str, int)):
+                return _type_error(i, col, value, "a string")
+            elif isinstance(value, str):
+                if len(value) > MAX_STRING_CHARS:
+                    return f"instance {i}: field {col!r} is longer than {MAX_STRING_CHARS} characters"
+            elif not _INT64_MIN <= value <= _INT64_MAX:
+                return _type_error(i, col, value, "a string or an integer within int64")
+    return None
+
+
+_TRUE = frozenset({"true", "1", "t", "yes", "y"})
+_FALSE = frozenset({"false", "0", "f", "no", "n"})
+
+
+def coerce_csv_records(header: Sequence[str], rows: Iterable[Sequence[str]]) -> tuple[list[dict], str | None]:
+    """Turn CSV text cells into typed records (empty cell -> null). Returns (records, error)."""
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header):
+        return [], "CSV header repeats a column name"
+    records = []
+    for i, row in enumerate(rows):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != len(header):
+            return [], f"CSV row {i + 1} has {len(row)} cells, the header has {len(header)}"
+        rec: dict[str, Any] = {}
+        for col, cell in zip(header, row):
+            cell = cell.strip()
+            if cell == "" or cell.lower() in ("na", "nan", "null", "none"):
+                rec[col] = None
+            elif col in _NUMERIC:
+                try:
+                    v = float(cell)
+                except ValueError:
+                    return [], _type_error(i, col, cell, "a number")
+                if not math.isfinite(v):
+                    return [], _type_error(i, col, cell, "a finite number")
+                rec[col] = v
+            elif col in _BOOL:
+                low = cell.lower()
+                if low in _TRUE:
+                    rec[col] = True
+                elif low in _FALSE:
+                    rec[col] = False
+                else:
+                    return [], _type_error(i, col, cell, "true or false")
+            else:
+                rec[col] = cell
+        records.append(rec)
+    return records, None

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from retrainer import datagen, training
 from retrainer import schema as S
 from retrainer.registry import LocalRegistry
-from retrainer.scoring import FastScorer, validate_records
+from retrainer.scoring import FastScorer
+from retrainer.serving.parsing import validate_records
 from retrainer.settings import ModelSettings, Settings
 from tests.helpers import make_record
 
