@@ -51,7 +51,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.loadgen import http_request as _request  # noqa: E402
 from retrainer import datagen, training  # noqa: E402
 from retrainer import schema as S  # noqa: E402
-from retrainer.registry import LocalRegistry, ModelRecord, utcnow  # noqa: E402
+from retrainer.clock import utcnow_iso  # noqa: E402
+from retrainer.registry import LocalRegistry, ModelRecord  # noqa: E402
 from retrainer.scoring import FastScorer  # noqa: E402
 from retrainer.settings import ModelSettings  # noqa: E402
 
@@ -65,7 +66,7 @@ def free_port() -> int:
 
 
 def record(version: str, status: str) -> ModelRecord:
-    return ModelRecord(version=version, status=status, created_at=utcnow(), trigger="bench", parent=None,
+    return ModelRecord(version=version, status=status, created_at=utcnow_iso(), trigger="bench", parent=None,
                        bump="minor", bump_reason="bench", schema_hash="s", data_hash="d", params_hash="p",
                        code_version="bench", params={}, metrics={}, data={}, validation={}, gate={})
 
@@ -308,10 +309,10 @@ def baseline(rev: str, tmp: Path, env: dict) -> tuple[Path, Path]:
     subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
     code = (
         "from pathlib import Path\n"
-        "from retrainer.registry import LocalRegistry, ModelRecord, utcnow\n"
+        "from retrainer.registry import LocalRegistry, ModelRecord\n"
         f"reg = LocalRegistry(Path({str(state / 'registry')!r}))\n"
         "def rec(v, s):\n"
-        "    return ModelRecord(version=v, status=s, created_at=utcnow(), trigger='bench', parent=None,\n"
+        f"    return ModelRecord(version=v, status=s, created_at={utcnow_iso()!r}, trigger='bench', parent=None,\n"
         "        bump='minor', bump_reason='bench', schema_hash='s', data_hash='d', params_hash='p',\n"
         "        code_version='bench', params={}, metrics={}, data={}, validation={}, gate={})\n"
         f"reg.register(rec('1.0.0', 'production'), Path({str(tmp / 'm1.0.0')!r}), actor='bench')\n"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from retrainer.registry import LocalRegistry, ModelRecord, utcnow
+from retrainer.clock import utcnow_iso
+from retrainer.registry import LocalRegistry, ModelRecord
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -90,7 +91,7 @@ def copy_months(src: Path, dst: Path, names: list[str] | None = None) -> Path:
 
 
 def make_record(version: str, status: str = "candidate", **kw) -> ModelRecord:
-    base = dict(version=version, status=status, created_at=utcnow(), trigger="manual", parent=None,
+    base = dict(version=version, status=status, created_at=utcnow_iso(), trigger="manual", parent=None,
                 bump="minor", bump_reason="test", schema_hash="s", data_hash=f"d{version}",
                 params_hash="p", code_version="test", params={}, metrics={"candidate": {"auc": 0.8}},
                 data={}, validation={"success": True}, gate={"eligible": True, "reason": "test"})

@@ -17,7 +17,6 @@ retention never deletes their artifacts.
 """
 from __future__ import annotations
 
-from ..clock import utcnow_iso as utcnow  # the registry's ISO timestamps; kept for old imports
 from .core import StoredRegistry
 from .local import LocalRegistry, LocalStorage
 from .model import STATUSES, ModelRecord, Registry, Status
@@ -26,4 +25,4 @@ from .storage import AuditLog, Storage, Transaction, atomic_write_text, sha256_d
 
 __all__ = ["ALLOWED", "AuditLog", "KEEP_PREVIOUS", "STATUSES", "LocalRegistry", "LocalStorage", "ModelRecord",
            "Registry", "Status", "Storage", "StoredRegistry", "Transaction", "atomic_write_text", "rollback_target",
-           "sha256_dir", "utcnow", "verify_artifact"]
+           "sha256_dir", "verify_artifact"]
