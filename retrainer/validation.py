@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from . import schema as S
+from .clock import utcnow
 from .errors import ConfigError, DataError, ValidationFailed
 from .settings import ValidationSettings
 
@@ -93,9 +94,9 @@ def suite_parameter_names(config: dict) -> set[str]:
 
 
 def _naive_utc(now: datetime | None) -> datetime:
-    """Admission timestamps are naive UTC; compare them with a naive UTC `now`."""
+    """Admission timestamps are naive UTC; compare them with a naive UTC `now` (the clock's by default)."""
     if now is None:
-        return datetime.now(timezone.utc).replace(tzinfo=None)
+        now = utcnow()
     if isinstance(now, pd.Timestamp):
         now = now.to_pydatetime()
     if not isinstance(now, datetime):

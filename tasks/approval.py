@@ -2,11 +2,9 @@
 suspend itself outside a task."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from prefect.artifacts import create_markdown_artifact
 
-from retrainer import triggers
+from retrainer import clock, triggers
 from retrainer.settings import Settings
 
 
@@ -42,5 +40,5 @@ def publish_approval(approval, requested_by: str, allowed: list[str]) -> trigger
         key="retrain-approval", description=decision.reason,
         markdown=f"# Manual retrain: {'approved' if decision.approved else 'rejected'}\n\n"
                  f"- requested by: {requested_by}\n- answered by: {approval.approver}\n"
-                 f"- decision: {decision.reason}\n- at: {datetime.now(timezone.utc).isoformat()}")
+                 f"- decision: {decision.reason}\n- at: {clock.utcnow().isoformat()}")
     return decision

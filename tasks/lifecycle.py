@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from retrainer import evaluation, lifecycle, triggers
+from retrainer import clock, evaluation, lifecycle, triggers
 from retrainer.backends import Backend
 from retrainer.dataio import Split, load_batch, parquet_files, time_split
 from retrainer.errors import ValidationFailed
@@ -116,7 +116,7 @@ def check_duplicate(backend: Backend, split: Split, settings: Settings, trigger:
     return triggers.duplicate_decision(
         schema_hash=fp.schema_hash, data_hash=fp.data_hash, params_hash=fp.params_hash,
         records=backend.registry.list(), run_created_at=run_created_at,
-        now=datetime.now(timezone.utc), window=policy.dedupe_window, trigger=trigger)
+        now=clock.utcnow(), window=policy.dedupe_window, trigger=trigger)
 
 
 def current_run_created_at() -> datetime | None:
