@@ -105,7 +105,8 @@ class PredictionStoreProtocol(Protocol):
 
     def read_labels(self) -> pd.DataFrame: ...
 
-    def labelled(self, start: TimeLike = None, end: TimeLike = None) -> pd.DataFrame: ...
+    def labelled(self, start: TimeLike = None, end: TimeLike = None, *,
+                 include_targeted: bool = False) -> pd.DataFrame: ...
 
     def variant_stats(self, start: TimeLike = None, end: TimeLike = None) -> dict[str, dict]: ...
 
@@ -168,6 +169,14 @@ def build_records(features: pd.DataFrame, scores, *, version: str, variant: str,
     if TARGETED in features.columns:  # set by the endpoint; missing/NaN means not targeted
         out[TARGETED] = features[TARGETED].eq(True).to_numpy()
     return out
+
+
+def untargeted(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` without the predictions whose variant the caller chose by header (`targeted`):
+    they are not routed traffic, so no canary or trigger statistic counts them."""
+    if TARGETED not in frame.columns:
+        return frame
+    return frame[~frame[TARGETED].eq(True)]
 
 
 def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -371,9 +380,15 @@ class PredictionStore:
         frame = frame.sort_values(INGESTED_AT, kind="stable")
         return frame.drop_duplicates(deid.ADMISSION_PSEUDONYM, keep="last").reset_index(drop=True)
 
-    def labelled(self, start: TimeLike = None, end: TimeLike = None) -> pd.DataFrame:
-        """Predictions in the window joined (inner) with their labels on `admission_pseudonym`."""
+    def labelled(self, start: TimeLike = None, end: TimeLike = None, *,
+                 include_targeted: bool = False) -> pd.DataFrame:
+        """Predictions in the window joined (inner) with their labels on `admission_pseudonym`.
+        Predictions whose variant the caller chose by header (`targeted`) are left out unless
+        `include_targeted`: the canary's AUCs and DeLong interval and the triggers' AUC windows
+        all come from here."""
         preds = self.read(start, end)
+        if not include_targeted:
+            preds = untargeted(preds)
         labels = self.read_labels()[[deid.ADMISSION_PSEUDONYM, S.LABEL]]
         preds = preds[preds[deid.ADMISSION_PSEUDONYM].notna()]
         joined = preds.merge(labels, on=deid.ADMISSION_PSEUDONYM, how="inner", validate="many_to_one")
@@ -388,9 +403,8 @@ class PredictionStore:
         from sklearn.metrics import roc_auc_score  # noqa: PLC0415
 
         preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR, TARGETED])
-        preds = preds[~preds[TARGETED].eq(True)]
-        joined = self.labelled(start, end)
-        joined = joined[~joined[TARGETED].eq(True)]
+        preds = untargeted(preds)
+        joined = self.labelled(start, end)  # untargeted too
         stats: dict[str, dict] = {}
         for variant, rows in preds.groupby(VARIANT, sort=True):
             lab = joined[joined[VARIANT] == variant]

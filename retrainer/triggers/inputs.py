@@ -13,6 +13,7 @@ import pandas as pd
 from ..drift.profile import ReferenceProfile
 from ..drift.report import DriftReport
 from ..errors import RetrainerError
+from ..predstore import untargeted
 from .config import PROFILE_FILE, TriggersConfig, as_utc
 from .evaluate import (
     TriggerEvaluation,
@@ -68,7 +69,7 @@ def collect_inputs(config: TriggersConfig, registry, predictions, settings, now:
         return frame[frame["version"].astype(str) == prod.version]
 
     for trig in config.by_type("data_drift")[:1]:  # one window/profile per run: the first drift trigger
-        window = prod_rows(predictions.read(now - trig.window, now))
+        window = prod_rows(untargeted(predictions.read(now - trig.window, now)))  # routed traffic only
         inputs.drift_window_rows = int(len(window))
         if prod is None:
             inputs.drift_error = "no production version"

@@ -512,3 +512,78 @@ def test_existing_world_readable_store_directories_are_tightened(tmp_path, raw, 
                                      ts="2026-01-01T10:00:00Z", pseudonymizer=ps)
     assert (tmp_path / "predictions").stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "predictions" / "date=2026-01-01").stat().st_mode & 0o777 == 0o700
+
+
+# -- targeted predictions (the variant chosen by header) ------------------------------------------
+
+def targeted_world(store: PredictionStore, raw: pd.DataFrame, ps) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Routed (untargeted) predictions for blue and green with informative scores, plus targeted
+    predictions on green whose scores are exactly wrong; every admission labelled. Returns the
+    routed and the targeted rows as sent (admission id, variant, score, label)."""
+    n = len(raw) // 3
+    routed, targeted = raw.iloc[:2 * n], raw.iloc[2 * n:3 * n]
+    sent = []
+    for variant, part in (("blue", routed.iloc[:n]), ("green", routed.iloc[n:])):
+        scores = scores_for(part, seed=len(sent))
+        store.append(part.drop(columns=[S.LABEL]), scores, version="1.0.0", variant=variant, latency_ms=3.0,
+                     ts="2024-03-01T10:00:00Z", pseudonymizer=ps)
+        sent.append(pd.DataFrame({S.ADMISSION_ID: part[S.ADMISSION_ID].to_numpy(), "variant": variant,
+                                  "score": scores, S.LABEL: part[S.LABEL].to_numpy()}))
+    wrong = 1.0 - targeted[S.LABEL].to_numpy(dtype=float)
+    store.append(targeted.drop(columns=[S.LABEL]).assign(**{predstore.TARGETED: True}), wrong, version="1.0.0",
+                 variant="green", latency_ms=3.0, ts="2024-03-01T11:00:00Z", pseudonymizer=ps)
+    raw.iloc[:3 * n][[S.ADMISSION_ID, S.LABEL]].to_csv(store.root / "labels.csv", index=False)
+    store.ingest_labels(store.root / "labels.csv", ps)
+    return (pd.concat(sent, ignore_index=True),
+            pd.DataFrame({S.ADMISSION_ID: targeted[S.ADMISSION_ID].to_numpy(), "variant": "green", "score": wrong,
+                          S.LABEL: targeted[S.LABEL].to_numpy()}))
+
+
+def test_targeted_rows_are_left_out_of_labelled_and_the_canary_interval(tmp_path, raw, ps):
+    from retrainer.rollout import window_stats
+    from retrainer.rollout.statistics import auc_difference_ci
+
+    store = PredictionStore(tmp_path)
+    routed, targeted = targeted_world(store, raw, ps)
+    assert int(store.read()[predstore.TARGETED].eq(True).sum()) == len(targeted)
+
+    joined = store.labelled()
+    assert len(joined) == len(routed) and not joined[predstore.TARGETED].eq(True).any()
+    assert len(store.labelled(include_targeted=True)) == len(routed) + len(targeted)  # the explicit opt-in
+
+    day = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    stats, ci = window_stats(store, day, day + pd.Timedelta(days=1))
+    g, b = routed[routed["variant"] == "green"], routed[routed["variant"] == "blue"]
+    want = auc_difference_ci(g[S.LABEL].to_numpy(), g["score"].to_numpy(), b[S.LABEL].to_numpy(), b["score"].to_numpy())
+    assert ci == pytest.approx(want)  # the DeLong inputs are the routed rows only
+    assert ci["auc_candidate"] == pytest.approx(roc_auc_score(g[S.LABEL], g["score"]))
+    assert stats["green"]["n_labels"] == len(g) and stats["green"]["n_predictions"] == len(g)
+    assert stats["green"]["auc"] == pytest.approx(ci["auc_candidate"])
+
+
+def test_targeted_rows_are_left_out_of_the_triggers_windows(tmp_path, raw, ps):
+    from types import SimpleNamespace
+
+    from retrainer.errors import RetrainerError
+    from retrainer.settings import Settings
+    from retrainer.triggers import collect_inputs, parse_triggers
+
+    store = PredictionStore(tmp_path)
+    routed, _ = targeted_world(store, raw, ps)
+    prod = SimpleNamespace(version="1.0.0", metrics={"candidate": {"auc": 0.9}}, created_at="2024-01-01T00:00:00+00:00")
+
+    def no_profile(version):
+        raise RetrainerError("no profile in this test")
+
+    registry = SimpleNamespace(production=lambda: prod, list=lambda: [prod], verify=no_profile)
+    config = parse_triggers({"retraining_triggers": [
+        {"name": "perf", "type": "performance_degradation", "priority": 1, "threshold": 0.7, "window": "1d",
+         "consecutive_windows": 1, "min_labels": 10},
+        {"name": "concept", "type": "concept_drift", "priority": 2, "min_drop": 0.05, "window": "1d", "min_labels": 10},
+        {"name": "drift", "type": "data_drift", "priority": 3}]})
+    now = datetime(2024, 3, 2, tzinfo=timezone.utc)
+    inputs = collect_inputs(config, registry, store, Settings(home=tmp_path / "home"), now)
+    want = roc_auc_score(routed[S.LABEL], routed["score"])
+    for window in (inputs.performance_windows["perf"][0], inputs.concept_windows["concept"]):
+        assert window.n == len(routed) and window.auc == pytest.approx(want)
+    assert inputs.drift_window_rows == len(routed)
