@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from ..clock import utcnow, utcnow_iso
 from ..errors import RegistryError, RolloutError
-from ..registry import atomic_write_text
+from ..registry import Status, atomic_write_text
 from .capture import CaptureQueue
 from .contract import CategoryConformer
 from .pool import ModelPool
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ACTOR = "admin-api"
 DEFAULT_REASON = "routing change through POST /admin/variants"
-REFUSED_STATUSES = ("rejected", "archived")  # routed to only with "force": true
+REFUSED_STATUSES = (Status.REJECTED, Status.ARCHIVED)  # routed to only with "force": true
 MAX_REASON_CHARS = 500
 
 
