@@ -4,7 +4,7 @@ path and out of the serving process's GIL.
 Path of a row: the request handler `put`s the scored records on an in-memory deque (an append);
 a sender thread hands everything queued, every `handoff` seconds, as one pickled message of plain
 records to the **capture writer**; the writer conforms and de-identifies them
-(`predstore.BufferedPredictionWriter`) and writes Parquet files. The writer is a separate process
+(`buffer.BufferedPredictionWriter`) and writes Parquet files. The writer is a separate process
 (multiprocessing, spawn context) when the pseudonym key can be read there from its environment
 variable (how `retrainer serve` and the demo run; the key itself never crosses the pipe and the
 `Pseudonymizer` refuses to be pickled), else a thread of the serving process (e.g. a test that
@@ -107,7 +107,7 @@ class _WriterCore:
 
     def __init__(self, store, pseudonymizer, counters, *, flush_rows: int, flush_seconds: float | None,
                  max_backlog_rows: int):
-        from ..predstore import BufferedPredictionWriter  # noqa: PLC0415
+        from .buffer import BufferedPredictionWriter  # noqa: PLC0415 - imports pyarrow (via predstore)
 
         self.counters = counters
         self.flush_after = flush_seconds / 2 if flush_seconds else None

@@ -17,7 +17,8 @@ from sklearn.metrics import roc_auc_score
 from retrainer import datagen, deid, predstore
 from retrainer import schema as S
 from retrainer.errors import DataError
-from retrainer.predstore import BufferedPredictionWriter, PredictionStore, PredictionStoreProtocol
+from retrainer.predstore import PredictionStore, PredictionStoreProtocol
+from retrainer.serving.buffer import BufferedPredictionWriter
 
 KEY = b"store-test-key-0123456789abcdef"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
