@@ -28,7 +28,7 @@ def parquet_files(path: str | Path) -> list[Path]:
 
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read one file or a folder of Parquet files into one frame."""
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415 - heavy: pyarrow
 
     frames = []
     for f in parquet_files(path):

@@ -13,13 +13,13 @@ from .settings import GateSettings
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - heavy: sklearn
 
     return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score  # noqa: PLC0415
+    from sklearn.metrics import brier_score_loss, f1_score, precision_score, recall_score  # noqa: PLC0415 - heavy: sklearn
 
     pred = (p >= threshold).astype(int)
     r = lambda v: None if v is None else round(float(v), 6)  # noqa: E731

@@ -153,7 +153,7 @@ def _compile_forest(clf, column_of_inner: np.ndarray, outer_to_inner: dict[int, 
 
 
 def _expit(x: np.ndarray) -> np.ndarray:
-    from scipy.special import expit  # noqa: PLC0415
+    from scipy.special import expit  # noqa: PLC0415 - heavy: scipy
 
     return expit(x)
 

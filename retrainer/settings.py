@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from .errors import ConfigError
 
@@ -142,8 +142,6 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
-        from pydantic_settings import YamlConfigSettingsSource  # noqa: PLC0415
-
         path = os.environ.get("RETRAINER_CONFIG") or DEFAULT_CONFIG
         sources = [init_settings, env_settings]
         if Path(path).is_file():

@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from . import schema as S
+from .dataio import read_parquet
 from .errors import DataError
+from .settings import ModelSettings
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
@@ -42,10 +44,10 @@ def feature_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_pipeline(params: dict[str, Any]):
-    from sklearn.compose import ColumnTransformer  # noqa: PLC0415
-    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import OrdinalEncoder  # noqa: PLC0415
+    from sklearn.compose import ColumnTransformer  # noqa: PLC0415 - heavy: sklearn
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - heavy: sklearn
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415 - heavy: sklearn
+    from sklearn.preprocessing import OrdinalEncoder  # noqa: PLC0415 - heavy: sklearn
 
     cats = list(S.CATEGORICAL_FEATURES)
     encoder = OrdinalEncoder(categories=[list(S.CATEGORIES[c]) for c in cats],
@@ -72,8 +74,6 @@ def _xy(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def _read(paths) -> pd.DataFrame:
-    from .dataio import read_parquet  # noqa: PLC0415
-
     if isinstance(paths, pd.DataFrame):
         return paths
     frames = [read_parquet(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
@@ -86,9 +86,9 @@ def train(train_data, validation_data, model_dir: str | Path, params: dict[str, 
     `train_data`/`validation_data` are Parquet paths (file or folder) or DataFrames.
     Returns the metadata written to model.json (schema, params, validation AUC, timings).
     """
-    import joblib  # noqa: PLC0415
-    import sklearn  # noqa: PLC0415
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+    import joblib  # noqa: PLC0415 - heavy: joblib
+    import sklearn  # noqa: PLC0415 - heavy: sklearn
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - heavy: sklearn
 
     tr, va = _read(train_data), _read(validation_data)
     X, y = _xy(tr)
@@ -128,7 +128,7 @@ class LoadedModel:
 
 
 def load_model(model_dir: str | Path) -> LoadedModel:
-    import joblib  # noqa: PLC0415
+    import joblib  # noqa: PLC0415 - heavy: joblib
 
     model_dir = Path(model_dir)
     try:
@@ -140,8 +140,6 @@ def load_model(model_dir: str | Path) -> LoadedModel:
 
 def main(argv: list[str] | None = None) -> int:
     """SageMaker script-mode entry point (also runnable locally with the same environment)."""
-    from .settings import ModelSettings  # noqa: PLC0415
-
     model_dir = os.environ.get("SM_MODEL_DIR", "/opt/ml/model")
     train_dir = os.environ.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")
     val_dir = os.environ.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation")

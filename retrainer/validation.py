@@ -253,8 +253,8 @@ def validate_frame(df: pd.DataFrame, settings: ValidationSettings,
     frame = _normalise_dtypes(df)
 
     with _quiet():
-        import great_expectations as gx  # noqa: PLC0415
-        from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415
+        import great_expectations as gx  # noqa: PLC0415 - heavy: great_expectations
+        from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415 - heavy: gx
 
         try:
             suite = gx.ExpectationSuite(**{**config, "expectations": raw})

@@ -39,7 +39,7 @@ class Backend:
 
 
 def _local(settings: Settings) -> Backend:
-    from .local import build  # noqa: PLC0415
+    from .local import build  # noqa: PLC0415 - cycle: local imports this package
 
     return build(settings)
 

@@ -171,8 +171,7 @@ def drift_report(reference: "ReferenceProfile | Data", current: Data,
     Parquet file or folder, binned with settings.n_bins). current: DataFrame, Parquet file or
     folder. Problems with either raise DataError with one clear line.
     """
-    # profile.py builds this module's results (it imports report), so import it when called
-    from .profile import ReferenceProfile  # noqa: PLC0415
+    from .profile import ReferenceProfile  # noqa: PLC0415 - cycle: profile imports this module
 
     settings = settings or DriftSettings()
     if isinstance(reference, ReferenceProfile):

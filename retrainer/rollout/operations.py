@@ -23,6 +23,7 @@ from ..errors import RegistryError, RolloutError
 from ..registry import rules
 from ..registry.model import Status
 from ..serving import CANDIDATE, PRODUCTION, STANDBY_PREFIX, default_variants
+from .statistics import ci_from_labelled
 
 
 def _specs(pairs: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
@@ -155,8 +156,6 @@ def window_stats(store, started_at: datetime, now: datetime, candidate: str = CA
                  production: str = PRODUCTION) -> tuple[dict[str, dict], dict | None]:
     """Per-variant statistics over [started_at, now] (AUC on labelled predictions joined by
     pseudonym, label count, error rate, p95 latency) and the DeLong CI of the AUC difference."""
-    from .statistics import ci_from_labelled  # noqa: PLC0415
-
     stats = store.variant_stats(started_at, now)
     ci = None
     try:

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..schema import LABEL
+
 
 def _midranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties given their average rank."""
@@ -57,7 +59,7 @@ def delong_auc_variance(y: Sequence[int], s: Sequence[float]) -> tuple[float, fl
 
 
 def _z(level: float) -> float:
-    from scipy.stats import norm  # noqa: PLC0415
+    from scipy.stats import norm  # noqa: PLC0415 - heavy: scipy
 
     if not 0 < level < 1:
         raise ValueError("level must be in (0, 1)")
@@ -90,8 +92,6 @@ def ci_from_labelled(frame, candidate: str = "green", production: str = "blue",
                      level: float = 0.95) -> dict[str, float] | None:
     """`auc_difference_ci` from a labelled-predictions frame (`PredictionStore.labelled()`:
     columns variant, score, readmitted_30d)."""
-    from ..schema import LABEL  # noqa: PLC0415
-
     c = frame[frame["variant"] == candidate]
     p = frame[frame["variant"] == production]
     return auc_difference_ci(c[LABEL].to_numpy(), c["score"].to_numpy(dtype=float),

@@ -110,7 +110,7 @@ class AWSContext:
             except Exception as exc:  # block missing, server unreachable
                 raise ConfigError(f"cannot load AwsCredentials block {self.settings.credentials_block!r}: "
                                   f"{one_line(exc, 200)}") from None
-        import boto3  # noqa: PLC0415
+        import boto3  # noqa: PLC0415 - heavy: boto3
 
         return boto3.session.Session(region_name=self.settings.region)
 

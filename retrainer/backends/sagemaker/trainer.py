@@ -130,8 +130,8 @@ def hyperparameters(params: dict[str, Any], *, submit_dir: str, program: str, re
 
 
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415 - heavy: pyarrow
+    import pyarrow.parquet as pq  # noqa: PLC0415 - heavy: pyarrow
 
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
