@@ -9,9 +9,9 @@ Modules: `routing` (variants, the routing table, routing.json), `pool` (verified
 memory), `capture` (the capture queue and its writer process), `buffer` (the writer's batching and
 bounded backlog), `contract` (start-up refusals, the category allow-list), `parsing` (request
 bodies with limits), `state` (what the routes share; the one way routing changes, audited), `app`
-(the FastAPI routes), `server` (uvicorn in the foreground or a thread). The client for a running endpoint, `LocalEndpoint`, is
-the local backend's (`retrainer.backends.local`); it is re-exported here, imported on first use
-because that module imports this package.
+(the FastAPI routes), `server` (uvicorn in the foreground or a thread). The client for a running
+endpoint, `LocalEndpoint`, is the local backend's (`retrainer.backends.local`); it is re-exported
+here, imported on first use because that module imports this package.
 """
 from __future__ import annotations
 
