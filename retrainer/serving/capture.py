@@ -45,6 +45,9 @@ import numpy as np
 import pandas as pd
 
 from .. import schema as S
+from ..deid import pseudonymizer_from_env
+from ..errors import ConfigError, DataError
+from .buffer import BufferedPredictionWriter
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +89,6 @@ def _conform_features(frame: pd.DataFrame) -> pd.DataFrame:
 def _reason(exc: BaseException) -> str:
     """A loggable reason: RowError/DataError messages name columns; others only their type (an
     arbitrary message might quote a raw value)."""
-    from ..errors import DataError  # noqa: PLC0415
-
     if isinstance(exc, (RowError, DataError)):
         return str(exc).splitlines()[0][:200]
     if isinstance(exc, OSError) and exc.strerror:  # e.g. "OSError: No space left on device"
@@ -107,8 +108,6 @@ class _WriterCore:
 
     def __init__(self, store, pseudonymizer, counters, *, flush_rows: int, flush_seconds: float | None,
                  max_backlog_rows: int):
-        from .buffer import BufferedPredictionWriter  # noqa: PLC0415 - imports pyarrow (via predstore)
-
         self.counters = counters
         self.flush_after = flush_seconds / 2 if flush_seconds else None
         self.writer = BufferedPredictionWriter(store, pseudonymizer=pseudonymizer,
@@ -259,8 +258,6 @@ def _serve_writer(conn, core: _WriterCore, stopping: threading.Event | None = No
 def _writer_process_main(conn, counters, store, key_env: str, fingerprint: str, flush_rows: int,
                          flush_seconds: float | None, max_backlog_rows: int) -> None:
     """Entry point of the spawned writer process."""
-    from ..deid import pseudonymizer_from_env  # noqa: PLC0415
-
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s capture-writer %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the serving process closes us in order
     stopping = threading.Event()
@@ -327,9 +324,6 @@ class CaptureQueue:
         if not self.key_env:
             reason = "no key environment variable was named"
         else:
-            from ..deid import pseudonymizer_from_env  # noqa: PLC0415
-            from ..errors import ConfigError  # noqa: PLC0415
-
             try:
                 if pseudonymizer_from_env(self.key_env).fingerprint != self.pseudonymizer.fingerprint:
                     reason = f"{self.key_env} does not hold the serving key"
