@@ -405,7 +405,7 @@ class PredictionStore:
         (share of predictions flagged `error`), p95_latency_ms (None if no latency), version (of
         the latest prediction) and versions (all seen in the window). Predictions whose variant
         the caller chose by header (`targeted`) are left out."""
-        from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+        from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - heavy: sklearn
 
         preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR, TARGETED])
         preds = untargeted(preds)
