@@ -16,6 +16,11 @@ The store holds PHI-adjacent data, so whatever the process umask, its files are 
 its directories (`predictions/`, each `date=` partition, `labels/`, and the root when the store
 creates it) 0700; existing store directories are tightened to 0700 on the next write.
 
+A writer killed between creating and renaming its file leaves a hidden `.part-<uuid>.parquet.tmp`
+behind. The first write of a `PredictionStore` (and then at most every `STALE_TEMP_SECONDS`) deletes
+such files older than `STALE_TEMP_SECONDS` in `labels/` and the `date=` partitions; younger ones
+may belong to a live writer in another process and are left alone.
+
 Time windows are half-open, `start <= ts < end`, in UTC; a `date` means midnight UTC of that day,
 a naive datetime is taken as UTC.
 """
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -243,6 +250,10 @@ def _private_dirs(directory: Path, private_from: Path) -> None:
         os.chmod(d, DIR_MODE)
 
 
+TEMP_GLOB = ".part-*.parquet.tmp"  # what `_write_atomic` leaves behind when its process dies
+STALE_TEMP_SECONDS = 600.0  # no live write takes this long: older temp files are orphans
+
+
 def _write_atomic(table: pa.Table, directory: Path, compression: str | None, metadata: dict | None = None,
                   *, private_from: Path | None = None) -> Path:
     """Write `table` as a new Parquet file in `directory` (temp name, fsync, rename), mode 0600;
@@ -281,6 +292,7 @@ class PredictionStore:
     def __init__(self, root: Path | str, *, compression: str | None = "zstd"):
         self.root = Path(root)
         self.compression = compression
+        self._swept_at: float | None = None  # monotonic time of this instance's last temp-file sweep
 
     def __repr__(self) -> str:
         return f"PredictionStore({str(self.root)!r})"
@@ -294,6 +306,35 @@ class PredictionStore:
         return self.root / LABELS
 
     # -- writing ---------------------------------------------------------------------------------
+    def sweep_stale_temp_files(self, older_than: float = STALE_TEMP_SECONDS) -> int:
+        """Delete the temp files (`TEMP_GLOB`) that writers killed mid-write left in `labels/` and
+        the `date=` partitions, if not modified for `older_than` seconds; returns how many. Nothing
+        else under the root is touched. Called by the first write (and then every `older_than`)."""
+        self._swept_at = time.monotonic()
+        dirs = [self.labels_dir]
+        if self.predictions_dir.is_dir():
+            dirs += sorted(d for d in self.predictions_dir.glob("date=*") if d.is_dir() and not d.is_symlink())
+        cutoff = time.time() - older_than
+        removed = 0
+        for d in dirs:
+            for tmp in d.glob(TEMP_GLOB) if d.is_dir() else ():
+                try:
+                    st = tmp.lstat()
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                        tmp.unlink()
+                        removed += 1
+                except FileNotFoundError:  # another process swept it first
+                    continue
+                except OSError as exc:  # never fail a write for a leftover
+                    log.warning("cannot remove stale temp file %s: %s", tmp, one_line(exc))
+        if removed:
+            log.info("removed %d stale temp file(s) left by killed writers under %s", removed, self.root)
+        return removed
+
+    def _sweep_if_due(self) -> None:
+        if self._swept_at is None or time.monotonic() - self._swept_at >= STALE_TEMP_SECONDS:
+            self.sweep_stale_temp_files()
+
     def append(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
                ts=None, pseudonymizer: deid.Pseudonymizer, error=None) -> int:
         """De-identify and store one batch of predictions; returns the number of rows written."""
@@ -308,6 +349,7 @@ class PredictionStore:
             return 0
         table = _to_table(records.reset_index(drop=True), PREDICTION_SCHEMA)
         _check_deidentified(table)
+        self._sweep_if_due()
         days = pd.Series(table.column(TS).to_pandas()).dt.strftime("%Y-%m-%d").to_numpy()
         meta = {"retrainer.key_fingerprint": _fingerprint} if _fingerprint else None
         for day in np.unique(days):
@@ -371,6 +413,7 @@ class PredictionStore:
         out = out.drop_duplicates(deid.ADMISSION_PSEUDONYM, keep="last")
         out[INGESTED_AT] = pd.Timestamp.now(tz="UTC")
         table = _to_table(out.reset_index(drop=True), LABEL_SCHEMA)
+        self._sweep_if_due()
         _write_atomic(table, self.labels_dir, self.compression,
                       {"retrainer.key_fingerprint": pseudonymizer.fingerprint}, private_from=self.labels_dir)
         return table.num_rows

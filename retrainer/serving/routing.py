@@ -14,14 +14,18 @@ SHA-256 (kept in memory only); a record with neither key is routed at random by 
 The routing table is ONE immutable object (`RoutingTable`: variants, weights and loaded scorers),
 replaced, never mutated (see `serving.app` for the swap). The current routing is persisted to
 `<home>/serving/routing.json` (atomic write) and read back at start-up; without it the default is
-production at 1.0 plus the previous versions at 0.
+production at 1.0 plus the previous versions at 0. Temp files of routing writes killed before their
+rename are swept at start-up and before each write (`sweep_routing_temp_files`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
+import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -29,7 +33,10 @@ from typing import Any, Mapping, Sequence
 
 from .. import schema as S
 from ..registry import atomic_write_text
+from ..registry.storage import stale_temp_files
 from ..scoring import FastScorer
+
+log = logging.getLogger(__name__)
 
 PRODUCTION = "blue"
 CANDIDATE = "green"
@@ -37,6 +44,7 @@ STANDBY_PREFIX = "previous-"
 TARGET_HEADER = "X-Amzn-SageMaker-Target-Variant"
 INVOKED_HEADER = "X-Amzn-Invoked-Production-Variant"
 ROUTING_FILE = "routing.json"
+STALE_TEMP_SECONDS = 60.0  # a routing write takes milliseconds: an older temp file is a killed write's
 WEIGHT_TOLERANCE = 1e-6
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker variant names
 
@@ -173,9 +181,36 @@ def routing_path(settings) -> Path:
 
 
 def write_routing(path: Path, table_dict: dict[str, Any]) -> None:
-    """Persist a routing (a `RoutingTable.to_dict()`) atomically."""
+    """Persist a routing (a `RoutingTable.to_dict()`) atomically; stale temp files of earlier,
+    killed writes go first (`sweep_routing_temp_files`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_routing_temp_files(path)
     atomic_write_text(path, json.dumps(table_dict, indent=2, sort_keys=True))
+
+
+def sweep_routing_temp_files(path: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temp files a killed `write_routing` left next to `path` (`.<name>.<hex>.tmp`,
+    `atomic_write_text`'s pattern for that one name) not modified for `older_than` seconds: a
+    younger one may be another process's write in progress. Returns how many were removed; a
+    file that cannot be removed is logged, never raised (the server starts anyway)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for tmp in stale_temp_files(path.parent, path.name):
+        try:
+            st = tmp.lstat()
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process removed it
+            continue
+        except OSError as exc:
+            log.warning("cannot remove stale temp file %s: %s", tmp, type(exc).__name__)
+    if removed:
+        log.info("removed %d stale temp file(s) of %s left by killed writes", removed, path.name)
+    return removed
 
 
 def read_routing(path: Path) -> list[VariantSpec] | None:

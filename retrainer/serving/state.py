@@ -26,6 +26,7 @@ from .routing import (
     parse_variants,
     read_routing,
     routing_path,
+    sweep_routing_temp_files,
     write_routing,
 )
 
@@ -77,6 +78,7 @@ class ServingState:
                 key_env=settings.pseudonym_key_env, process=capture_process)
         elif store is not None:
             log.warning("prediction capture is off: no pseudonymizer (key) was given")
+        sweep_routing_temp_files(self.path)  # temp files of routing writes killed before their rename
         self._load_initial()
 
     def _load_initial(self) -> None:

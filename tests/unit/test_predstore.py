@@ -588,3 +588,47 @@ def test_targeted_rows_are_left_out_of_the_triggers_windows(tmp_path, raw, ps):
     for window in (inputs.performance_windows["perf"][0], inputs.concept_windows["concept"]):
         assert window.n == len(routed) and window.auc == pytest.approx(want)
     assert inputs.drift_window_rows == len(routed)
+
+
+# -- temp files of killed writers -----------------------------------------------------------------
+
+def plant(path: Path, age_s: float = 0.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"PAR1 half")
+    if age_s:
+        old = time.time() - age_s
+        os.utime(path, (old, old))
+    return path
+
+
+def test_first_write_sweeps_stale_temp_files_of_its_own_pattern_only(tmp_path, raw, ps):
+    home = tmp_path / "home"
+    PredictionStore(home).append(raw.head(5), [0.2] * 5, version="1", variant="v", latency_ms=1, ts="2024-03-01",
+                                 pseudonymizer=ps)
+    kept_part = next((home / "predictions" / "date=2024-03-01").glob("part-*.parquet"))
+    day = home / "predictions" / "date=2024-03-01"
+    hour = 3600.0
+    stale = [plant(day / ".part-0badc0de.parquet.tmp", hour),
+             plant(home / "labels" / ".part-0ddba11.parquet.tmp", hour),
+             plant(home / "predictions" / "date=2023-12-31" / ".part-feed.parquet.tmp", hour)]
+    kept = [plant(day / ".part-11fe.parquet.tmp"),  # young: maybe another process's write in progress
+            plant(day / "notes.txt", hour), plant(day / ".other.tmp", hour),  # not the store's pattern
+            plant(home / ".part-outside.parquet.tmp", hour),  # not in a store directory
+            plant(home / "registry" / ".part-outside.parquet.tmp", hour),
+            plant(home / "predictions" / ".part-top.parquet.tmp", hour), kept_part]
+
+    store = PredictionStore(home)
+    assert all(p.exists() for p in stale)  # opening alone writes nothing
+    store.append(raw.head(3), [0.3] * 3, version="1", variant="v", latency_ms=1, ts="2024-03-02", pseudonymizer=ps)
+    assert [p for p in stale if p.exists()] == []
+    assert [p for p in kept if not p.exists()] == []
+    assert len(store.read()) == 8
+    plant(day / ".part-later.parquet.tmp", hour)
+    assert store.sweep_stale_temp_files() == 1
+
+
+def test_label_ingest_sweeps_too(tmp_path, raw, ps):
+    stale = plant(tmp_path / "labels" / ".part-0ddba11.parquet.tmp", 3600.0)
+    raw.head(10)[[S.ADMISSION_ID, S.LABEL]].to_csv(tmp_path / "l.csv", index=False)
+    assert PredictionStore(tmp_path).ingest_labels(tmp_path / "l.csv", ps) == 10
+    assert not stale.exists() and (tmp_path / "l.csv").exists()
