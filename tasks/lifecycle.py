@@ -10,6 +10,11 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from retrainer import clock, evaluation, lifecycle, triggers
 from retrainer.backends import Backend
@@ -18,6 +23,7 @@ from retrainer.errors import ValidationFailed
 from retrainer.registry import ModelRecord
 from retrainer.settings import Settings
 from retrainer.training import load_model
+from retrainer.validation import validate_frame
 
 from .runtime import IN_PROCESS, artifact_key
 
@@ -31,8 +37,6 @@ def load_data(path: str) -> tuple[pd.DataFrame, list[str]]:
 def validate_data(frame: pd.DataFrame, settings: Settings) -> dict[str, Any]:
     """Great Expectations gate. On failure: a markdown artifact with what failed, then the run
     stops before training (the registry is never touched)."""
-    from retrainer.validation import validate_frame  # noqa: PLC0415
-
     result = validate_frame(frame, settings.validation)
     create_markdown_artifact(markdown=result.to_markdown(), key="data-validation",
                              description="Great Expectations result of the training batch")
@@ -120,18 +124,12 @@ def check_duplicate(backend: Backend, split: Split, settings: Settings, trigger:
 
 
 def current_run_created_at() -> datetime | None:
-    from prefect.context import FlowRunContext  # noqa: PLC0415
-
     ctx = FlowRunContext.get()
     return getattr(ctx.flow_run, "created", None) if ctx and ctx.flow_run else None
 
 
 def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
     """Create the global concurrency limit if it does not exist (an existing one is left as is)."""
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: PLC0415
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound  # noqa: PLC0415
-
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
@@ -146,8 +144,6 @@ def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
 def retrain_slot(settings: Settings, timeout_s: float = 6 * 3600):
     """Hold the model's `retrain-<model_name>` global concurrency slot (limit 1): a second retrain
     of the same model, from any deployment or the CLI, waits here until the first one is done."""
-    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
-
     name = triggers.concurrency_limit_name(settings.model_name)
     ensure_concurrency_limit(name)
     with concurrency(name, occupy=1, timeout_seconds=timeout_s, strict=True):
