@@ -1,6 +1,6 @@
 """A minimal keep-alive HTTP/1.1 client on asyncio streams (little client-side CPU, so a load
 generator on the same 2 cores measures the server, not itself). Shared by bench_serving.py and
-tests/test_load_rollout.py."""
+tests/e2e/test_load_rollout.py."""
 from __future__ import annotations
 
 

@@ -2,7 +2,7 @@
 compressed plan (seconds) and real traffic through the real serving app (uvicorn, loopback).
 
 In a plain (non-deployment) run the canary waits with `pause_flow_run` and an in-process timer
-resumes it at each check; the suspend/tick path is covered by tests/test_e2e_canary.py."""
+resumes it at each check; the suspend/tick path is covered by tests/e2e/test_e2e_canary.py."""
 from __future__ import annotations
 
 import contextvars
