@@ -14,25 +14,26 @@ import uuid
 from retrainer.errors import ConfigError
 
 from .common import print_json
+from .demo import run
 
 
 def cmd_retrain(a) -> int:
     """Run the retrain flow (or the manual one, which waits for an approver); exit 5 when a
     manual retrain is rejected."""
-    from retrainer.triggers import RETRAIN_TRIGGERS  # noqa: PLC0415
+    from retrainer.triggers import RETRAIN_TRIGGERS  # noqa: PLC0415 - heavy: sklearn
 
     if a.trigger not in RETRAIN_TRIGGERS:  # before any flow run is created
         raise ConfigError(f"unknown trigger {a.trigger!r} (one of {', '.join(RETRAIN_TRIGGERS)})")
     actor = a.requested_by or os.environ.get("USER", "cli")
     if a.manual:
-        from flows.retrain import manual_retrain  # noqa: PLC0415
+        from flows.retrain import manual_retrain  # noqa: PLC0415 - heavy: prefect
 
         if not a.requested_by:
             raise ConfigError("--manual needs --requested-by NAME")
         summary = manual_retrain(requested_by=a.requested_by, reason=a.reason or "", data=a.data,
                                  approval_timeout_s=a.approval_timeout)
     else:
-        from flows.retrain import retrain  # noqa: PLC0415
+        from flows.retrain import retrain  # noqa: PLC0415 - heavy: prefect
 
         summary = retrain(data=a.data, trigger=a.trigger, actor=actor)
     if a.json:
@@ -49,7 +50,7 @@ def cmd_retrain(a) -> int:
 
 def cmd_approve(a) -> int:
     """Answer a manual retrain that waits for approval."""
-    from prefect.flow_runs import resume_flow_run  # noqa: PLC0415
+    from prefect.flow_runs import resume_flow_run  # noqa: PLC0415 - heavy: prefect
 
     try:
         run_id = uuid.UUID(a.run_id)
@@ -62,7 +63,7 @@ def cmd_approve(a) -> int:
 
 def cmd_monitor(a) -> int:
     """Run the monitor flow: evaluate every trigger, emit the chosen one's event."""
-    from flows.monitor import monitor  # noqa: PLC0415
+    from flows.monitor import monitor  # noqa: PLC0415 - heavy: prefect
 
     out = monitor(now=a.now, emit=not a.no_emit)
     if a.json:
@@ -72,8 +73,8 @@ def cmd_monitor(a) -> int:
 
 def cmd_drift(a) -> int:
     """PSI report between two datasets; exit 4 on drift with --fail-on-drift."""
-    from retrainer.drift import drift_report, format_report  # noqa: PLC0415
-    from retrainer.settings import load_settings  # noqa: PLC0415
+    from retrainer.drift import drift_report, format_report  # noqa: PLC0415 - heavy: scipy
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
 
     report = drift_report(a.reference, a.current, load_settings().drift)
     print(report.to_json(indent=2) if a.json else format_report(report))
@@ -82,8 +83,8 @@ def cmd_drift(a) -> int:
 
 def cmd_triggers_check(a) -> int:
     """Validate a triggers file (default: settings.triggers_file)."""
-    from retrainer.settings import load_settings  # noqa: PLC0415
-    from retrainer.triggers import load_triggers  # noqa: PLC0415
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
+    from retrainer.triggers import load_triggers  # noqa: PLC0415 - heavy: sklearn
 
     path = a.file or load_settings().triggers_file
     cfg = load_triggers(path)
@@ -93,8 +94,6 @@ def cmd_triggers_check(a) -> int:
 
 def cmd_demo(a) -> int:
     """The whole lifecycle on generated data (`cli/demo.py`)."""
-    from .demo import run  # noqa: PLC0415
-
     return run(rows_per_month=a.rows_per_month)
 
 
