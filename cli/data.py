@@ -14,7 +14,7 @@ from .common import print_json
 
 def cmd_data_generate(a) -> int:
     """Write monthly Parquet files of synthetic admissions to `--out`."""
-    from retrainer.datagen import GenerationSpec, generate  # noqa: PLC0415
+    from retrainer.datagen import GenerationSpec, generate  # noqa: PLC0415 - heavy: pandas
 
     try:
         paths = generate(a.out, GenerationSpec(months=a.months, rows_per_month=a.rows_per_month,
@@ -27,9 +27,9 @@ def cmd_data_generate(a) -> int:
 
 def cmd_validate(a) -> int:
     """Run the Great Expectations gate on a file or folder; exit 3 when it fails."""
-    from retrainer.dataio import load_batch  # noqa: PLC0415
-    from retrainer.settings import load_settings  # noqa: PLC0415
-    from retrainer.validation import validate_frame  # noqa: PLC0415
+    from retrainer.dataio import load_batch  # noqa: PLC0415 - heavy: pandas
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
+    from retrainer.validation import validate_frame  # noqa: PLC0415 - heavy: pandas
 
     settings = load_settings()
     frame = load_batch(a.data)
@@ -47,9 +47,9 @@ def cmd_validate(a) -> int:
 
 def cmd_labels_ingest(a) -> int:
     """Store delayed outcome labels, keys pseudonymised before storage."""
-    from retrainer.backends import get_backend  # noqa: PLC0415
-    from retrainer.deid import pseudonymizer_from_env  # noqa: PLC0415
-    from retrainer.settings import load_settings  # noqa: PLC0415
+    from retrainer.backends import get_backend  # noqa: PLC0415 - heavy: pandas
+    from retrainer.deid import pseudonymizer_from_env  # noqa: PLC0415 - heavy: pandas
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
 
     settings = load_settings()
     n = get_backend(settings).predictions.ingest_labels(a.file, pseudonymizer_from_env(settings.pseudonym_key_env))

@@ -29,9 +29,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from retrainer import clock
 from retrainer import schema as S
 from retrainer.errors import ConfigError, RetrainerError
+from retrainer.registry import LocalRegistry
 from retrainer.registry.model import Status
 
 MARKER = ".retrainer-demo"
@@ -61,7 +64,7 @@ def prepare_home(home: Path) -> None:
 
 def generate_data(workdir: Path, rows_per_month: int) -> dict[str, Any]:
     """Twelve months (drifting from month 9) and the three training batches, as hard links."""
-    from retrainer.datagen import GenerationSpec, generate  # noqa: PLC0415
+    from retrainer.datagen import GenerationSpec, generate  # noqa: PLC0415 - heavy: pandas
 
     months = generate(workdir / "months", GenerationSpec(months=MONTHS, rows_per_month=rows_per_month,
                                                          seed=7, drift_from=DRIFT_FROM))
@@ -90,8 +93,6 @@ def demo_environment(home: Path) -> None:
 
 def drift_window_triggers(home: Path, source: str) -> Path:
     """The triggers file with the data-drift window set to `DRIFT_WINDOW` (written under home)."""
-    import yaml  # noqa: PLC0415
-
     cfg = yaml.safe_load(Path(source).read_text())
     for t in cfg["retraining_triggers"]:
         if t["type"] == "data_drift":
@@ -105,10 +106,9 @@ class Endpoint:
     """The local endpoint (`retrainer serve`'s app, capture on) on a free loopback port, in a thread."""
 
     def __init__(self, settings):
-        from retrainer.deid import pseudonymizer_from_env  # noqa: PLC0415
-        from retrainer.predstore import PredictionStore  # noqa: PLC0415
-        from retrainer.registry import LocalRegistry  # noqa: PLC0415
-        from retrainer.serving import BackgroundServer, create_app  # noqa: PLC0415
+        from retrainer.deid import pseudonymizer_from_env  # noqa: PLC0415 - heavy: pandas
+        from retrainer.predstore import PredictionStore  # noqa: PLC0415 - heavy: pyarrow
+        from retrainer.serving import BackgroundServer, create_app  # noqa: PLC0415 - heavy: fastapi
 
         self.settings = settings
         self.app = create_app(settings, LocalRegistry(settings.registry_dir, settings.model_name),
@@ -127,7 +127,7 @@ class Endpoint:
     def send(self, frame, batch: int = 50) -> dict[str, int]:
         """Score admissions as a hospital system would (identifiers included); count by variant.
         Returns once every prediction is in the store."""
-        import httpx  # noqa: PLC0415
+        import httpx  # noqa: PLC0415 - heavy: httpx
 
         cols = list(S.FEATURES) + ["patient_id", S.ADMISSION_ID, "patient_name", "mrn"]
         records = json.loads(frame[cols].to_json(orient="records", date_format="iso"))
@@ -144,7 +144,7 @@ class Endpoint:
 
     def wait_for(self, variant: str, alive: Callable[[], bool], timeout: float = 120) -> None:
         """Until `variant` has traffic (the canary started), while `alive()` (its run goes on)."""
-        import httpx  # noqa: PLC0415
+        import httpx  # noqa: PLC0415 - heavy: httpx
 
         headers = {"Authorization": f"Bearer {self.settings.serving.admin_token.get_secret_value()}"}
         deadline = time.monotonic() + timeout
@@ -158,8 +158,8 @@ class Endpoint:
 
 def ingest_labels(settings, frame, workdir: Path) -> int:
     """Outcomes arrive later as a file keyed by the raw admission id."""
-    from retrainer.deid import pseudonymizer_from_env  # noqa: PLC0415
-    from retrainer.predstore import PredictionStore  # noqa: PLC0415
+    from retrainer.deid import pseudonymizer_from_env  # noqa: PLC0415 - heavy: pandas
+    from retrainer.predstore import PredictionStore  # noqa: PLC0415 - heavy: pyarrow
 
     path = workdir / f"labels-{time.time_ns()}.csv"
     frame[[S.ADMISSION_ID, "patient_id", S.LABEL]].to_csv(path, index=False)
@@ -171,7 +171,7 @@ def run_canary(endpoint: Endpoint, settings, manual: clock.ManualClock, candidat
     """The canary flow in a thread (it waits in process between checks). The demo sends the
     traffic and the delayed labels, then moves the clock a check interval at a time until the
     flow decides."""
-    from flows.canary import canary  # noqa: PLC0415
+    from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
 
     box: dict[str, Any] = {}
     ctx = contextvars.copy_context()
@@ -202,12 +202,12 @@ def run_canary(endpoint: Endpoint, settings, manual: clock.ManualClock, candidat
 
 def scenario(settings, manual: clock.ManualClock, data: dict[str, Any], work: Path) -> dict[str, Any]:
     """Steps 1-5 (module docstring); each raises DemoFailed naming what went wrong."""
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd  # noqa: PLC0415 - heavy: pandas
 
-    from flows.monitor import monitor  # noqa: PLC0415
-    from flows.retrain import retrain  # noqa: PLC0415
-    from retrainer import rollout  # noqa: PLC0415
-    from retrainer.backends import get_backend  # noqa: PLC0415
+    from flows.monitor import monitor  # noqa: PLC0415 - heavy: prefect
+    from flows.retrain import retrain  # noqa: PLC0415 - heavy: prefect
+    from retrainer import rollout  # noqa: PLC0415 - heavy: pandas
+    from retrainer.backends import get_backend  # noqa: PLC0415 - heavy: pandas
 
     def month(i: int) -> pd.DataFrame:
         return pd.read_parquet(data["months"][i - 1])
@@ -254,9 +254,9 @@ def scenario(settings, manual: clock.ManualClock, data: dict[str, Any], work: Pa
 
 def run(rows_per_month: int = 4000) -> int:
     """Run the demo in RETRAINER_HOME; print the registry at the end. Exit 0, or DemoFailed."""
-    from retrainer.backends import get_backend  # noqa: PLC0415
-    from retrainer.settings import load_settings  # noqa: PLC0415
-    from tasks.runtime import install_log_filter  # noqa: PLC0415
+    from retrainer.backends import get_backend  # noqa: PLC0415 - heavy: pandas
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
+    from tasks.runtime import install_log_filter  # noqa: PLC0415 - heavy: prefect
 
     install_log_filter()
     home = load_settings().home.resolve()

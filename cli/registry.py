@@ -11,8 +11,8 @@ from .common import print_json
 
 
 def _registry():
-    from retrainer.backends import get_backend  # noqa: PLC0415
-    from retrainer.settings import load_settings  # noqa: PLC0415
+    from retrainer.backends import get_backend  # noqa: PLC0415 - heavy: pandas
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
 
     return get_backend(load_settings()).registry
 
@@ -38,7 +38,7 @@ def cmd_registry_list(a) -> int:
 
 def cmd_registry_show(a) -> int:
     """The version card of one version (or its record as JSON)."""
-    from retrainer.lifecycle import version_card  # noqa: PLC0415
+    from retrainer.lifecycle import version_card  # noqa: PLC0415 - heavy: pandas
 
     rec = _registry().get(a.version)
     if a.json:

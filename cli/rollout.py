@@ -19,8 +19,8 @@ from .common import print_json, user
 
 
 def _backend(home: str | None = None):
-    from retrainer.backends import get_backend  # noqa: PLC0415
-    from retrainer.settings import load_settings  # noqa: PLC0415
+    from retrainer.backends import get_backend  # noqa: PLC0415 - heavy: pandas
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
 
     return get_backend(load_settings(**({"home": home} if home else {})))
 
@@ -28,9 +28,9 @@ def _backend(home: str | None = None):
 def waiting_canaries(home: str | None = None) -> list[dict[str, Any]]:
     """Canary runs (for state directory `home`; any, if None) waiting for a check or a decision:
     flow run id, name, state, next check time and pause key of each."""
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.client.orchestration import get_client  # noqa: PLC0415 - heavy: prefect
 
-    from tasks.waiting import LABEL_NEXT, waiting_runs  # noqa: PLC0415
+    from tasks.waiting import LABEL_NEXT, waiting_runs  # noqa: PLC0415 - heavy: prefect
 
     out = []
     with get_client(sync_client=True) as client:
@@ -46,7 +46,7 @@ def waiting_canaries(home: str | None = None) -> list[dict[str, Any]]:
 def status(home: str | None = None) -> dict[str, Any]:
     """Registry, routing and live per-variant stats of the canary, plus the waiting Prefect runs
     (`runs`: a list, or a one-line note when the Prefect API cannot be reached)."""
-    from retrainer import rollout  # noqa: PLC0415
+    from retrainer import rollout  # noqa: PLC0415 - heavy: pandas
 
     backend = _backend(home)
     out = rollout.status(backend.registry, backend.endpoint, backend.predictions)
@@ -67,10 +67,10 @@ def act(action: str, reason: str, actor: str, home: str | None = None, flow_run_
     rollback's result); RolloutError (one line) for a bad action, no reason, several waiting runs
     without `flow_run_id`, or nothing to act on.
     """
-    from prefect.exceptions import NotPausedError  # noqa: PLC0415
+    from prefect.exceptions import NotPausedError  # noqa: PLC0415 - heavy: prefect
 
-    from retrainer import rollout  # noqa: PLC0415
-    from tasks.waiting import canary_running, resume  # noqa: PLC0415
+    from retrainer import rollout  # noqa: PLC0415 - heavy: pandas
+    from tasks.waiting import canary_running, resume  # noqa: PLC0415 - heavy: prefect
 
     if action not in ("promote", "rollback", "continue"):
         raise RolloutError(f"unknown action {action!r} (promote, rollback or continue)")
@@ -107,7 +107,7 @@ def act(action: str, reason: str, actor: str, home: str | None = None, flow_run_
 
 def cmd_canary_start(a) -> int:
     """Run the canary flow for the newest (or the named) candidate in this process."""
-    from flows.canary import canary  # noqa: PLC0415
+    from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
 
     result = canary(candidate=a.candidate, actor=a.actor or user())
     if a.json:
@@ -141,7 +141,7 @@ def cmd_canary_act(a) -> int:
 
 def cmd_rollback(a) -> int:
     """Production back to a kept previous version: endpoint first, then the registry. No Prefect."""
-    from retrainer.rollout import rollback_production  # noqa: PLC0415
+    from retrainer.rollout import rollback_production  # noqa: PLC0415 - heavy: pandas
 
     b = _backend()
     res = rollback_production(b.registry, b.endpoint, a.to, actor=a.actor or user(), reason=a.reason)

@@ -12,9 +12,9 @@ from retrainer.errors import RegistryError
 
 def cmd_serve(a) -> int:
     """Serve production (and any canary) until Ctrl-C; refuses when there is no registry."""
-    from retrainer.serving import serve  # noqa: PLC0415
-    from retrainer.serving.contract import check_serving_settings, exposure_warning  # noqa: PLC0415
-    from retrainer.settings import load_settings  # noqa: PLC0415
+    from retrainer.serving import serve  # noqa: PLC0415 - heavy: fastapi
+    from retrainer.serving.contract import check_serving_settings, exposure_warning  # noqa: PLC0415 - heavy: fastapi
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
 
     settings = load_settings()
     check_serving_settings(settings.serving)  # ConfigError (exit 2): no, empty, default or short admin token

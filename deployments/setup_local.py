@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def _ensure(read, create) -> str:
     """Create something unless it exists; racing another creator counts as existing."""
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound  # noqa: PLC0415
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound  # noqa: PLC0415 - heavy: prefect
 
     try:
         read()
@@ -40,9 +40,9 @@ def _ensure(read, create) -> str:
 
 
 def ensure_work_pool(name: str) -> str:
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-    from prefect.client.schemas.actions import WorkPoolCreate  # noqa: PLC0415
-    from prefect.workers.process import ProcessWorker  # noqa: PLC0415
+    from prefect.client.orchestration import get_client  # noqa: PLC0415 - heavy: prefect
+    from prefect.client.schemas.actions import WorkPoolCreate  # noqa: PLC0415 - heavy: prefect
+    from prefect.workers.process import ProcessWorker  # noqa: PLC0415 - heavy: prefect
 
     with get_client(sync_client=True) as client:
         return _ensure(lambda: client.read_work_pool(name), lambda: client.create_work_pool(WorkPoolCreate(
@@ -51,8 +51,8 @@ def ensure_work_pool(name: str) -> str:
 
 
 def ensure_concurrency_limit(name: str, limit: int = 1) -> str:
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: PLC0415
+    from prefect.client.orchestration import get_client  # noqa: PLC0415 - heavy: prefect
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: PLC0415 - heavy: prefect
 
     with get_client(sync_client=True) as client:
         return _ensure(lambda: client.read_global_concurrency_limit_by_name(name),
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", default="retrainer-local")
     p.add_argument("--model-name", default=os.environ.get("RETRAINER_MODEL_NAME", "readmission-30d"))
     a = p.parse_args(argv)
-    from retrainer.triggers import concurrency_limit_name  # noqa: PLC0415
+    from retrainer.triggers import concurrency_limit_name  # noqa: PLC0415 - heavy: sklearn
 
     print(f"work pool {a.pool}: {ensure_work_pool(a.pool)}")
     gcl = concurrency_limit_name(a.model_name)
