@@ -17,9 +17,15 @@ from .common import print_json
 from .demo import run
 
 
+def retrain_exit_code(summary: dict) -> int:
+    """5 when an approver refused a manual retrain (outcome "not-approved"); 0 otherwise, also when
+    the run registered a version the gate rejected (its status is "rejected", its outcome not)."""
+    return 5 if summary.get("outcome") == "not-approved" else 0
+
+
 def cmd_retrain(a) -> int:
-    """Run the retrain flow (or the manual one, which waits for an approver); exit 5 when a
-    manual retrain is rejected."""
+    """Run the retrain flow (or the manual one, which waits for an approver); exit 5 when the
+    approver refuses a manual retrain."""
     from retrainer.triggers import RETRAIN_TRIGGERS  # noqa: PLC0415 - heavy: sklearn
 
     if a.trigger not in RETRAIN_TRIGGERS:  # before any flow run is created
@@ -38,14 +44,14 @@ def cmd_retrain(a) -> int:
         summary = retrain(data=a.data, trigger=a.trigger, actor=actor)
     if a.json:
         print_json(summary)
-    elif summary.get("status") in ("skipped", "rejected") and not summary.get("version"):
+    elif summary.get("outcome") in ("skipped", "not-approved"):
         print(f"\n{summary['status']}: {summary.get('reason', '')}")
     else:
         prod = (f" vs production {summary['production_version']} {summary['production_auc']:.4f}"
                 if summary.get("production_version") else "")
         print(f"\n{summary['version']} registered as {summary['status']} ({summary['bump']}); "
               f"test AUC {summary['auc']:.4f}{prod}")
-    return 5 if summary.get("status") == "rejected" and a.manual else 0
+    return retrain_exit_code(summary)
 
 
 def cmd_approve(a) -> int:

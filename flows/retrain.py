@@ -6,6 +6,10 @@ concurrency slot, and a run whose training data and settings were registered aft
 (or, for automatic triggers, within the debounce window of triggers.yaml) ends as "skipped".
 
 `manual_retrain` waits for an approver first (a form in the Prefect UI).
+
+A summary's `outcome` says how the run ended (`retrainer.lifecycle.Outcome`: registered, skipped,
+not-approved); its `status` is the registered version's registry status when there is one, so an
+approved run whose model the gate rejected has outcome "registered" and status "rejected".
 """
 from __future__ import annotations
 
@@ -14,8 +18,7 @@ from typing import Any
 from prefect import flow
 from prefect.input import RunInput
 
-from retrainer.errors import ConfigError
-from retrainer.triggers import RETRAIN_TRIGGERS
+from retrainer.triggers import Trigger
 from tasks.approval import approvers, publish_approval, request_approval
 from tasks.lifecycle import (
     build_reference_profile,
@@ -34,13 +37,12 @@ from tasks.runtime import backend_for, install_log_filter, settings_for
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(data: str | None = None, trigger: str = "manual", actor: str = "retrainer",
+def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "retrainer",
             context: dict[str, Any] | None = None, home: str | None = None) -> dict[str, Any]:
     """`data` defaults to settings.training_data (deployments never pass paths); `context` is
-    kept in the version's lineage (an automation passes the triggering event's payload)."""
+    kept in the version's lineage (an automation passes the triggering event's payload). Prefect
+    refuses a `trigger` outside `Trigger` before the run starts (the CLI checks it first)."""
     install_log_filter()
-    if trigger not in RETRAIN_TRIGGERS:
-        raise ConfigError(f"unknown trigger {trigger!r} (one of {', '.join(RETRAIN_TRIGGERS)})")
     settings = settings_for(home)
     backend = backend_for(settings)
     data = data or str(settings.training_data)
@@ -53,7 +55,7 @@ def retrain(data: str | None = None, trigger: str = "manual", actor: str = "retr
         duplicate = check_duplicate(backend, split, settings, trigger, created_at)
         if duplicate.duplicate:
             print(f"skipped: {duplicate.reason}")
-            return {"version": None, "status": "skipped", "duplicate_of": duplicate.version,
+            return {"version": None, "outcome": "skipped", "status": "skipped", "duplicate_of": duplicate.version,
                     "reason": duplicate.reason, "trigger": trigger}
         model_dir = train_candidate(backend, split, settings)
         build_reference_profile(model_dir, split, settings, trigger)
@@ -64,7 +66,7 @@ def retrain(data: str | None = None, trigger: str = "manual", actor: str = "retr
 
     prod = metrics["production"]
     print(f"registered {record.version} as {record.status}: {record.gate['reason']}")
-    return {"version": record.version, "status": record.status, "bump": record.bump,
+    return {"version": record.version, "outcome": "registered", "status": record.status, "bump": record.bump,
             "auc": metrics["candidate"]["auc"], "production_version": prod and prod["version"],
             "production_auc": prod and prod["auc"], "gate": record.gate["reason"], "trigger": trigger}
 
@@ -84,8 +86,9 @@ def manual_retrain(requested_by: str, reason: str = "", data: str | None = None,
     In a deployment run the flow is suspended (no process waits; on resume it re-runs from the top,
     and everything before the approval is side-effect free); in a local run it pauses in process.
     A rejection - or an approval by someone who is not an approver - ends the run Completed with
-    status "rejected" and leaves the registry untouched. No answer within approval_timeout_s fails
-    the run (Prefect's pause timeout).
+    outcome "not-approved" (status "rejected", approved False) and leaves the registry untouched;
+    an approved run returns the retrain's summary with approved True. No answer within
+    approval_timeout_s fails the run (Prefect's pause timeout).
     """
     install_log_filter()
     settings = settings_for(home)
@@ -94,10 +97,10 @@ def manual_retrain(requested_by: str, reason: str = "", data: str | None = None,
     decision = publish_approval(approval, requested_by, allowed)
     if not decision.approved:
         print(decision.reason)
-        return {"version": None, "status": "rejected", "reason": decision.reason,
-                "requested_by": requested_by, "approver": approval.approver}
+        return {"version": None, "outcome": "not-approved", "approved": False, "status": "rejected",
+                "reason": decision.reason, "requested_by": requested_by, "approver": approval.approver}
     print(decision.reason)
     summary = retrain(data=data, trigger="manual", actor=approval.approver, home=home, context={
         "requested_by": requested_by, "request_reason": reason, "approved_by": approval.approver,
         "approval_reason": approval.reason})
-    return {**summary, "requested_by": requested_by, "approver": approval.approver}
+    return {**summary, "approved": True, "requested_by": requested_by, "approver": approval.approver}

@@ -7,7 +7,7 @@ import json
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -17,7 +17,14 @@ from .dataio import Split, content_hash
 from .registry import ModelRecord, Registry, Status
 from .versioning import Fingerprint, VersionDecision, next_version
 
+if TYPE_CHECKING:  # annotations only: importing `triggers` costs `registry show` its evaluators
+    from .triggers.config import Trigger
+
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+# How a retrain run ended. Not a registry status: a registered version's status (which the gate
+# may have made "rejected") is the summary's `status`; "not-approved" is an approver's refusal.
+Outcome = Literal["registered", "skipped", "not-approved"]
 
 
 @lru_cache(maxsize=1)
@@ -73,7 +80,7 @@ def data_summary(frame: pd.DataFrame, split: Split, files: list[str]) -> dict[st
 
 
 def build_record(*, decision: VersionDecision, parent: ModelRecord | None, fp: Fingerprint,
-                 trigger: str, params: dict[str, Any], metrics: dict[str, Any],
+                 trigger: Trigger, params: dict[str, Any], metrics: dict[str, Any],
                  data: dict[str, Any], validation: dict[str, Any], gate: dict[str, Any],
                  has_production: bool, extra: dict[str, Any] | None = None) -> ModelRecord:
     """The registry record: the first model goes straight to production, later ones enter as

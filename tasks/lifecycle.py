@@ -73,7 +73,7 @@ def evaluate_models(backend: Backend, model_dir: str, split: Split) -> dict[str,
 
 @task(name="register-model", **IN_PROCESS)
 def register_model(backend: Backend, model_dir: str, frame: pd.DataFrame, files: list[str], split: Split,
-                   metrics: dict[str, Any], validation: dict[str, Any], trigger: str,
+                   metrics: dict[str, Any], validation: dict[str, Any], trigger: triggers.Trigger,
                    settings: Settings, actor: str, context: dict[str, Any] | None) -> ModelRecord:
     params = settings.model.model_dump()
     fp = lifecycle.fingerprint(split.train, params)
@@ -100,7 +100,7 @@ def publish_report(record: ModelRecord) -> None:
 # ---- triggers: reference profile, duplicate protection, one retrain at a time per model ---------
 
 @task(name="reference-profile", **IN_PROCESS)
-def build_reference_profile(model_dir: str, split: Split, settings: Settings, trigger: str) -> str:
+def build_reference_profile(model_dir: str, split: Split, settings: Settings, trigger: triggers.Trigger) -> str:
     """Fit the drift reference (training + validation features and the model's score) and store it
     in the model directory BEFORE registration, so the artifact sha256 covers it."""
     profile = triggers.fit_reference_profile(
@@ -111,7 +111,7 @@ def build_reference_profile(model_dir: str, split: Split, settings: Settings, tr
 
 
 @task(name="check-duplicate", **IN_PROCESS)
-def check_duplicate(backend: Backend, split: Split, settings: Settings, trigger: str,
+def check_duplicate(backend: Backend, split: Split, settings: Settings, trigger: triggers.Trigger,
                     run_created_at: datetime | None) -> triggers.DuplicateDecision:
     """Skip work another run already did: same training data and settings registered after this
     run was created, or (automatic triggers) within the debounce window."""

@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.helpers import copy_months, snapshot
+from tests.helpers import copy_months, run_cli, snapshot
 
 KEY = "monitor-test-pseudonym-key-0123456789"
 
@@ -149,30 +149,52 @@ def resume_when_paused(tag: str, run_input: dict, box: dict, timeout: float = 12
     return t
 
 
-def run_manual(data, run_input: dict) -> tuple[dict, dict]:
+def answered(run_input: dict, call):
+    """Run `call()` (which starts a manual retrain) while a thread answers its form with `run_input`."""
     from prefect import tags
-
-    from flows.retrain import manual_retrain
 
     tag = f"t-{uuid.uuid4().hex[:8]}"
     box: dict = {}
     thread = resume_when_paused(tag, run_input, box)
     with tags(tag):
-        out = manual_retrain(requested_by="dr-who", reason="quarterly review", data=str(data),
-                             approval_timeout_s=180)
+        out = call()
     thread.join(5)
     assert "error" not in box, box
     return out, box
 
 
+def run_manual(data, run_input: dict) -> tuple[dict, dict]:
+    from flows.retrain import manual_retrain
+
+    return answered(run_input, lambda: manual_retrain(requested_by="dr-who", reason="quarterly review",
+                                                      data=str(data), approval_timeout_s=180))
+
+
 def test_manual_retrain_approved_by_a_listed_approver_registers(trained, monthly_data):
     out, _ = run_manual(monthly_data, {"approver": "ml-lead", "approve": True, "reason": "go"})
     assert out["version"] == "1.1.0" and out["approver"] == "ml-lead"
+    assert out["approved"] is True and out["outcome"] == "registered"
     rec = backend().registry.get("1.1.0")
     assert rec.trigger == "manual"
     assert rec.extra["context"] == {"requested_by": "dr-who", "request_reason": "quarterly review",
                                     "approved_by": "ml-lead", "approval_reason": "go"}
     assert backend().registry.audit()[-1]["actor"] == "ml-lead"
+
+
+@pytest.mark.parametrize("form, gate_min_auc, code, status", [
+    ({"approver": "ml-lead", "approve": False, "reason": "not this month"}, None, 5, None),
+    # approved, then the gate rejects the model: a registered version, not a refused request
+    ({"approver": "ml-lead", "approve": True, "reason": "go"}, "0.999", 0, "rejected"),
+])
+def test_manual_retrain_cli_exits_5_only_when_the_approver_refuses(trained, monthly_data, monkeypatch,
+                                                                   form, gate_min_auc, code, status):
+    if gate_min_auc:
+        monkeypatch.setenv("RETRAINER_GATE__MIN_AUC", gate_min_auc)
+    (got, out), _ = answered(form, lambda: run_cli("retrain", "--manual", "--requested-by", "dr-who",
+                                                    "--data", str(monthly_data), "--approval-timeout", "180"))
+    assert got == code, out
+    versions = {r.version: r.status for r in backend().registry.list()}
+    assert versions.get("1.1.0") == status
 
 
 @pytest.mark.parametrize("form, fragment", [
@@ -185,6 +207,7 @@ def test_manual_retrain_rejected_ends_cleanly_and_changes_nothing(trained, month
     before = snapshot(trained / "registry")
     out, box = run_manual(monthly_data, form)
     assert out["status"] == "rejected" and fragment in out["reason"] and out["version"] is None
+    assert out["outcome"] == "not-approved" and out["approved"] is False
     assert snapshot(trained / "registry") == before
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(box["resumed"])
