@@ -3,6 +3,8 @@ suspend itself outside a task."""
 from __future__ import annotations
 
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
 from retrainer import clock, triggers
 from retrainer.settings import Settings
@@ -19,9 +21,6 @@ def request_approval(input_cls, settings: Settings, requested_by: str, reason: s
     """Show the request and wait for the approval form. A deployment run is suspended (the process
     exits; Prefect re-runs the flow from the top on resume and this call then returns the input);
     a local run pauses in process."""
-    from prefect.context import FlowRunContext  # noqa: PLC0415
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run  # noqa: PLC0415
-
     create_markdown_artifact(
         key="retrain-approval-request", description=f"manual retrain requested by {requested_by}",
         markdown=f"# Manual retrain of {settings.model_name}\n\n- requested by: **{requested_by}**\n"

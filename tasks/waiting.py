@@ -37,7 +37,10 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import FlowPauseTimeout, NotPausedError, ObjectNotFound
+from prefect.flow_runs import pause_flow_run, resume_flow_run, suspend_flow_run
 from prefect.input import RunInput
+from prefect.runtime import deployment, flow_run
+from prefect.states import Scheduled
 
 from retrainer import clock
 
@@ -60,8 +63,6 @@ class CanaryInput(RunInput):
 
 def in_deployment() -> bool:
     """True in a deployment run (which can suspend), False in a plain local run."""
-    from prefect.runtime import deployment  # noqa: PLC0415
-
     return bool(deployment.id)
 
 
@@ -72,9 +73,6 @@ def wait_for_check(index: int, due: datetime, grace_s: float | None = None) -> C
     `due` the run may stay waiting (default an hour, or the wait itself if longer).
     Returns the input the run was resumed with.
     """
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run  # noqa: PLC0415
-    from prefect.runtime import flow_run  # noqa: PLC0415
-
     key = f"check-{index}"
     wait = max(0.0, (due - clock.utcnow()).total_seconds())
     timeout = int(wait + max(wait, grace_s if grace_s is not None else MIN_GRACE_S)) + 1
@@ -107,8 +105,6 @@ def schedule_tick(run_id, key: str, due: datetime) -> None:
     """Schedule one run of the tick deployment at `due` (idempotent per wait: same idempotency
     key on a re-run). This makes the wake-up independent of the server's scheduler service and of
     the tick's interval; with no tick deployment the schedule, a human or the CLI resumes."""
-    from prefect.states import Scheduled  # noqa: PLC0415
-
     name = os.environ.get("RETRAINER_CANARY_TICK_DEPLOYMENT", TICK_DEPLOYMENT)
     try:
         with get_client(sync_client=True) as client:
@@ -130,8 +126,6 @@ def paused_key(client, run_id) -> str | None:
 
 def resume(run_id, action: str = "continue", reason: str = "scheduled check", actor: str = "canary-tick") -> None:
     """Resume a waiting canary run with `CanaryInput(action, reason, actor)`."""
-    from prefect.flow_runs import resume_flow_run  # noqa: PLC0415
-
     resume_flow_run(run_id, run_input={"action": action, "reason": reason, "actor": actor})
 
 
