@@ -31,10 +31,11 @@ import os
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.blocks.core import Block
 
 from retrainer.rollout import Decision, RolloutPlan
 from tasks.rollout import (
+    AppliedDecision,
+    CanaryStart,
     apply_decision,
     manual_decision,
     pick_candidate,
@@ -54,6 +55,8 @@ def _notify(text: str, subject: str) -> None:
     block = os.environ.get("RETRAINER_NOTIFY_BLOCK")
     if block:
         try:
+            from prefect.blocks.core import Block  # noqa: PLC0415
+
             Block.load(block).notify(body=text, subject=subject)
             return
         except Exception as exc:  # noqa: BLE001 - a broken notifier must not hide the decision
@@ -96,17 +99,17 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | None = None, act
     rollout_plan = RolloutPlan.from_dict(plan, settings)
 
     version = pick_candidate(backend, candidate)
-    started = start_canary(backend, version, rollout_plan, actor)
-    print(f"canary {version} vs production {started['production']} at {started['traffic']:.0%} traffic; "
+    started = CanaryStart.of(start_canary(backend, version, rollout_plan, actor))
+    print(f"canary {version} vs production {started.production} at {started.traffic:.0%} traffic; "
           f"plan {rollout_plan.to_dict()}")
 
     decisions: list[Decision] = []
     extended = False
-    traffic = started["traffic"]
+    traffic = started.traffic
     index = 0
     while True:
-        d = run_check(backend, settings, rollout_plan, started["started_at"], extended, index, version,
-                      started["progress_artifact"])
+        d = run_check(backend, settings, rollout_plan, started.started_at, extended, index, version,
+                      started.progress_artifact)
         decisions.append(d)
         logger.info("check %d: %s - %s", index, d.action, d.reason)
         if d.final:
@@ -119,21 +122,21 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | None = None, act
         grace = rollout_plan.resume_grace.total_seconds() if rollout_plan.resume_grace else None
         answer = wait_for_check(index, d.next_check_at, grace)
         if answer.action != "continue":
-            decisions.append(manual_decision(answer.action, answer.actor, answer.reason, started["started_at"],
+            decisions.append(manual_decision(answer.action, answer.actor, answer.reason, started.started_at,
                                              rollout_plan, index))
             break
         index += 1
 
     final = decisions[-1]
-    applied = apply_decision(backend, version, final)
+    applied = AppliedDecision.of(apply_decision(backend, version, final))
     publish_report(version, decisions, applied)
     print(f"canary {version}: {final.action.upper()} ({final.actor}): {final.reason}")
-    return {"candidate": version, "production_before": started["production"], "action": final.action,
+    return {"candidate": version, "production_before": started.production, "action": final.action,
             "actor": final.actor, "manual": final.manual, "reason": final.reason,
             "auc_diff": final.auc_diff, "ci": final.ci, "checks": len(decisions), "extended": extended,
             "decisions": [{"index": x.index, "action": x.action, "reason": x.reason,
                            "elapsed_s": x.elapsed.total_seconds()} for x in decisions],
-            "endpoint": applied.get("endpoint")}
+            "endpoint": applied.endpoint}
 
 
 @flow(name="canary-tick", log_prints=True)

@@ -5,11 +5,11 @@ here that changes something is therefore cached per (flow run, step): `ONCE_PER_
 key from the flow run id and the step's index (`per_run`), so on a resumed run the finished steps
 return their persisted result instead of running again. The domain functions are idempotent as
 well (second line of defence, e.g. if the result storage was lost). Plans cross as `RolloutPlan`,
-checks as `Decision`.
+checks as `Decision`, the start as `CanaryStart` and the applied decision as `AppliedDecision`.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -30,13 +30,49 @@ from retrainer.settings import Settings
 from .runtime import IN_PROCESS, ONCE_PER_RUN, artifact_key, per_run
 
 
+@dataclass(frozen=True)
+class CanaryStart:
+    """What `start_canary` hands the later steps of the canary flow."""
+
+    candidate: str
+    production: str | None  # the production version the candidate is compared with
+    traffic: float  # the candidate's share at the first stage
+    started_at: str  # ISO time: the clock of every later check
+    progress_artifact: str  # the progress artifact's id
+    endpoint: dict[str, Any] = field(default_factory=dict)  # the endpoint's variants after the start
+
+    @classmethod
+    def of(cls, value: CanaryStart | dict[str, Any]) -> CanaryStart:
+        """`value` as is, or from the dict a run started before this type persisted as its result."""
+        if isinstance(value, cls):
+            return value
+        return cls(**{k: value[k] for k in cls.__dataclass_fields__ if k in value})
+
+
+@dataclass(frozen=True)
+class AppliedDecision:
+    """What `apply_decision` did: the action, the version it concerned, the endpoint after it."""
+
+    action: str  # "promote" or "rollback"
+    version: str
+    endpoint: dict[str, Any] | None = None
+    replaced: str | None = None  # promote: the production version it replaced
+
+    @classmethod
+    def of(cls, value: AppliedDecision | dict[str, Any]) -> AppliedDecision:
+        """`value` as is, or from the dict a run started before this type persisted as its result."""
+        if isinstance(value, cls):
+            return value
+        return cls(**{k: value[k] for k in cls.__dataclass_fields__ if k in value})
+
+
 @task(name="pick-candidate", cache_key_fn=per_run("pick"), persist_result=True)
 def pick_candidate(backend: Backend, candidate: str | None) -> str:
     return rollout.pick_candidate(backend.registry, candidate)
 
 
 @task(name="start-canary", cache_key_fn=per_run("start"), **ONCE_PER_RUN)
-def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str) -> dict[str, Any]:
+def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str) -> CanaryStart:
     """Registry candidate -> canary, endpoint green at the first stage's traffic; a progress
     artifact. Returns the rollout's start time (the clock of every later check)."""
     traffic = plan.stages[0].traffic
@@ -45,7 +81,9 @@ def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str
     progress_id = create_progress_artifact(
         progress=0.0, key=artifact_key("canary-progress", candidate),
         description=f"canary {candidate}: elapsed / {format_duration(plan.duration)}")
-    return {**info, "started_at": clock.utcnow().isoformat(), "progress_artifact": str(progress_id)}
+    return CanaryStart(candidate=info["candidate"], production=info["production"], traffic=info["traffic"],
+                       started_at=clock.utcnow().isoformat(), progress_artifact=str(progress_id),
+                       endpoint=info["endpoint"])
 
 
 @task(name="canary-check", cache_key_fn=per_run("check", "index"), **ONCE_PER_RUN)
@@ -81,19 +119,21 @@ def manual_decision(action: str, actor: str, reason: str, started_at: str, plan:
 
 
 @task(name="apply-decision", cache_key_fn=per_run("final"), **ONCE_PER_RUN)
-def apply_decision(backend: Backend, candidate: str, decision: Decision) -> dict[str, Any]:
+def apply_decision(backend: Backend, candidate: str, decision: Decision) -> AppliedDecision:
     """promote: registry.promote + candidate blue at 100%; rollback: production back to 100% +
     candidate rejected. The audit log records the decision's actor and reason."""
     actor, reason = decision.actor, decision.reason
     if decision.action == "promote":
-        return rollout.promote_canary(backend.registry, backend.endpoint, candidate, actor=actor,
+        done = rollout.promote_canary(backend.registry, backend.endpoint, candidate, actor=actor,
                                       reason=f"canary: {reason}")
-    return rollout.reject_canary(backend.registry, backend.endpoint, candidate, actor=actor,
-                                 reason=f"canary: {reason}")
+    else:
+        done = rollout.reject_canary(backend.registry, backend.endpoint, candidate, actor=actor,
+                                     reason=f"canary: {reason}")
+    return AppliedDecision.of(done)
 
 
 @task(name="canary-report", cache_key_fn=per_run("report"), persist_result=True)
-def publish_report(candidate: str, decisions: list[Decision], applied: dict[str, Any]) -> None:
+def publish_report(candidate: str, decisions: list[Decision], applied: AppliedDecision) -> None:
     """The decision and every check as a markdown artifact."""
     final = decisions[-1]
     ci = final.ci
@@ -103,7 +143,7 @@ def publish_report(candidate: str, decisions: list[Decision], applied: dict[str,
              + (f"{final.auc_diff:+.4f}" if final.auc_diff is not None else "n/a")
              + (f", {ci['level']:.0%} CI [{ci['low']:+.4f}, {ci['high']:+.4f}] (DeLong, unpaired)" if ci else ""),
              "- endpoint now: " + ", ".join(f"{v['variant']}={v['version']}@{v['weight']:g}"
-                                             for v in (applied.get("endpoint") or {}).get("variants") or []),
+                                             for v in (applied.endpoint or {}).get("variants") or []),
              "", "| check | action | elapsed | reason |", "|---|---|---|---|"]
     for d in decisions:
         lines.append(f"| {d.index} | {d.action} | {d.elapsed.total_seconds():.0f} s | {d.reason} |")
