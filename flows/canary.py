@@ -31,6 +31,7 @@ import os
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.blocks.core import Block
 
 from retrainer.rollout import Decision, RolloutPlan
 from tasks.rollout import (
@@ -55,8 +56,6 @@ def _notify(text: str, subject: str) -> None:
     block = os.environ.get("RETRAINER_NOTIFY_BLOCK")
     if block:
         try:
-            from prefect.blocks.core import Block  # noqa: PLC0415
-
             Block.load(block).notify(body=text, subject=subject)
             return
         except Exception as exc:  # noqa: BLE001 - a broken notifier must not hide the decision
