@@ -64,10 +64,10 @@ def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "
                                 trigger, settings, actor, context)
         publish_report(record)
 
-    prod = metrics["production"]
+    prod = metrics.production
     print(f"registered {record.version} as {record.status}: {record.gate['reason']}")
     return {"version": record.version, "outcome": "registered", "status": record.status, "bump": record.bump,
-            "auc": metrics["candidate"]["auc"], "production_version": prod and prod["version"],
+            "auc": metrics.candidate["auc"], "production_version": prod and prod["version"],
             "production_auc": prod and prod["auc"], "gate": record.gate["reason"], "trigger": trigger}
 
 

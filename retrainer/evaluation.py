@@ -73,6 +73,19 @@ def evaluate(model, test: pd.DataFrame) -> dict[str, Any]:
     return m
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate and the current production model scored on the same held-out test set
+    (`evaluate` metrics each; production's also carry its `version`, and it is None when there is
+    no production yet). `to_dict` is what a version's record keeps as its metrics."""
+
+    candidate: dict[str, Any]
+    production: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "production": self.production}
+
+
 @dataclass
 class GateDecision:
     eligible: bool

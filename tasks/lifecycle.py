@@ -60,7 +60,7 @@ def train_candidate(backend: Backend, split: Split, settings: Settings) -> str:
 
 
 @task(name="evaluate", **IN_PROCESS)
-def evaluate_models(backend: Backend, model_dir: str, split: Split) -> dict[str, Any]:
+def evaluate_models(backend: Backend, model_dir: str, split: Split) -> evaluation.Comparison:
     """Score the candidate and the current production model on the same held-out test set."""
     candidate = evaluation.evaluate(load_model(model_dir), split.test)
     prod = backend.registry.production()
@@ -68,19 +68,19 @@ def evaluate_models(backend: Backend, model_dir: str, split: Split) -> dict[str,
     if prod is not None:
         production = evaluation.evaluate(load_model(backend.registry.verify(prod.version)), split.test)
         production["version"] = prod.version
-    return {"candidate": candidate, "production": production}
+    return evaluation.Comparison(candidate=candidate, production=production)
 
 
 @task(name="register-model", **IN_PROCESS)
 def register_model(backend: Backend, model_dir: str, frame: pd.DataFrame, files: list[str], split: Split,
-                   metrics: dict[str, Any], validation: dict[str, Any], trigger: triggers.Trigger,
+                   metrics: evaluation.Comparison, validation: dict[str, Any], trigger: triggers.Trigger,
                    settings: Settings, actor: str, context: dict[str, Any] | None) -> ModelRecord:
     params = settings.model.model_dump()
     fp = lifecycle.fingerprint(split.train, params)
     decision, parent = lifecycle.choose_version(backend.registry, fp)
-    gate = evaluation.promotion_gate(metrics["candidate"], metrics["production"], settings.gate)
+    gate = evaluation.promotion_gate(metrics.candidate, metrics.production, settings.gate)
     record = lifecycle.build_record(
-        decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics,
+        decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics.to_dict(),
         data=lifecycle.data_summary(frame, split, files), validation=validation, gate=gate.to_dict(),
         has_production=backend.registry.production() is not None, extra={"context": context or {}})
     return backend.registry.register(record, Path(model_dir), actor=actor)
