@@ -14,9 +14,8 @@ the same data, each side into a fresh home (empty registry) every repeat. Both s
                      + duplicate_decision(..., records=registry.list(), window=policy.dedupe_window)
     train-candidate  backend.trainer.fit(train, validation, params, mkdtemp())
     reference-profile  fit_reference_profile(load_model(dir), train, validation, settings, meta) + save
-    evaluate         evaluate(load_model(dir), test) + registry.production() (none: fresh registry)
-    register-model   fingerprint + choose_version + promotion_gate + data_summary + build_record
-                     + registry.production() + registry.register(record, dir, actor)
+    evaluate         lifecycle.evaluate_against_production(registry, dir, test)  (the task's one call)
+    register-model   lifecycle.register_candidate(registry, dir, ...)  (the task's one call)
     publish-report   comparison_table(...) + version_card(record)  (the two artifacts' contents)
 
 Left out of the baseline, because they are Prefect's own bookkeeping: the flow/task run state
@@ -103,23 +102,11 @@ def plain(data: Path, home: Path, trigger: str = "manual", actor: str = "retrain
             meta={"model_name": settings.model_name, "trigger": trigger, "months": split.months})
         profile.save(Path(model_dir) / triggers.PROFILE_FILE)
     with stage("evaluate"):
-        candidate = evaluation.evaluate(load_model(model_dir), split.test)
-        prod = backend.registry.production()
-        production = None
-        if prod is not None:
-            production = evaluation.evaluate(load_model(backend.registry.verify(prod.version)), split.test)
-            production["version"] = prod.version
-        metrics = {"candidate": candidate, "production": production}
+        metrics = lifecycle.evaluate_against_production(backend.registry, model_dir, split.test)
     with stage("register-model"):
-        params = settings.model.model_dump()
-        fp = lifecycle.fingerprint(split.train, params)
-        decision, parent = lifecycle.choose_version(backend.registry, fp)
-        gate = evaluation.promotion_gate(metrics["candidate"], metrics["production"], settings.gate)
-        record = lifecycle.build_record(
-            decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics,
-            data=lifecycle.data_summary(frame, split, files), validation=validation, gate=gate.to_dict(),
-            has_production=backend.registry.production() is not None, extra={"context": context})
-        record = backend.registry.register(record, Path(model_dir), actor=actor)
+        record = lifecycle.register_candidate(
+            backend.registry, model_dir, frame=frame, files=files, split=split, metrics=metrics,
+            validation=validation, trigger=trigger, settings=settings, actor=actor, context=context)
     with stage("publish-report"):
         m = record.metrics
         prod_version = (m.get("production") or {}).get("version")

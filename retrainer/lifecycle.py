@@ -114,3 +114,37 @@ def version_card(rec: ModelRecord) -> str:
              "| parameter | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(rec.params.items())]
     return "\n".join(lines)
+
+
+# ---- the evaluate and register steps (the retrain flow's tasks and the benchmark's baseline call these) ----
+
+def evaluate_against_production(registry: Registry, model_dir: str | Path, test: pd.DataFrame):
+    """Score the candidate in `model_dir` and the current production model (its artifacts verified
+    first) on the same held-out `test` set. Returns `evaluation.Comparison`."""
+    from .evaluation import Comparison, evaluate  # noqa: PLC0415 - heavy: scikit-learn, for `registry` commands
+    from .training import load_model  # noqa: PLC0415 - heavy: scikit-learn
+
+    candidate = evaluate(load_model(model_dir), test)
+    prod = registry.production()
+    production = None
+    if prod is not None:
+        production = evaluate(load_model(registry.verify(prod.version)), test)
+        production["version"] = prod.version
+    return Comparison(candidate=candidate, production=production)
+
+
+def register_candidate(registry: Registry, model_dir: str | Path, *, frame: pd.DataFrame, files: list[str],
+                       split: Split, metrics, validation: dict[str, Any], trigger: "Trigger", settings,
+                       actor: str, context: dict[str, Any] | None) -> ModelRecord:
+    """Choose the version, apply the promotion gate and register the model with its lineage."""
+    from .evaluation import promotion_gate  # noqa: PLC0415 - heavy: scikit-learn, for `registry` commands
+
+    params = settings.model.model_dump()
+    fp = fingerprint(split.train, params)
+    decision, parent = choose_version(registry, fp)
+    gate = promotion_gate(metrics.candidate, metrics.production, settings.gate)
+    record = build_record(
+        decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics.to_dict(),
+        data=data_summary(frame, split, files), validation=validation, gate=gate.to_dict(),
+        has_production=registry.production() is not None, extra={"context": context or {}})
+    return registry.register(record, Path(model_dir), actor=actor)

@@ -62,28 +62,16 @@ def train_candidate(backend: Backend, split: Split, settings: Settings) -> str:
 @task(name="evaluate", **IN_PROCESS)
 def evaluate_models(backend: Backend, model_dir: str, split: Split) -> evaluation.Comparison:
     """Score the candidate and the current production model on the same held-out test set."""
-    candidate = evaluation.evaluate(load_model(model_dir), split.test)
-    prod = backend.registry.production()
-    production = None
-    if prod is not None:
-        production = evaluation.evaluate(load_model(backend.registry.verify(prod.version)), split.test)
-        production["version"] = prod.version
-    return evaluation.Comparison(candidate=candidate, production=production)
+    return lifecycle.evaluate_against_production(backend.registry, model_dir, split.test)
 
 
 @task(name="register-model", **IN_PROCESS)
 def register_model(backend: Backend, model_dir: str, frame: pd.DataFrame, files: list[str], split: Split,
                    metrics: evaluation.Comparison, validation: dict[str, Any], trigger: triggers.Trigger,
                    settings: Settings, actor: str, context: dict[str, Any] | None) -> ModelRecord:
-    params = settings.model.model_dump()
-    fp = lifecycle.fingerprint(split.train, params)
-    decision, parent = lifecycle.choose_version(backend.registry, fp)
-    gate = evaluation.promotion_gate(metrics.candidate, metrics.production, settings.gate)
-    record = lifecycle.build_record(
-        decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics.to_dict(),
-        data=lifecycle.data_summary(frame, split, files), validation=validation, gate=gate.to_dict(),
-        has_production=backend.registry.production() is not None, extra={"context": context or {}})
-    return backend.registry.register(record, Path(model_dir), actor=actor)
+    return lifecycle.register_candidate(backend.registry, model_dir, frame=frame, files=files, split=split,
+                                        metrics=metrics, validation=validation, trigger=trigger,
+                                        settings=settings, actor=actor, context=context)
 
 
 @task(name="publish-report", **IN_PROCESS)
