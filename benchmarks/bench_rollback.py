@@ -32,7 +32,7 @@ from retrainer.registry import LocalRegistry  # noqa: E402
 from retrainer.serving import LocalEndpoint  # noqa: E402
 from retrainer.settings import Settings  # noqa: E402
 from tests.canary_world import build_models, make_registry, records  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 TOKEN = "bench-rollback-token-0123456789abcdef"  # serving needs >= 32 bytes
 
