@@ -44,6 +44,7 @@ DRIFT_FROM = 9  # months 9-12 drift
 CHECK = timedelta(hours=24)
 PLAN = {"stages": [{"traffic": 0.10, "duration_s": 72 * 3600, "check_interval_s": int(CHECK.total_seconds())}]}
 DRIFT_WINDOW = "24h"
+SIMULATED_SPAN = timedelta(days=14)  # more than the scenario's simulated time
 
 
 class DemoFailed(RetrainerError):
@@ -266,7 +267,10 @@ def run(rows_per_month: int = 4000) -> int:
     data = generate_data(work, rows_per_month)
     os.environ["RETRAINER_TRIGGERS_FILE"] = str(drift_window_triggers(home, load_settings().triggers_file))
     settings = load_settings()
-    start = datetime.now(timezone.utc).replace(microsecond=0)
+    # The scenario spans about 9 simulated days (two 72-hour canaries, two days between them): it
+    # starts in the past so that its records end before real time, and commands run after the
+    # demo (`retrainer rollback`, say) append to the audit log in time order.
+    start = datetime.now(timezone.utc).replace(microsecond=0) - SIMULATED_SPAN
     with clock.use(clock.ManualClock(start)) as manual:
         scenario(settings, manual, data, work)
 
