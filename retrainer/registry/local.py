@@ -42,6 +42,7 @@ from .storage import (
     artifacts_gone,
     atomic_write_text,
     fsync_dir,
+    missing_events,
     parse_audit_lines,
     stale_temp_files,
 )
@@ -121,7 +122,7 @@ class LocalStorage:
         self._trim_torn_tail()
         last = self.read_index().get(LAST_TX)
         if last:
-            missing = self._missing_events(last, self._raw_audit()[0])
+            missing = missing_events(last, self._raw_audit()[0])
             if missing:
                 self._append_lines(missing, last["txid"])
 
@@ -136,11 +137,6 @@ class LocalStorage:
             fh.truncate(data.rfind(b"\n") + 1)
             fh.flush()
             os.fsync(fh.fileno())
-
-    @staticmethod
-    def _missing_events(last: dict[str, Any], raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        present = sum(1 for ev in raw if ev.get(TXID) == last["txid"])
-        return list(last["events"][present:])
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -199,7 +195,7 @@ class LocalStorage:
             last = None
         raw, skipped = self._raw_audit()
         if last:
-            raw += self._missing_events(last, raw)
+            raw += missing_events(last, raw)
         events = [{k: v for k, v in ev.items() if k != TXID} for ev in raw]
         return AuditLog(events, skipped)
 

@@ -61,6 +61,14 @@ def parse_audit_lines(text: str) -> tuple[list[dict[str, Any]], int]:
     return events, skipped
 
 
+def missing_events(tx: dict[str, Any], raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Takes a transaction (`{"txid": str, "events": [...]}`) and the audit lines as stored (with
+    their transaction ids); returns the transaction's events that have no line yet (its writer died
+    before or while appending them)."""
+    present = sum(1 for ev in raw if ev.get(TXID) == tx["txid"])
+    return list(tx["events"][present:])
+
+
 def parse_audit(text: str) -> AuditLog:
     """Takes the text of an audit log (JSON lines); returns its events with their storage-only keys
     removed and the number of unreadable lines skipped."""

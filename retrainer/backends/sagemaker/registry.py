@@ -19,12 +19,20 @@ Layout
 - Artifacts: s3://<bucket>/<prefix>/registry/models/<version>/model.tar.gz (the package's
   ModelDataUrl). `artifact_dir()` downloads, verifies and caches them under `cache_dir`.
 - Audit: JSON lines at s3://<bucket>/<prefix>/registry/audit.jsonl, appended read-modify-write with
-  S3 conditional writes (If-Match / If-None-Match), retried on conflict.
+  S3 conditional writes (If-Match / If-None-Match), retried on conflict. A transaction's lines carry
+  its transaction id (`txid`, as in the local registry) and are appended only if absent.
+- Crash safety (write-ahead): before any package is written, a transaction stores
+  s3://.../registry/pending.json (its txid, its audit events and the records it writes); storing it
+  is the commit point. Then the packages are written, the events appended, and pending.json
+  deleted. Whoever takes the lock next finds a leftover pending.json, writes its records again
+  (idempotent), appends whichever of its events have no line with its txid, and deletes it; readers
+  see its records and events until then (without writing: they hold no lock). So the packages and
+  the audit log agree after a crash at any point.
 - Writers are serialised by a lease object s3://.../registry/.lock created with If-None-Match: *
   (S3 conditional create). A lock older than `lock_ttl_s` is treated as stale and broken.
-  Caveat: a multi-package change (promote = demote + archive + promote) is several API calls, not a
-  transaction; demotions are written first, so a crash can leave no production (never two), and
-  the audit line is written last. Keep one registry writer per model (e.g. a Prefect concurrency
+  A multi-package change (promote = demote + archive + promote) is several API calls; demotions are
+  written first, so a crash part way leaves no production (never two) until the next writer
+  completes it from pending.json. Keep one registry writer per model (e.g. a Prefect concurrency
   limit of 1 on registry-changing flows) in addition to the lock.
 
 This module is storage only (`SageMakerStorage`, the `retrainer.registry.Storage` Protocol).
@@ -54,7 +62,15 @@ from ...clock import utcnow_iso
 from ...errors import RegistryError
 from ...perms import private_dir, private_tree
 from ...registry import ModelRecord, Status, StoredRegistry, rules
-from ...registry.storage import AuditLog, Transaction, artifacts_gone, digest_matches, parse_audit
+from ...registry.storage import (
+    TXID,
+    AuditLog,
+    Transaction,
+    artifacts_gone,
+    digest_matches,
+    missing_events,
+    parse_audit_lines,
+)
 from ._aws import (
     ArtifactError,
     AWSContext,
@@ -129,12 +145,16 @@ class _Packages:
 
 class SageMakerStorage:
     """`Storage` on a Model Package Group, S3 artifacts, an S3 audit log and an S3 lease lock
-    (see module docstring). Artifacts are downloaded into `cache_dir`/artifacts/<version>."""
+    (see module docstring). Artifacts are downloaded into `cache_dir`/artifacts/<version>.
+    `fault_hook(point)` is called at the crash points of a transaction: "after-pending" (pending.json
+    stored, no package written), "after-packages" (packages written, audit not appended) and
+    "after-audit" (audit appended, pending.json not deleted): tests inject crashes there."""
 
     def __init__(self, aws: AWSContext, model_name: str = "readmission-30d", *, cache_dir: Path | str,
                  inference_image: str | None = None, instance_type: str = "ml.m5.large",
                  lock_ttl_s: float = 900.0, lock_timeout_s: float = 120.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 fault_hook: Callable[[str], None] | None = None):
         self.aws = aws
         self.model_name = model_name
         self.group = resource_name(model_name)
@@ -144,6 +164,11 @@ class SageMakerStorage:
         self.lock_ttl_s = lock_ttl_s
         self.lock_timeout_s = lock_timeout_s
         self._sleep = sleep
+        self._fault = fault_hook
+
+    def _hook(self, point: str) -> None:
+        if self._fault:
+            self._fault(point)
 
     # ---- locations ------------------------------------------------------------------------------
     @property
@@ -155,6 +180,11 @@ class SageMakerStorage:
     def lock_key(self) -> str:
         """S3 key of the writers' lease."""
         return self.aws.key("registry", ".lock")
+
+    @property
+    def pending_key(self) -> str:
+        """S3 key of the write-ahead record of a transaction in progress (or of a dead writer's)."""
+        return self.aws.key("registry", "pending.json")
 
     def artifact_key(self, version: str) -> str:
         """Takes a version; returns the S3 key of its model.tar.gz."""
@@ -180,7 +210,9 @@ class SageMakerStorage:
         summaries.sort(key=lambda s: s.get("ModelPackageVersion") or 0)
         return [sm.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries]
 
-    def _load(self) -> tuple[dict[str, Any], _Packages]:
+    def _load(self, pending: dict[str, Any] | None = None) -> tuple[dict[str, Any], _Packages]:
+        """The index and package details from the service; with `pending`, its records replace the
+        packages' (the state the pending transaction commits to)."""
         idx = rules.new_index(self.model_name)
         known = _Packages()
         for pkg in self._packages():
@@ -194,26 +226,62 @@ class SageMakerStorage:
             known.keys[v] = sorted(pkg.get("CustomerMetadataProperties") or {})
             if seq:
                 known.seq[v] = seq
+        if pending:
+            seq_after = dict(known.seq)
+            for w in pending["writes"]:
+                idx["versions"][w["version"]] = w["record"]
+                seq_after.pop(w["version"], None)
+                if w["seq"]:
+                    seq_after[w["version"]] = w["seq"]
+            idx["production_history"] = sorted(seq_after, key=seq_after.__getitem__)
+            return idx, known
         idx["production_history"] = sorted(known.seq, key=known.seq.__getitem__)
         return idx, known
 
     def read_index(self) -> dict[str, Any]:
-        """The index rebuilt from the group's packages (their metadata records)."""
-        return self._load()[0]
+        """The index rebuilt from the group's packages (their metadata records), with the records
+        of a pending transaction (committed, not yet completed) in place of theirs."""
+        pending = self._get_pending()
+        return self._load(pending)[0]
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """Under the S3 lease: read the packages, yield, write changed packages back, append audit."""
+        """Under the S3 lease: complete a dead writer's pending transaction, read the packages,
+        yield, store pending.json (the commit), write the changed packages, append the audit
+        events tagged with the transaction id, delete pending.json."""
         with self._s3_lock():
+            self._recover()
             idx, known = self._load()
             before = copy.deepcopy(idx)
             tx = Transaction(idx)
             yield tx
-            self._write_back(before, known, tx.index)
-            if tx.events:
-                self.append_audit(tx.events)
+            writes = self._plan(before, known, tx.index)
+            if not tx.events:  # nothing to audit: nothing to make agree
+                self._apply(writes, known)
+                return
+            pending = {"txid": uuid.uuid4().hex, "events": tx.events, "writes": writes}
+            self._put_pending(pending)
+            self._hook("after-pending")
+            self._apply(writes, known, pending=pending)
+            self._hook("after-packages")
+            self._append_lines(tx.events, pending["txid"])
+            self._hook("after-audit")
+            self._delete_pending()
 
-    def _write_back(self, before: dict[str, Any], known: _Packages, idx: dict[str, Any]) -> None:
+    def _recover(self) -> None:
+        """Under the lock: complete a pending transaction left by a dead writer (write its records
+        again, append its missing audit lines), then delete it."""
+        pending = self._get_pending()
+        if pending is None:
+            return
+        _, known = self._load()
+        self._apply(pending["writes"], known, redo=True)
+        self._append_lines(pending["events"], pending["txid"])
+        self._delete_pending()
+
+    @staticmethod
+    def _plan(before: dict[str, Any], known: _Packages, idx: dict[str, Any]) -> list[dict[str, Any]]:
+        """The package writes that take `before` to `idx`, in order: [{version, record, seq}]."""
         seq = dict(known.seq)
         top = max(seq.values(), default=0)
         for v in idx["production_history"][len(before["production_history"]):]:  # new productions, in order
@@ -223,24 +291,44 @@ class SageMakerStorage:
                    if r != before["versions"].get(v) or seq.get(v) != known.seq.get(v)]
         # Demotions first, production last: a crash in between leaves no production, never two.
         changed.sort(key=lambda v: idx["versions"][v]["status"] == Status.PRODUCTION)
-        for v in changed:
-            rec = idx["versions"][v]
-            md = encode_metadata(rec, seq.get(v))
-            status = APPROVAL[rec["status"]]
-            if v not in before["versions"]:
-                self._create_package(rec, md, status)
-                continue
-            stale = [k for k in known.keys.get(v, []) if k not in md]
-            try:
-                self.aws.sm.update_model_package(
-                    ModelPackageArn=known.arns[v], ModelApprovalStatus=status,
-                    ApprovalDescription=f"{rec['status']}"[:1000], CustomerMetadataProperties=md,
-                    **({"CustomerMetadataPropertiesToRemove": stale} if stale else {}))
-            except Exception as exc:
-                raise RegistryError(f"cannot update model package of {v}: {error_code(exc)}: "
-                                    f"{error_message(exc)}") from exc
+        for v in changed:  # an unencodable record fails here, before anything is written
+            encode_metadata(idx["versions"][v], seq.get(v))
+        return [{"version": v, "record": idx["versions"][v], "seq": seq.get(v)} for v in changed]
 
-    def _create_package(self, rec: dict[str, Any], md: dict[str, str], status: str) -> None:
+    def _apply(self, writes: list[dict[str, Any]], known: _Packages, *, pending: dict[str, Any] | None = None,
+               redo: bool = False) -> None:
+        """Write each record to its package (created if the group has none for it yet). If the first
+        write fails, nothing changed: `pending` is deleted. A later failure leaves it, so the next
+        writer completes the transaction."""
+        for n, w in enumerate(writes):
+            v, rec = w["version"], w["record"]
+            md = encode_metadata(rec, w["seq"])
+            status = APPROVAL[rec["status"]]
+            try:
+                if v not in known.arns:
+                    self._create_package(rec, md, status, cleanup=not redo)
+                else:
+                    self._update_package(v, rec, md, status, known)
+            except Exception:
+                if pending is not None and n == 0:
+                    with contextlib.suppress(Exception):
+                        self._delete_pending()
+                raise
+
+    def _update_package(self, v: str, rec: dict[str, Any], md: dict[str, str], status: str,
+                        known: _Packages) -> None:
+        stale = [k for k in known.keys.get(v, []) if k not in md]
+        try:
+            self.aws.sm.update_model_package(
+                ModelPackageArn=known.arns[v], ModelApprovalStatus=status,
+                ApprovalDescription=f"{rec['status']}"[:1000], CustomerMetadataProperties=md,
+                **({"CustomerMetadataPropertiesToRemove": stale} if stale else {}))
+        except Exception as exc:
+            raise RegistryError(f"cannot update model package of {v}: {error_code(exc)}: "
+                                f"{error_message(exc)}") from exc
+
+
+    def _create_package(self, rec: dict[str, Any], md: dict[str, str], status: str, *, cleanup: bool = True) -> None:
         image = self.inference_image or default_sklearn_image(self.aws.region)
         try:
             self.aws.sm.create_model_package(
@@ -253,9 +341,10 @@ class SageMakerStorage:
                     "SupportedResponseMIMETypes": ["application/json"],
                     "SupportedRealtimeInferenceInstanceTypes": [self.instance_type]})
         except Exception as exc:
-            bucket, key = split_s3_uri(rec["artifact_uri"])
-            with contextlib.suppress(Exception):  # nothing half-created
-                self.aws.s3.delete_object(Bucket=bucket, Key=key)
+            if cleanup:  # nothing half-created (not when completing a pending transaction: it names them)
+                bucket, key = split_s3_uri(rec["artifact_uri"])
+                with contextlib.suppress(Exception):
+                    self.aws.s3.delete_object(Bucket=bucket, Key=key)
             raise RegistryError(f"cannot create model package for {rec['version']}: {error_code(exc)}: "
                                 f"{error_message(exc)}") from exc
 
@@ -329,9 +418,15 @@ class SageMakerStorage:
         return obj["Body"].read().decode("utf-8"), obj["ETag"]
 
     def read_audit_log(self) -> AuditLog:
-        """The readable events in the S3 audit log, oldest first, and the unreadable line count."""
+        """The readable events in the S3 audit log, oldest first, plus those of a pending
+        transaction not appended yet (its writer died, or is still writing), and the unreadable
+        line count."""
+        pending = self._get_pending()
         text, _ = self._get_audit()
-        return parse_audit(text)
+        raw, skipped = parse_audit_lines(text)
+        if pending:
+            raw += missing_events(pending, raw)
+        return AuditLog([{k: v for k, v in ev.items() if k != TXID} for ev in raw], skipped)
 
     def read_audit(self) -> list[dict[str, Any]]:
         """The readable events in the S3 audit log, oldest first."""
@@ -339,9 +434,22 @@ class SageMakerStorage:
 
     def append_audit(self, events: list[dict[str, Any]]) -> None:
         """Append with a conditional write (If-Match / If-None-Match), retried on conflict."""
-        lines = "".join(json.dumps(ev, sort_keys=True) + "\n" for ev in events)
+        self._append_lines(events, None)
+
+    def _append_lines(self, events: list[dict[str, Any]], txid: str | None) -> None:
+        """Append `events` (tagged with `txid` if given; then only those with no line of that txid
+        yet) with a conditional write, retried on conflict."""
         for attempt in range(8):
             text, etag = self._get_audit()
+            todo = events
+            if txid:
+                todo = missing_events({"txid": txid, "events": events}, parse_audit_lines(text)[0])
+                if not todo:
+                    return
+            tag = {TXID: txid} if txid else {}
+            lines = "".join(json.dumps({**ev, **tag}, sort_keys=True) + "\n" for ev in todo)
+            if text and not text.endswith("\n"):
+                text += "\n"
             cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
             try:
                 self.aws.s3.put_object(Bucket=self.aws.bucket, Key=self.audit_key, Body=(text + lines).encode(),
@@ -352,6 +460,31 @@ class SageMakerStorage:
                     raise RegistryError(f"cannot append to audit log: {error_message(exc)}") from exc
                 self._sleep(0.05 * (2 ** attempt))
         raise RegistryError("cannot append to audit log: too many concurrent writers")
+
+    # ---- the pending transaction (write-ahead record) --------------------------------------------
+    def _get_pending(self) -> dict[str, Any] | None:
+        bucket = self.aws.require_bucket()
+        try:
+            obj = self.aws.s3.get_object(Bucket=bucket, Key=self.pending_key)
+        except Exception as exc:
+            if error_code(exc) in _NOT_FOUND:
+                return None
+            raise RegistryError(f"cannot read s3://{bucket}/{self.pending_key}: {error_message(exc)}") from exc
+        try:
+            return json.loads(obj["Body"].read())
+        except ValueError:
+            raise RegistryError(f"s3://{bucket}/{self.pending_key} is corrupt; it holds a transaction "
+                                "that was not completed: inspect it, then delete it") from None
+
+    def _put_pending(self, pending: dict[str, Any]) -> None:
+        try:
+            self.aws.s3.put_object(Bucket=self.aws.bucket, Key=self.pending_key, ContentType="application/json",
+                                   Body=json.dumps(pending, sort_keys=True, default=str).encode())
+        except Exception as exc:
+            raise RegistryError(f"cannot store the pending transaction: {error_message(exc)}") from exc
+
+    def _delete_pending(self) -> None:
+        self.aws.s3.delete_object(Bucket=self.aws.bucket, Key=self.pending_key)
 
     @contextlib.contextmanager
     def _s3_lock(self) -> Iterator[None]:
@@ -410,10 +543,11 @@ class SageMakerRegistry(StoredRegistry):
     def __init__(self, aws: AWSContext, model_name: str = "readmission-30d", *, cache_dir: Path | str,
                  inference_image: str | None = None, instance_type: str = "ml.m5.large",
                  lock_ttl_s: float = 900.0, lock_timeout_s: float = 120.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 fault_hook: Callable[[str], None] | None = None):
         super().__init__(SageMakerStorage(aws, model_name, cache_dir=cache_dir, inference_image=inference_image,
                                           instance_type=instance_type, lock_ttl_s=lock_ttl_s,
-                                          lock_timeout_s=lock_timeout_s, sleep=sleep))
+                                          lock_timeout_s=lock_timeout_s, sleep=sleep, fault_hook=fault_hook))
 
     @property
     def aws(self) -> AWSContext:
