@@ -1,0 +1,39 @@
+"""Evidence for automatic decisions: what was measured, on how many rows and positives, with what
+interval, and the rule that decided.
+
+- `auc`: paired and unpaired DeLong intervals of an AUC difference, and a bootstrap clustered on
+  the pseudonym;
+- `rule`: the non-inferiority rule (promote / rollback / inconclusive), `Evidence`, pooling.
+
+Plain Python, no Prefect: the gate, the canary, the deferred verdict and `retrainer compare` all
+decide through these functions.
+"""
+from .auc import (
+    AUCDelta,
+    auc_of,
+    clustered_bootstrap_paired,
+    clustered_bootstrap_unpaired,
+    delong_auc_variance,
+    has_repeats,
+    paired_delong,
+    unpaired_delong,
+    z_two_sided,
+)
+from .rule import (
+    MIN_NEGATIVES,
+    MIN_POSITIVES,
+    VERDICTS,
+    Counts,
+    Evidence,
+    Verdict,
+    compare_paired,
+    compare_unpaired,
+    decide,
+    pool,
+)
+
+__all__ = [
+    "AUCDelta", "Counts", "Evidence", "MIN_NEGATIVES", "MIN_POSITIVES", "VERDICTS", "Verdict", "auc_of",
+    "clustered_bootstrap_paired", "clustered_bootstrap_unpaired", "compare_paired", "compare_unpaired", "decide",
+    "delong_auc_variance", "has_repeats", "paired_delong", "pool", "unpaired_delong", "z_two_sided",
+]
