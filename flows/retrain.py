@@ -59,16 +59,20 @@ def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "
                     "reason": duplicate.reason, "trigger": trigger}
         model_dir = train_candidate(backend, split, settings)
         build_reference_profile(model_dir, split, settings, trigger)
-        metrics = evaluate_models(backend, model_dir, split)
+        metrics = evaluate_models(backend, model_dir, split, settings)
         record = register_model(backend, model_dir, frame, files, split, metrics, validation,
                                 trigger, settings, actor, context)
         publish_report(record)
 
     prod = metrics.production
+    evidence = (record.gate.get("evidence") or {}).get("reason")
     print(f"registered {record.version} as {record.status}: {record.gate['reason']}")
+    if evidence:
+        print(f"gate evidence: {evidence}")
     return {"version": record.version, "outcome": "registered", "status": record.status, "bump": record.bump,
             "auc": metrics.candidate["auc"], "production_version": prod and prod["version"],
-            "production_auc": prod and prod["auc"], "gate": record.gate["reason"], "trigger": trigger}
+            "production_auc": prod and prod["auc"], "gate": record.gate["reason"],
+            "needs_approval": bool(record.gate.get("needs_approval")), "evidence": evidence, "trigger": trigger}
 
 
 class ApprovalInput(RunInput):

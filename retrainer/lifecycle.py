@@ -18,6 +18,7 @@ from .registry import ModelRecord, Registry, Status
 from .versioning import Fingerprint, VersionDecision, next_version
 
 if TYPE_CHECKING:  # annotations only: importing `triggers` costs `registry show` its evaluators
+    from .evidence import Evidence
     from .triggers.config import Trigger
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -97,6 +98,32 @@ def build_record(*, decision: VersionDecision, parent: ModelRecord | None, fp: F
         validation=validation, gate=gate, extra=extra or {})
 
 
+def registration_evidence(record: ModelRecord) -> Evidence | None:
+    """The paired comparison with production made by the gate at registration (an
+    `evidence.Evidence`), or None: a version registered before the gate kept its evidence, or one
+    registered without a production model to compare with."""
+    ev = (getattr(record, "gate", None) or {}).get("evidence")
+    if not ev:
+        return None
+    from .evidence import Evidence as _Evidence  # noqa: PLC0415 - heavy: scipy, for `registry` commands
+
+    return _Evidence.from_dict(ev)
+
+
+def _gate_lines(gate: dict[str, Any]) -> list[str]:
+    """The card's lines on the gate's policy, approval and evidence (none for older records)."""
+    lines = []
+    if gate.get("policy"):
+        approval = "; **needs approval** before a canary" if gate.get("needs_approval") else ""
+        lines.append(f"- gate policy: {gate['policy']}{approval}")
+    ev = gate.get("evidence")
+    if ev:
+        p = gate.get("p_value")
+        lines.append(f"- gate evidence: {ev.get('reason', '-')}"
+                     + (f"; one-sided p(Δ > 0) = {p:.4g}" if p is not None else ""))
+    return lines
+
+
 def version_card(rec: ModelRecord) -> str:
     """Markdown card of a version for a Prefect artifact and `registry show`."""
     m = rec.metrics.get("candidate", rec.metrics)
@@ -104,6 +131,7 @@ def version_card(rec: ModelRecord) -> str:
              f"- trigger: **{rec.trigger}**; parent: {rec.parent or '-'}; bump: {rec.bump} ({rec.bump_reason})",
              f"- test AUC: **{m.get('auc')}**; Brier {m.get('brier')}; F1 {m.get('f1')}",
              f"- gate: {rec.gate.get('reason', '-')}",
+             *_gate_lines(rec.gate),
              f"- data: {rec.data.get('rows')} rows, {rec.data.get('start')} .. {rec.data.get('end')}; "
              f"hash `{rec.data_hash[:16]}`",
              f"- schema hash `{rec.schema_hash}`; params hash `{rec.params_hash}`",
@@ -118,31 +146,39 @@ def version_card(rec: ModelRecord) -> str:
 
 # ---- the evaluate and register steps (the retrain flow's tasks and the benchmark's baseline call these) ----
 
-def evaluate_against_production(registry: Registry, model_dir: str | Path, test: pd.DataFrame):
+def evaluate_against_production(registry: Registry, model_dir: str | Path, test: pd.DataFrame, gate=None):
     """Score the candidate in `model_dir` and the current production model (its artifacts verified
-    first) on the same held-out `test` set. Returns `evaluation.Comparison`."""
-    from .evaluation import Comparison, evaluate  # noqa: PLC0415 - heavy: scikit-learn, for `registry` commands
+    first) on the same held-out `test` set. Returns `evaluation.Comparison`, which keeps both score
+    vectors, the labels and the patient ids for the paired gate (made under `gate`, a
+    `GateSettings`; its defaults when None) and its paired `evidence`."""
+    from .evaluation import compare_on_test, evaluate  # noqa: PLC0415 - heavy: scikit-learn, for `registry` commands
     from .training import load_model  # noqa: PLC0415 - heavy: scikit-learn
 
-    candidate = evaluate(load_model(model_dir), test)
+    model = load_model(model_dir)
+    s_candidate = model.predict(test)
+    candidate = evaluate(model, test, s_candidate)
     prod = registry.production()
-    production = None
+    production = s_production = None
     if prod is not None:
-        production = evaluate(load_model(registry.verify(prod.version)), test)
+        prod_model = load_model(registry.verify(prod.version))
+        s_production = prod_model.predict(test)
+        production = evaluate(prod_model, test, s_production)
         production["version"] = prod.version
-    return Comparison(candidate=candidate, production=production)
+    return compare_on_test(candidate, production, test, s_candidate, s_production, gate)
 
 
 def register_candidate(registry: Registry, model_dir: str | Path, *, frame: pd.DataFrame, files: list[str],
                        split: Split, metrics, validation: dict[str, Any], trigger: "Trigger", settings,
                        actor: str, context: dict[str, Any] | None) -> ModelRecord:
-    """Choose the version, apply the promotion gate and register the model with its lineage."""
-    from .evaluation import promotion_gate  # noqa: PLC0415 - heavy: scikit-learn, for `registry` commands
+    """Choose the version, apply the promotion gate (`settings.gate`, on `metrics`: an
+    `evaluation.Comparison`) and register the model with its lineage; the gate's decision, with
+    the paired evidence and every rule's result, is the record's `gate`."""
+    from .evaluation import gate_comparison  # noqa: PLC0415 - heavy: scikit-learn, for `registry` commands
 
     params = settings.model.model_dump()
     fp = fingerprint(split.train, params)
     decision, parent = choose_version(registry, fp)
-    gate = promotion_gate(metrics.candidate, metrics.production, settings.gate)
+    gate = gate_comparison(metrics, settings.gate)  # paired on the shared test set; only the evidence is kept
     record = build_record(
         decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics.to_dict(),
         data=data_summary(frame, split, files), validation=validation, gate=gate.to_dict(),

@@ -40,11 +40,45 @@ class ModelSettings(_Section):
     random_state: int = 42
 
 
+class GateFloors(_Section):
+    """Absolute floors of the `medimind` policy, on the candidate's test metrics."""
+    auc: float = Field(0.80, ge=0, le=1)
+    precision: float = Field(0.75, ge=0, le=1)
+    recall: float = Field(0.70, ge=0, le=1)
+    min_samples: int = Field(10_000, ge=1)
+
+
 class GateSettings(_Section):
-    """Promotion gate at registration: a candidate needs AUC >= min_auc and may not be more than
-    max_auc_drop below production on the same test set."""
+    """Promotion gate at registration (`retrainer.evaluation.promotion_gate`). Both models are
+    scored on the same test month, so they are compared paired (paired DeLong, or a bootstrap
+    clustered on the patient when one repeats), each bound a one-sided test at (1 - level)/2.
+
+    Every policy needs AUC >= `min_auc`. Then, by `policy`:
+
+    * ``non-inferiority`` (default): no production yet, or lower bound(Δ) > -`max_auc_drop` with
+      at least `min_positives` positives and `min_negatives` negatives in the test set;
+    * ``task12``: a relative AUC improvement of at least `min_relative_improvement` over production
+      is registered for an automatic canary; below it the candidate is registered with
+      `needs_approval` (a person decides);
+    * ``protocol24``: Δ > `min_improvement` and the one-sided paired p-value of Δ > 0 below
+      `significance`;
+    * ``medimind``: the absolute `floors` (AUC, precision, recall, test samples).
+
+    `max_slice_gap` (off by default) adds a fairness floor to any policy: no slice (sex, age band)
+    more than this below the overall AUC; a slice with fewer than `slice_min_count` positives or
+    negatives is reported, not judged."""
+    policy: Literal["non-inferiority", "task12", "protocol24", "medimind"] = "non-inferiority"
     min_auc: float = Field(0.70, ge=0, le=1)
     max_auc_drop: float = Field(0.02, ge=0, le=1)
+    level: float = Field(0.95, gt=0.5, lt=1)
+    min_positives: int = Field(100, ge=1)
+    min_negatives: int = Field(100, ge=1)
+    min_relative_improvement: float = Field(0.05, ge=0)
+    min_improvement: float = Field(0.01, ge=0, le=1)
+    significance: float = Field(0.05, gt=0, lt=1)
+    floors: GateFloors = GateFloors()
+    max_slice_gap: float | None = Field(None, ge=0, le=1)
+    slice_min_count: int = Field(30, ge=1)
 
 
 class ValidationSettings(_Section):

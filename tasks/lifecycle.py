@@ -60,9 +60,12 @@ def train_candidate(backend: Backend, split: Split, settings: Settings) -> str:
 
 
 @task(name="evaluate", **IN_PROCESS)
-def evaluate_models(backend: Backend, model_dir: str, split: Split) -> evaluation.Comparison:
-    """Score the candidate and the current production model on the same held-out test set."""
-    return lifecycle.evaluate_against_production(backend.registry, model_dir, split.test)
+def evaluate_models(backend: Backend, model_dir: str, split: Split,
+                    settings: Settings | None = None) -> evaluation.Comparison:
+    """Score the candidate and the current production model on the same held-out test set, with
+    their paired comparison under `settings.gate` (the scores stay in memory, never stored)."""
+    return lifecycle.evaluate_against_production(backend.registry, model_dir, split.test,
+                                                 settings.gate if settings is not None else None)
 
 
 @task(name="register-model", **IN_PROCESS)
