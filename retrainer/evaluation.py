@@ -387,7 +387,7 @@ def promotion_gate(candidate: dict[str, Any], production: dict[str, Any] | None,
                   + (f"; {'; '.join(main)}" if main and has_prod else ""))
     return GateDecision(eligible, reason, c, p, gate.min_auc, gate.max_auc_drop, policy=gate.policy,
                         needs_approval=needs_approval, evidence=evidence.to_dict() if evidence and has_prod else None,
-                        p_value=None if p_value is None else round(p_value, 6), rules=rules)
+                        p_value=p_value, rules=rules)
 
 
 def gate_comparison(comparison: Comparison, gate: GateSettings) -> GateDecision:
