@@ -180,3 +180,21 @@ def test_default_policy_is_the_non_inferiority_gate():
     assert (g.policy, g.max_auc_drop, g.min_auc, g.max_slice_gap) == ("non-inferiority", 0.02, 0.70, None)
     assert (g.min_relative_improvement, g.min_improvement, g.significance) == (0.05, 0.01, 0.05)
     assert math.isclose(g.floors.auc, 0.80) and g.floors.min_samples == 10_000
+
+
+# ---- the operating-characteristics benchmark (small reps) ---------------------------------------
+
+def test_gate_benchmark_simulates_the_wanted_aucs_and_the_paired_gate_holds_its_target():
+    from benchmarks import oc_gate
+
+    for auc in (0.73, 0.78, 0.80):  # the shared-latent model gives each model its AUC
+        assert norm.cdf(oc_gate.MU / math.sqrt(2 * (1 + oc_gate.sigma_for(auc) ** 2))) == pytest.approx(auc)
+    rows = oc_gate.run(reps=40, seed=1)
+    assert len(rows) == len(oc_gate.SIZES) * len(oc_gate.DELTAS)
+    for r in rows:
+        assert r["auc_production"] == pytest.approx(0.78, abs=0.01)
+        assert r["realised_delta"] == pytest.approx(r["true_delta"], abs=0.012)
+    cell = {(r["test_rows"], r["true_delta"]): r for r in rows}
+    assert cell[(5000, -0.05)]["p_eligible_new"] == 0 and cell[(5000, 0.02)]["p_eligible_new"] >= 0.9
+    assert cell[(1000, -0.03)]["p_eligible_new"] <= cell[(1000, -0.03)]["p_eligible_old"]
+    assert "| 1,000 | -0.03 |" in oc_gate.table(rows)
