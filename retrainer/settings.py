@@ -97,6 +97,7 @@ class DriftSettings(_Section):
     min_window: int = Field(500, ge=1)
     features_required: int = Field(1, ge=1)
     noise_quantile: float = Field(0.95, gt=0, lt=1)
+    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise: a feature drifts iff PSI > max(psi_threshold, floor at alpha/F)
     extra_stats: bool = False  # KS and Jensen-Shannon alongside PSI
 
 

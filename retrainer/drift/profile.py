@@ -12,6 +12,7 @@ dominated by the quantiles (np.partition), run one column per core in threads (a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,9 +32,12 @@ from .psi import (
     binned_ks,
     category_counts,
     js_distance,
+    merge_sparse_bins,
+    merged_counts,
     noise_floor,
     numeric_counts,
     psi_from_counts,
+    psi_p_value,
     quantile_edges,
 )
 from .report import DRIFT, FEATURE, OK, SCORE, TOO_SMALL, DriftReport, FeatureDrift
@@ -258,26 +262,44 @@ class ReferenceProfile:
         return n, counts
 
     def score(self, current: Data, settings: DriftSettings | None = None) -> DriftReport:
-        """PSI (and noise floor, status, optional KS/JS) of every feature of `current`
-        (DataFrame, Parquet file or folder of Parquet files) against this reference."""
+        """PSI (p-value, noise and family-wise floors, status, optional KS/JS) of every feature of
+        `current` (DataFrame, Parquet file or folder of Parquet files) against this reference.
+        The family-wise floor is taken over the F features compared (the score column is judged
+        at the same per-feature level alpha/F but is not one of the F)."""
         settings = settings or DriftSettings()
         _, counts = self.count(current)
-        results = [compare(f, counts[f.name], settings) for f in self.features if f.name in counts]
+        family = sum(f.role == FEATURE and f.name in counts for f in self.features)
+        results = [compare(f, counts[f.name], settings, family) for f in self.features if f.name in counts]
         return DriftReport(results, threshold=settings.psi_threshold, min_window=settings.min_window,
                            noise_quantile=settings.noise_quantile,
-                           features_required=settings.features_required, meta=dict(self.meta))
+                           features_required=settings.features_required, alpha=settings.alpha,
+                           meta=dict(self.meta))
 
 
-def compare(f: FeatureProfile, cur_counts: np.ndarray, settings: DriftSettings) -> FeatureDrift:
+def compare(f: FeatureProfile, cur_counts: np.ndarray, settings: DriftSettings, family: int = 1) -> FeatureDrift:
     """The drift result of one feature: its reference counts `f` against the current window's
-    `cur_counts` (same layout), judged by `settings`."""
+    `cur_counts` (same layout), judged by `settings` as one of `family` features compared.
+
+    Sparse bins (expected current count below 5) are merged first (`psi.merge_sparse_bins`);
+    PSI, the p-value and both floors are computed on the merged bins. Status "drift" needs
+    PSI > max(psi_threshold, family-wise floor) on a window of at least min_window rows."""
     ref = np.asarray(f.counts, dtype=np.float64)
-    cur = cur_counts.astype(np.float64)
+    cur = np.asarray(cur_counts, dtype=np.float64)
     n_ref, n_cur = int(ref.sum()), int(cur.sum())
-    psi = psi_from_counts(ref, cur)
-    used = int(np.count_nonzero((ref + cur) > 0))
-    noise = noise_floor(used, n_ref, n_cur, settings.noise_quantile)
-    status = TOO_SMALL if min(n_ref, n_cur) < settings.min_window else DRIFT if psi > settings.psi_threshold else OK
+    groups = merge_sparse_bins(ref, cur, ordered=f.kind == NUMERIC, n_categories=len(f.categories))
+    ref_m, cur_m = merged_counts(ref, groups), merged_counts(cur, groups)
+    psi = psi_from_counts(ref_m, cur_m) if n_ref and n_cur else 0.0
+    used = len(groups)
+    noise = noise_floor(used, n_ref, n_cur, settings.noise_quantile) if n_ref and n_cur else 0.0
+    family = max(int(family), 1)
+    fw = noise_floor(used, n_ref, n_cur, 1.0 - settings.alpha / family) if n_ref and n_cur else 0.0
+    p_value = psi_p_value(psi, used, n_ref, n_cur) if n_ref and n_cur else 1.0
+    if min(n_ref, n_cur) < settings.min_window:
+        status = TOO_SMALL
+    elif psi > max(settings.psi_threshold, fw):
+        status = DRIFT
+    else:
+        status = OK
     ks = js = None
     if settings.extra_stats:
         js = js_distance(ref, cur)
@@ -286,18 +308,35 @@ def compare(f: FeatureProfile, cur_counts: np.ndarray, settings: DriftSettings) 
     return FeatureDrift(feature=f.name, kind=f.kind, role=f.role, psi=psi, bins=used, n_ref=n_ref,
                         n_cur=n_cur, noise_floor=noise, status=status, ks=ks, js=js,
                         labels=tuple(f.labels), ref_counts=tuple(int(c) for c in f.counts),
-                        cur_counts=tuple(int(c) for c in cur_counts))
+                        cur_counts=tuple(int(c) for c in cur_counts), p_value=p_value,
+                        family_floor=fw, family=family, alpha=settings.alpha,
+                        merged=tuple(tuple(g) for g in groups))
 
 
 def fit_reference_profile(model, train: pd.DataFrame, validation: pd.DataFrame, settings,
                           meta: dict | None = None) -> ReferenceProfile:
-    """Profile of a new model version: its training and validation data, with the model's
-    predicted score as the `score` column, binned with settings.drift.n_bins (`settings` is a
-    retrainer Settings). The retrain flow stores it with the version's artifacts; monitoring
-    reads it from there and only has to count the current window."""
+    """Profile of a new model version, binned with settings.drift.n_bins (`settings` is a
+    retrainer Settings):
+    - the features are profiled on the training AND validation rows (the data the version was
+      built from);
+    - the model's predicted score (the `score` column) is profiled on the VALIDATION rows only:
+      on its own training rows a model scores more confidently than on data it has not seen, so
+      a training-row score profile would make every live window look drifted.
+    The two parts therefore have different row counts (`FeatureProfile.n`); every comparison
+    uses each feature's own reference count. The retrain flow stores the profile with the
+    version's artifacts; monitoring reads it from there and only has to count the current window.
+    """
+    if validation is None or len(validation) == 0:
+        raise DataError("no validation rows to profile the model's score on")
     frame = pd.concat([train, validation], ignore_index=True)
-    cols = {c: frame[c] for c in S.FEATURES}
-    cols["score"] = model.predict(frame)
-    data = pd.DataFrame(cols)
-    return ReferenceProfile.fit(data, features=list(S.FEATURES), n_bins=settings.drift.n_bins,
-                                score_column="score", meta=dict(meta or {}))
+    features = ReferenceProfile.fit(frame[list(S.FEATURES)], features=list(S.FEATURES),
+                                    n_bins=settings.drift.n_bins, score_column=None)
+    scores = ReferenceProfile.fit(pd.DataFrame({"score": np.asarray(model.predict(validation), dtype=float)}),
+                                  features=["score"], n_bins=settings.drift.n_bins, score_column=None)
+    m = dict(meta or {})
+    m.setdefault("score_profiled_on", "validation")
+    m.setdefault("score_rows", int(len(validation)))
+    m.setdefault("feature_rows", int(len(frame)))
+    score = dataclasses.replace(scores.features[0], role=SCORE)
+    return ReferenceProfile((*features.features, score), n_bins=settings.drift.n_bins,
+                            score_column="score", meta=m)

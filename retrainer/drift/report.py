@@ -1,10 +1,13 @@
 """Drift results: one `FeatureDrift` per feature, a `DriftReport` of them, and their renderings
 (JSON, a Markdown table for a Prefect artifact, text for the CLI).
 
-Every result carries n_ref, n_cur, the number of bins actually used and the noise floor (see
+Every result carries n_ref, n_cur, the number of bins used after sparse bins were merged, the
+noise floor (95% by default), the chi-square p-value of its PSI and its family-wise floor (see
 `psi`). Status: "too_small" when either side has fewer than DriftSettings.min_window rows (too
-small to tell: never fires), else "drift" when psi > psi_threshold, else "ok". The score column
-(role "score") is listed but does not count towards `features_required`.
+small to tell: never fires), else "drift" when psi > max(psi_threshold, family-wise floor), else
+"ok": a feature drifts only when its PSI is both large and beyond what noise over the F features
+compared gives with probability alpha. The score column (role "score") is listed but does not
+count towards `features_required`.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ OK, DRIFT, TOO_SMALL = "ok", "drift", "too_small"
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """One feature's drift result. `bins` is the number of bins used (non-empty on either side)."""
+    """One feature's drift result. `bins` is the number of bins compared after sparse bins were
+    merged (`merged` lists the original bin indices of each); `p_value` is the chi-square p-value
+    of the PSI; `family_floor` the PSI noise exceeds with probability alpha/`family`."""
 
     feature: str
     kind: str
@@ -41,12 +46,29 @@ class FeatureDrift:
     labels: tuple[str, ...] = ()
     ref_counts: tuple[int, ...] = ()
     cur_counts: tuple[int, ...] = ()
+    p_value: float = 1.0
+    family_floor: float = 0.0
+    family: int = 1
+    alpha: float = 0.05
+    merged: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def above_family_floor(self) -> bool:
+        """PSI beyond the family-wise floor: noise alone over the features compared does not
+        explain it (at level alpha)."""
+        return self.psi > self.family_floor
+
+    def bar(self, threshold: float) -> float:
+        """The PSI this feature must exceed to drift: max(threshold, its family-wise floor)."""
+        return max(threshold, self.family_floor)
 
     def to_dict(self, detail: bool = False) -> dict:
         """JSON-safe dict of the result, rounded; per-bin counts too with detail=True."""
         d = {"feature": self.feature, "kind": self.kind, "role": self.role, "psi": round(self.psi, 6),
              "bins": self.bins, "n_ref": self.n_ref, "n_cur": self.n_cur,
-             "noise_floor": round(self.noise_floor, 6), "status": self.status}
+             "noise_floor": round(self.noise_floor, 6), "p_value": self.p_value,
+             "family_floor": round(self.family_floor, 6), "above_family_floor": self.above_family_floor,
+             "family": self.family, "alpha": self.alpha, "status": self.status}
         if self.ks is not None:
             d["ks"] = round(self.ks, 6)
         if self.js is not None:
@@ -54,6 +76,8 @@ class FeatureDrift:
         if detail:
             d["bin_detail"] = [{"bin": b, "ref": r, "cur": c}
                                for b, r, c in zip(self.labels, self.ref_counts, self.cur_counts)]
+            d["merged_bins"] = [[self.labels[i] if i < len(self.labels) else str(i) for i in g]
+                                for g in self.merged if len(g) > 1]
         return d
 
 
@@ -66,6 +90,7 @@ class DriftReport:
     min_window: int = 500
     noise_quantile: float = 0.95
     features_required: int = 1
+    alpha: float = 0.05
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -89,11 +114,12 @@ class DriftReport:
         return self.results[0].n_ref if self.results else 0
 
     def drifted(self, threshold: float | None = None, min_window: int | None = None) -> list[FeatureDrift]:
-        """Results with psi > threshold on a window of at least min_window rows (defaults: the
-        report's own), highest PSI first; includes the score column when it drifted."""
+        """Results with psi > max(threshold, their family-wise floor) on a window of at least
+        min_window rows (defaults: the report's own), highest PSI first; includes the score
+        column when it drifted."""
         t = self.threshold if threshold is None else threshold
         w = self.min_window if min_window is None else min_window
-        hits = [r for r in self.results if r.psi > t and min(r.n_ref, r.n_cur) >= w]
+        hits = [r for r in self.results if r.psi > r.bar(t) and min(r.n_ref, r.n_cur) >= w]
         return sorted(hits, key=lambda r: r.psi, reverse=True)
 
     @property
@@ -119,7 +145,8 @@ class DriftReport:
         d = self.drifted()
         feats = sum(r.role == FEATURE for r in self.results)
         head = (f"{sum(r.role == FEATURE for r in d)} of {feats} features drifted "
-                f"(PSI > {self.threshold:g}; current {self.n_cur:,} rows, reference {self.n_ref:,} rows)")
+                f"(PSI > max({self.threshold:g}, family-wise floor at alpha {self.alpha:g} over {feats}); "
+                f"current {self.n_cur:,} rows, reference {self.n_ref:,} rows)")
         if any(r.status == TOO_SMALL for r in self.results):
             head += f"; window below {self.min_window:,} rows: too small to tell"
         if any(r.role == SCORE and r in d for r in self.results):
@@ -130,13 +157,17 @@ class DriftReport:
         """Markdown table (highest PSI first; k rows at most) for a Prefect artifact."""
         rows = self.top(k if k is not None else len(self.results))
         lines = [f"**Drift:** {self.summary()}.", "",
-                 f"Noise floor: PSI that sampling noise alone exceeds {1 - self.noise_quantile:.0%} of the time.", "",
-                 "| feature | PSI | noise floor | bins | n_ref | n_cur | status |",
-                 "|---|---:|---:|---:|---:|---:|---|"]
+                 f"Noise floor: PSI that sampling noise alone exceeds {1 - self.noise_quantile:.0%} of the time. "
+                 f"Family-wise floor: PSI that noise exceeds with probability alpha/F (alpha {self.alpha:g}, "
+                 f"F features compared); a feature drifts iff PSI > max({self.threshold:g}, family-wise floor).", "",
+                 "| feature | PSI | p-value | noise floor | family-wise floor | above floor | bins | n_ref | n_cur "
+                 "| status |",
+                 "|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
         for r in rows:
             name = f"{r.feature} (score)" if r.role == SCORE else r.feature
             status = f"**{r.status}**" if r.status == DRIFT else r.status.replace("_", " ")
-            lines.append(f"| {name} | {r.psi:.4f} | {r.noise_floor:.4f} | {r.bins} | {r.n_ref:,} | "
+            lines.append(f"| {name} | {r.psi:.4f} | {r.p_value:.3g} | {r.noise_floor:.4f} | {r.family_floor:.4f} | "
+                         f"{'yes' if r.above_family_floor else 'no'} | {r.bins} | {r.n_ref:,} | "
                          f"{r.n_cur:,} | {status} |")
         return "\n".join(lines) + "\n"
 
@@ -146,13 +177,14 @@ def format_report(report: DriftReport, k: int | None = None) -> str:
     rows = report.top(k if k is not None else len(report))
     extra = any(r.ks is not None or r.js is not None for r in rows)
     width = max([len("feature")] + [len(r.feature) + (8 if r.role == SCORE else 0) for r in rows])
-    head = f"{'feature':<{width}}  {'PSI':>8}  {'noise':>8}  {'bins':>4}  status"
+    head = f"{'feature':<{width}}  {'PSI':>8}  {'p-value':>8}  {'noise':>8}  {'fw floor':>8}  {'bins':>4}  status"
     if extra:
         head += "     KS      JS"
     lines = [report.summary(), head]
     for r in rows:
         name = f"{r.feature} (score)" if r.role == SCORE else r.feature
-        line = f"{name:<{width}}  {r.psi:8.4f}  {r.noise_floor:8.4f}  {r.bins:4d}  {r.status.replace('_', ' '):<9}"
+        line = (f"{name:<{width}}  {r.psi:8.4f}  {r.p_value:8.2g}  {r.noise_floor:8.4f}  {r.family_floor:8.4f}  "
+                f"{r.bins:4d}  {r.status.replace('_', ' '):<9}")
         if extra:
             line += f"  {_fmt(r.ks)}  {_fmt(r.js)}"
         lines.append(line.rstrip())

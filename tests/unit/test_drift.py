@@ -49,14 +49,48 @@ def _naive_categorical_keys(ref):
     return seen + ["unseen", "missing"], bin_of
 
 
+def _naive_groups(keys, ref_counts, m, categorical):
+    """Sparse-bin merging as the spec says it: expected current count m * r_k below 5 merges.
+    Numeric: in order, a sparse run joins the next bin, a sparse tail the previous group.
+    Categorical: sparse categories, "unseen" and a sparse "missing" pool into "other"; while
+    "other" is sparse the smallest remaining category (first in order on ties) joins it."""
+    n = sum(ref_counts[k] for k in keys)
+    exp = {k: m * ref_counts[k] / n for k in keys}
+    if not categorical:
+        groups, run = [], []
+        for k in keys:
+            run.append(k)
+            if sum(exp[j] for j in run) >= 5:
+                groups.append(run)
+                run = []
+        if run:
+            if groups:
+                groups[-1] += run
+            else:
+                groups.append(run)
+        return groups
+    keep = [k for k in keys if k != "unseen" and exp[k] >= 5]
+    other = [k for k in keys if k not in keep]
+    while sum(exp[k] for k in other) < 5 and keep:
+        smallest = min(keep, key=lambda k: (exp[k], keys.index(k)))
+        keep.remove(smallest)
+        other.append(smallest)
+    return [[k] for k in keep] + ([other] if other else [])
+
+
 def naive_psi(ref, cur, categorical=False, n_bins=10):
     keys, bin_of = _naive_categorical_keys(ref) if categorical else _naive_numeric_keys(ref, n_bins)
+    ref_counts, cur_counts = Counter(bin_of(v) for v in ref), Counter(bin_of(v) for v in cur)
+    groups = _naive_groups(keys, ref_counts, len(cur), categorical)
 
-    def shares(values):
-        counts = Counter(bin_of(v) for v in values)
-        return [counts[k] / len(values) if counts[k] else 1e-4 for k in keys]
+    def shares(counts, total):
+        out = []
+        for g in groups:
+            c = sum(counts[k] for k in g)
+            out.append(c / total if c else 1e-4)
+        return out
 
-    r, c = shares(list(ref)), shares(list(cur))
+    r, c = shares(ref_counts, len(ref)), shares(cur_counts, len(cur))
     return sum((ci - ri) * math.log(ci / ri) for ri, ci in zip(r, c))
 
 
@@ -186,14 +220,17 @@ def test_tiny_window_is_too_small_to_tell():
 
 def test_noise_floor_matches_chi_square_formula():
     ref, cur = _normal_frames(3_000, 700)
-    ref.loc[:9, "a"] = np.nan  # missing bin used on the reference side only
+    ref.loc[:29, "a"] = np.nan  # missing bin used on the reference side only (expected 7 rows: kept)
     for q in (0.95, 0.99):
         rep = ReferenceProfile.fit(ref).score(cur, DriftSettings(noise_quantile=q))
         r = rep["a"]
         assert r.bins == 11  # 10 quantile bins + the missing bin
         assert r.n_ref == 3_000 and r.n_cur == 700
         assert r.noise_floor == pytest.approx(chi2.ppf(q, 10) * (3_000 + 700) / (3_000 * 700), rel=1e-12)
-        assert rep["b"].bins == 10  # no missing anywhere: bin not used
+        assert rep["b"].bins == 10  # no missing anywhere: bin merged into the last interval
+    # 10 missing reference rows: expected 700 * 10/3000 = 2.3 < 5 current rows, merged away
+    ref.loc[10:29, "a"] = 0.0
+    assert ReferenceProfile.fit(ref).score(cur)["a"].bins == 10
     # a single-valued feature uses one bin: PSI is 0 and so is the floor
     one = pd.DataFrame({"c": np.ones(600)})
     r = ReferenceProfile.fit(one).score(one)["c"]
