@@ -59,6 +59,13 @@ LATENCY = "latency_ms"
 ERROR = "error"
 INGESTED_AT = "ingested_at"
 TARGETED = "targeted"  # the caller chose the variant by header: left out of variant_stats
+SHADOW = "shadow"  # scored off the response path by a variant that did not answer: not traffic
+REQUEST_ID = "request_id"  # the endpoint's id of the request; with ROW, joins one row's scores
+ROW = "row"  # the row's index within its request
+SCORE_PRODUCTION, SCORE_CANDIDATE = "score_production", "score_candidate"
+VERSION_PRODUCTION, VERSION_CANDIDATE = "version_production", "version_candidate"
+PAIRED_COLUMNS: tuple[str, ...] = (REQUEST_ID, ROW, TS, deid.ADMISSION_PSEUDONYM, deid.PATIENT_PSEUDONYM,
+                                   SCORE_PRODUCTION, SCORE_CANDIDATE, VERSION_PRODUCTION, VERSION_CANDIDATE)
 
 _ARROW_KIND = {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
 _UTC_US = pa.timestamp("us", tz="UTC")
@@ -72,6 +79,9 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field(LATENCY, pa.float64()),
         pa.field(ERROR, pa.bool_(), nullable=False),
         pa.field(TARGETED, pa.bool_()),  # null (older files) = False
+        pa.field(SHADOW, pa.bool_()),  # null (older files) = False
+        pa.field(REQUEST_ID, pa.string()),  # null in older files: such rows never pair
+        pa.field(ROW, pa.int64()),
         pa.field(deid.ADMISSION_PSEUDONYM, pa.string()),
         pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
         *(pa.field(f, _ARROW_KIND[S.COLUMN_TYPES[f]]) for f in S.FEATURES),
@@ -99,7 +109,8 @@ class PredictionStoreProtocol(Protocol):
     """What the flows, the serving endpoint and the canary need from a prediction store."""
 
     def append(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
-               ts=None, pseudonymizer: deid.Pseudonymizer, error=None) -> int: ...
+               ts=None, pseudonymizer: deid.Pseudonymizer, error=None, shadow=None, request_id=None,
+               row=None) -> int: ...
 
     def write_records(self, records: pd.DataFrame) -> int: ...
 
@@ -111,9 +122,16 @@ class PredictionStoreProtocol(Protocol):
     def read_labels(self) -> pd.DataFrame: ...
 
     def labelled(self, start: TimeLike = None, end: TimeLike = None, *,
-                 include_targeted: bool = False) -> pd.DataFrame: ...
+                 include_targeted: bool = False, include_shadow: bool = False) -> pd.DataFrame: ...
 
     def variant_stats(self, start: TimeLike = None, end: TimeLike = None) -> dict[str, dict]: ...
+
+    def paired(self, start: TimeLike = None, end: TimeLike = None, *, production: str = "blue",
+               candidate: str = "green", matured_before: TimeLike = None,
+               labelled: bool = True) -> pd.DataFrame: ...
+
+    def shadow_stats(self, start: TimeLike = None, end: TimeLike = None, *,
+                     production: str = "blue") -> dict[str, dict]: ...
 
     def count_labels_since(self, ts: TimeLike) -> int: ...
 
@@ -139,11 +157,14 @@ def _broadcast(value, n: int, name: str) -> np.ndarray:
 
 
 def build_records(features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
-                  ts=None, pseudonymizer: deid.Pseudonymizer, error=None) -> pd.DataFrame:
+                  ts=None, pseudonymizer: deid.Pseudonymizer, error=None, shadow=None, request_id=None,
+                  row=None) -> pd.DataFrame:
     """De-identify `features` and add the prediction columns; the frame `write_records` stores.
 
-    `scores`: one probability per row (NaN allowed for errored rows). `latency_ms`, `error`: a
-    scalar for all rows or one value per row. `ts`: prediction time(s); None means now (UTC).
+    `scores`: one probability per row (NaN allowed for errored rows). `latency_ms`, `error`,
+    `shadow`: a scalar for all rows or one value per row. `ts`: prediction time(s); None means now
+    (UTC). `request_id` (a string, or one per row) and `row` (one index per row) key the scores of
+    one request row across variants (`paired`); None leaves them null.
     """
     if not isinstance(features, pd.DataFrame):
         raise TypeError("features must be a pandas DataFrame")
@@ -173,6 +194,18 @@ def build_records(features: pd.DataFrame, scores, *, version: str, variant: str,
     out[ERROR] = errors
     if TARGETED in features.columns:  # set by the endpoint; missing/NaN means not targeted
         out[TARGETED] = features[TARGETED].eq(True).to_numpy()
+    if shadow is not None:
+        out[SHADOW] = _broadcast(shadow, n, "shadow") != 0
+    if request_id is not None:
+        ids = [request_id] * n if isinstance(request_id, str) else list(request_id)
+        if len(ids) != n:
+            raise ValueError(f"request_id has {len(ids)} values for {n} rows")
+        out[REQUEST_ID] = pd.Series(ids, index=out.index, dtype="string")
+    if row is not None:
+        rows = np.asarray(row, dtype=np.int64).reshape(-1)
+        if len(rows) != n:
+            raise ValueError(f"row has {len(rows)} values for {n} rows")
+        out[ROW] = rows
     return out
 
 
@@ -182,6 +215,105 @@ def untargeted(frame: pd.DataFrame) -> pd.DataFrame:
     if TARGETED not in frame.columns:
         return frame
     return frame[~frame[TARGETED].eq(True)]
+
+
+def unshadowed(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` without the scores made in shadow (`shadow`: a variant that did not answer the
+    request scored it off the response path): they are evidence for `paired`, not traffic."""
+    if SHADOW not in frame.columns:
+        return frame
+    return frame[~frame[SHADOW].eq(True)]
+
+
+def routed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The routed traffic of `frame`: neither targeted nor shadow rows."""
+    return unshadowed(untargeted(frame))
+
+
+_PAIR_READ = [TS, VARIANT, VERSION, SCORE, ERROR, TARGETED, REQUEST_ID, ROW, deid.ADMISSION_PSEUDONYM,
+              deid.PATIENT_PSEUDONYM]
+_SHADOW_READ = [VARIANT, SCORE, LATENCY, ERROR, TARGETED, SHADOW, REQUEST_ID, ROW]
+
+
+def _keyed_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Untargeted, unerrored rows with a finite score and a request key, one per key and variant."""
+    frame = untargeted(frame)
+    ok = (~frame[ERROR].astype(bool) & np.isfinite(frame[SCORE].to_numpy(dtype=float))
+          & frame[REQUEST_ID].notna() & frame[ROW].notna())
+    return frame[ok].drop_duplicates([VARIANT, REQUEST_ID, ROW])
+
+
+def paired_scores(frame: pd.DataFrame, *, production: str = "blue", candidate: str = "green",
+                  labels: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`PredictionStore.paired` on prediction rows already read (columns `_PAIR_READ`): the two
+    variants' scores of each request row both scored, joined on (request_id, row); inner-joined
+    with `labels` (a `read_labels()` frame) when given."""
+    if production == candidate:
+        raise ValueError(f"production and candidate must be different variants, both are {production!r}")
+    rows = _keyed_scores(frame)
+    prod = rows[rows[VARIANT] == production]
+    cand = rows[rows[VARIANT] == candidate]
+    left = prod[[REQUEST_ID, ROW, TS, deid.ADMISSION_PSEUDONYM, deid.PATIENT_PSEUDONYM, SCORE, VERSION]].rename(
+        columns={SCORE: SCORE_PRODUCTION, VERSION: VERSION_PRODUCTION})
+    right = cand[[REQUEST_ID, ROW, SCORE, VERSION]].rename(columns={SCORE: SCORE_CANDIDATE,
+                                                                    VERSION: VERSION_CANDIDATE})
+    out = left.merge(right, on=[REQUEST_ID, ROW], how="inner", validate="one_to_one")[list(PAIRED_COLUMNS)]
+    out = out.sort_values([TS, REQUEST_ID, ROW], kind="stable").reset_index(drop=True)
+    if labels is None:
+        return out
+    lab = labels[[deid.ADMISSION_PSEUDONYM, S.LABEL]]
+    out = out[out[deid.ADMISSION_PSEUDONYM].notna()]
+    return out.merge(lab, on=deid.ADMISSION_PSEUDONYM, how="inner", validate="many_to_one").reset_index(drop=True)
+
+
+def shadow_summary(frame: pd.DataFrame, *, production: str = "blue") -> dict[str, dict]:
+    """Per variant, over its routed and shadow scores (columns `_SHADOW_READ`; targeted rows left
+    out): `n_scored` (rows scored without an error), `n_shadow` (of them, scored in shadow),
+    `n_nan` (NaN or infinite scores), `n_out_of_range` (finite scores outside [0, 1]),
+    `shadow_p95_latency_ms` (of the shadow scoring; None without shadow rows), `n_failed` (shadow
+    scorings that raised), `n_routed_errors` (failed or invalid routed requests' rows), and for
+    every variant but `production`, `disagreement` with production on the rows both scored:
+    {n_pairs, mean_abs_diff, cross_rate (share of rows on different sides of 0.5)}, or None when
+    they share no row."""
+    frame = untargeted(frame)
+    keyed = _keyed_scores(frame)
+    prod = keyed[keyed[VARIANT] == production][[REQUEST_ID, ROW, SCORE]]
+    out: dict[str, dict] = {}
+    for variant, rows in frame.groupby(VARIANT, sort=True):
+        err = rows[ERROR].astype(bool).to_numpy()
+        shadow = rows[SHADOW].eq(True).to_numpy()
+        scores = rows[SCORE].to_numpy(dtype=float)[~err]
+        finite = np.isfinite(scores)
+        lat = rows[LATENCY].to_numpy(dtype=float)[shadow & ~err]
+        lat = lat[np.isfinite(lat)]
+        stats = {
+            "n_scored": int((~err).sum()),
+            "n_shadow": int((shadow & ~err).sum()),
+            "n_nan": int((~finite).sum()),
+            "n_out_of_range": int(((scores[finite] < 0) | (scores[finite] > 1)).sum()),
+            "shadow_p95_latency_ms": float(np.percentile(lat, 95)) if len(lat) else None,
+            "n_failed": int((shadow & err).sum()),
+            "n_routed_errors": int((~shadow & err).sum()),
+        }
+        if variant != production:
+            mine = keyed[keyed[VARIANT] == variant][[REQUEST_ID, ROW, SCORE]]
+            both = prod.merge(mine, on=[REQUEST_ID, ROW], suffixes=("_p", "_c"))
+            if len(both):
+                p, c = both["score_p"].to_numpy(float), both["score_c"].to_numpy(float)
+                stats["disagreement"] = {"n_pairs": int(len(both)), "mean_abs_diff": float(np.abs(p - c).mean()),
+                                         "cross_rate": float(((p >= 0.5) != (c >= 0.5)).mean())}
+            else:
+                stats["disagreement"] = None
+        out[str(variant)] = stats
+    return out
+
+
+def min_time(a: TimeLike, b: TimeLike) -> pd.Timestamp | None:
+    """The earlier of two times (None: unbounded)."""
+    a, b = _utc(a), _utc(b)
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a, b)
 
 
 def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -336,10 +468,12 @@ class PredictionStore:
             self.sweep_stale_temp_files()
 
     def append(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
-               ts=None, pseudonymizer: deid.Pseudonymizer, error=None) -> int:
+               ts=None, pseudonymizer: deid.Pseudonymizer, error=None, shadow=None, request_id=None,
+               row=None) -> int:
         """De-identify and store one batch of predictions; returns the number of rows written."""
         records = build_records(features, scores, version=version, variant=variant,
-                                latency_ms=latency_ms, ts=ts, pseudonymizer=pseudonymizer, error=error)
+                                latency_ms=latency_ms, ts=ts, pseudonymizer=pseudonymizer, error=error,
+                                shadow=shadow, request_id=request_id, row=row)
         return self.write_records(records, _fingerprint=pseudonymizer.fingerprint)
 
     def write_records(self, records: pd.DataFrame, *, _fingerprint: str | None = None) -> int:
@@ -429,14 +563,16 @@ class PredictionStore:
         return frame.drop_duplicates(deid.ADMISSION_PSEUDONYM, keep="last").reset_index(drop=True)
 
     def labelled(self, start: TimeLike = None, end: TimeLike = None, *,
-                 include_targeted: bool = False) -> pd.DataFrame:
+                 include_targeted: bool = False, include_shadow: bool = False) -> pd.DataFrame:
         """Predictions in the window joined (inner) with their labels on `admission_pseudonym`.
         Predictions whose variant the caller chose by header (`targeted`) are left out unless
-        `include_targeted`: the canary's AUCs and DeLong interval and the triggers' AUC windows
-        all come from here."""
+        `include_targeted`, and scores made in shadow unless `include_shadow`: the canary's AUCs
+        and DeLong interval and the triggers' AUC windows all come from here."""
         preds = self.read(start, end)
         if not include_targeted:
             preds = untargeted(preds)
+        if not include_shadow:
+            preds = unshadowed(preds)
         labels = self.read_labels()[[deid.ADMISSION_PSEUDONYM, S.LABEL]]
         preds = preds[preds[deid.ADMISSION_PSEUDONYM].notna()]
         joined = preds.merge(labels, on=deid.ADMISSION_PSEUDONYM, how="inner", validate="many_to_one")
@@ -447,12 +583,13 @@ class PredictionStore:
         rows the AUC is computed on), auc (None if fewer than 2 classes among them), error_rate
         (share of predictions flagged `error`), p95_latency_ms (None if no latency), version (of
         the latest prediction) and versions (all seen in the window). Predictions whose variant
-        the caller chose by header (`targeted`) are left out."""
+        the caller chose by header (`targeted`) and scores made in shadow are left out: only
+        routed traffic counts (failed and invalid requests are routed rows with `error`)."""
         from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - heavy: sklearn
 
-        preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR, TARGETED])
-        preds = untargeted(preds)
-        joined = self.labelled(start, end)  # untargeted too
+        preds = self.read(start, end, columns=[TS, VARIANT, VERSION, LATENCY, ERROR, TARGETED, SHADOW])
+        preds = routed(preds)
+        joined = self.labelled(start, end)  # routed rows too
         stats: dict[str, dict] = {}
         for variant, rows in preds.groupby(VARIANT, sort=True):
             lab = joined[joined[VARIANT] == variant]
@@ -471,6 +608,24 @@ class PredictionStore:
                 "versions": sorted(rows[VERSION].astype(str).unique().tolist()),
             }
         return stats
+
+    def paired(self, start: TimeLike = None, end: TimeLike = None, *, production: str = "blue",
+               candidate: str = "green", matured_before: TimeLike = None, labelled: bool = True) -> pd.DataFrame:
+        """The scores `production` and `candidate` both gave to the same request rows (one answered,
+        the other scored in shadow, or both in shadow), one row per request row with a finite score
+        from each: columns `PAIRED_COLUMNS`, plus `readmitted_30d` when `labelled` (inner join with
+        the labels on the admission pseudonym). Window `start <= ts < end`; `matured_before`: only
+        predictions made before it (the caller passes now - label_delay: only rows whose label can
+        exist). Targeted and errored rows, and rows without a request key (older files), never pair."""
+        frame = self.read(start, min_time(end, matured_before), columns=_PAIR_READ)
+        return paired_scores(frame, production=production, candidate=candidate,
+                             labels=self.read_labels() if labelled else None)
+
+    def shadow_stats(self, start: TimeLike = None, end: TimeLike = None, *,
+                     production: str = "blue") -> dict[str, dict]:
+        """The shadow strategy's sanity checks per variant over its routed and shadow scores
+        (targeted rows left out): see `shadow_summary`."""
+        return shadow_summary(self.read(start, end, columns=_SHADOW_READ), production=production)
 
     def count_labels_since(self, ts: TimeLike) -> int:
         """Admissions whose (latest) label was ingested at or after `ts`."""

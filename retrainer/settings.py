@@ -126,6 +126,11 @@ class ServingSettings(_Section):
     capture_flush_seconds: float = Field(2.0, gt=0, le=3600)  # T: ... and only rows of the last T s
     capture_backlog_rows: int = Field(100_000, ge=1)  # rows held when writes fail; oldest dropped beyond
     body_timeout_s: float = Field(5.0, gt=0, le=300)
+    # shadow scoring (retrainer/serving/shadow.py): rows are also scored, off the response path, by
+    # production and candidate when both have weight > 0 ("candidate"), by every loaded variant
+    # ("all"), or not at all ("off"); the scores are captured with `shadow` = true for paired checks
+    shadow: Literal["off", "candidate", "all"] = "candidate"
+    shadow_backlog_rows: int = Field(100_000, ge=1)  # rows waiting for shadow scoring; oldest dropped beyond
 
 
 class AWSSettings(_Section):

@@ -55,11 +55,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request  # module level: annotations are resolved by name
 
+from .. import schema as S
 from ..clock import utcnow
 from ..errors import ArtifactIntegrityError, RegistryError, RolloutError
 from .capture import metrics_text
 from .contract import TARGETED, admin_token, check_serving_settings
-from .parsing import ACTOR_HEADER, ACTOR_RE, BadRequest, admin_request, loads, parse_body
+from .parsing import ACTOR_HEADER, ACTOR_RE, MAX_STRING_CHARS, BadRequest, admin_request, loads, parse_body
 from .routing import (
     INVOKED_HEADER,
     TARGET_HEADER,
@@ -67,6 +68,7 @@ from .routing import (
     entity_point,
     parse_variants,
 )
+from .shadow import REQUEST_ID_HEADER, UNROUTED, serving_metrics_text
 from .state import DEFAULT_ACTOR, AuditFailed, ServingState
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,8 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
 
     @app.get("/metrics")
     async def metrics():
-        return Response(metrics_text(state.capture), media_type="text/plain; version=0.0.4; charset=utf-8")
+        text = metrics_text(state.capture) + serving_metrics_text(state.shadow, state.failures)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -176,6 +179,8 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
         return b"".join(chunks)
 
     def score(table: RoutingTable, records: list[dict], target: str | None):
+        """(names, scores, groups, latency_ms, failed): `failed` names the variants whose scoring
+        raised (their rows' scores are NaN)."""
         t0 = time.perf_counter()
         if target is not None:
             names = [target] * len(records)
@@ -188,15 +193,73 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
         groups: dict[str, list[int]] = {}
         for i, n in enumerate(names):
             groups.setdefault(n, []).append(i)
+        failed: list[str] = []
         for name, idx in groups.items():
             part = records if len(groups) == 1 else [records[i] for i in idx]
-            scores[idx] = table.scorers[name].predict(part)
+            try:
+                scores[idx] = table.scorers[name].predict(part)
+            except Exception:
+                log.exception("scoring by %s (%s) failed", name, table.by_name[name].version)
+                scores[idx] = np.nan
+                failed.append(name)
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        return names, scores, groups, latency_ms
+        return names, scores, groups, latency_ms, failed
+
+    def safe_keys(rec) -> dict:
+        """The routing keys of an invalid instance that pass the request contract (strings of at
+        most 256 characters, integers within int64); nothing else of it is kept."""
+        if not isinstance(rec, dict):
+            return {}
+        out = {}
+        for k in S.KEYS:
+            v = rec.get(k)
+            if (isinstance(v, str) and 0 < len(v) <= MAX_STRING_CHARS) or \
+                    (isinstance(v, int) and not isinstance(v, bool) and -(2 ** 63) <= v < 2 ** 63):
+                out[k] = v
+        return out
+
+    def refused(table: RoutingTable, target: str | None, exc: BadRequest, request_id: str, t0: float) -> None:
+        """Count a refused request per variant and capture it as error rows: each parsed instance
+        (one row when there are more than max_instances) routed as it would have been, keeping
+        only its valid routing keys (de-identified by the capture). A request that cannot be
+        routed (no parsed instances, unknown target, no model) is counted as `unrouted` only."""
+        records = exc.records
+        routable = target is None or (target in table.by_name and exc.status != 403)
+        if not records or not table.variants or not routable:
+            state.failures[(UNROUTED, "invalid")] += 1
+            return
+        rows = [safe_keys(r) for r in (records if len(records) <= max_instances else records[:1])]
+        if target is not None:
+            names = [target] * len(rows)
+        else:
+            names = []
+            for rec in rows:
+                u = entity_point(rec, pseudonymizer) if rec else None
+                names.append(table.route(random.random() if u is None else u))
+        groups: dict[str, list[int]] = {}
+        for i, n in enumerate(names):
+            groups.setdefault(n, []).append(i)
+        for name in groups:
+            state.failures[(name, "invalid")] += 1
+        capture = state.capture
+        if capture is None:
+            return
+        if target is not None:
+            state.targeted += len(rows)
+            for rec in rows:
+                rec[TARGETED] = True
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        now = state.clock()
+        for name, idx in groups.items():
+            capture.put(name, table.by_name[name].version, [rows[i] for i in idx], [float("nan")] * len(idx),
+                        latency_ms, now, request_id=request_id, rows=idx, error=True)
 
     @app.post("/invocations")
     async def invocations(request: Request):
         table = state.table  # one read: this request uses this table to the end
+        t0 = time.perf_counter()
+        request_id = state.request_ids()
+        target = None
         try:
             target = request.headers.get(TARGET_HEADER)
             if target is not None:
@@ -214,14 +277,16 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
                 raise BadRequest(400, "empty body: send {\"instances\": [...]} or CSV with a header row")
             records = parse_body(body, request.headers.get("content-type", ""), max_instances)
         except BadRequest as exc:
-            return error(exc.status, exc.message)
+            refused(table, target, exc, request_id, t0)
+            return error(exc.status, exc.message, {REQUEST_ID_HEADER: request_id})
         if len(records) > 16:
-            names, scores, groups, latency_ms = await run_in_threadpool(score, table, records, target)
+            names, scores, groups, latency_ms, failed = await run_in_threadpool(score, table, records, target)
         else:
-            names, scores, groups, latency_ms = score(table, records, target)
+            names, scores, groups, latency_ms, failed = score(table, records, target)
         now = state.clock()
         capture = state.capture
         versions = {n: table.by_name[n].version for n in groups}
+        single = len(groups) == 1
         if capture is not None:
             state.conformer.conform(records)  # only known category values reach the store
             if target is not None:
@@ -229,11 +294,25 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
                 for rec in records:
                     rec[TARGETED] = True
             for name, idx in groups.items():
-                part = records if len(groups) == 1 else [records[i] for i in idx]
-                capture.put(name, versions[name], part, scores[idx], latency_ms, now)
+                part = records if single else [records[i] for i in idx]
+                capture.put(name, versions[name], part, scores[idx], latency_ms, now, request_id=request_id,
+                            rows=None if single else idx, error=name in failed)
+        if failed:  # a failed request: its failing variants' rows were captured as error rows
+            for name in failed:
+                state.failures[(name, "failed")] += 1
+            return error(500, f"internal error: scoring by variant {failed[0]} failed",
+                         {REQUEST_ID_HEADER: request_id})
+        shadow = state.shadow
+        if shadow is not None and target is None:
+            plan = shadow.plan(table)
+            for name, idx in groups.items():
+                jobs = plan.get(name)
+                if jobs:
+                    shadow.submit(jobs, records if single else [records[i] for i in idx], request_id,
+                                  None if single else idx, now)
         preds = [{"score": float(s), "version": versions[n], "variant": n} for s, n in zip(scores, names)]
         return Response(_dumps({"predictions": preds}), media_type="application/json",
-                        headers={INVOKED_HEADER: ",".join(groups)})
+                        headers={INVOKED_HEADER: ",".join(groups), REQUEST_ID_HEADER: request_id})
 
     def authorized(request: Request) -> bool:
         if not token:  # an empty token never authorises (create_app refuses it anyway)

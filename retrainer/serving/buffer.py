@@ -87,12 +87,13 @@ class BufferedPredictionWriter:
             return None if self._oldest is None else time.monotonic() - self._oldest
 
     def add(self, features: pd.DataFrame, scores, *, version: str, variant: str, latency_ms,
-            ts=None, error=None) -> int:
+            ts=None, error=None, shadow=None, request_id=None, row=None) -> int:
         """Buffer predictions; returns the number of rows added. Bad rows raise here (nothing of
-        the call is buffered); a failed write does not (the rows stay buffered, see the class)."""
+        the call is buffered); a failed write does not (the rows stay buffered, see the class).
+        `error`, `shadow`, `request_id`, `row`: see `predstore.build_records`."""
         records = build_records(features, scores, version=version, variant=variant,
                                 latency_ms=latency_ms, ts=ts, pseudonymizer=self.pseudonymizer,
-                                error=error)
+                                error=error, shadow=shadow, request_id=request_id, row=row)
         check_records(records)  # bad rows fail here, not at flush
         with self._lock:
             if self._closed:

@@ -129,10 +129,13 @@ class _WriterCore:
 
     def add_items(self, items: list) -> None:
         n = 0
-        for variant, version, records, scores, latency_ms, ts in items:
+        for variant, version, records, scores, latency_ms, ts, *meta in items:
+            shadow, request_id, row_ids, error = meta if meta else (False, None, None, False)
             rows = self._raw[(variant, version)]
-            for rec, score in zip(records, scores):
-                rows.append((rec, score, latency_ms, ts))
+            if row_ids is None:
+                row_ids = range(len(records))
+            for rec, score, k in zip(records, scores, row_ids):
+                rows.append((rec, score, latency_ms, ts, shadow, request_id, k, error))
             n += len(records)
         self.counters[_RECEIVED] += n
         if n and self._raw_since is None:
@@ -160,7 +163,9 @@ class _WriterCore:
                 frame = _conform_features(pd.DataFrame.from_records([r[0] for r in part]))
                 self.writer.add(frame, np.array([r[1] for r in part], dtype=float), version=version,
                                 variant=variant, latency_ms=np.array([r[2] for r in part], dtype=float),
-                                ts=[r[3] for r in part])
+                                ts=[r[3] for r in part], shadow=[bool(r[4]) for r in part],
+                                request_id=[r[5] for r in part], row=[r[6] for r in part],
+                                error=[bool(r[7]) for r in part])
             except Exception as exc:  # a capture problem never reaches the caller; bad rows are counted
                 if hi - lo == 1:
                     reasons[_reason(exc)] += 1
@@ -312,6 +317,9 @@ class CaptureQueue:
         self._closed = False
         self._last_start = 0.0
         self._stop = threading.Event()
+        # run first by flush() and close(): producers that feed this queue off the request path
+        # (the shadow scorer) hand over what they hold, so a flush covers every answered request
+        self.before_flush: list = []
         self._start_writer()
         self._thread = threading.Thread(target=self._run, name="capture-sender", daemon=True)
         self._thread.start()
@@ -388,9 +396,14 @@ class CaptureQueue:
         return self._worker.is_alive()
 
     # -- serving side ------------------------------------------------------------------------------
-    def put(self, variant: str, version: str, records: list, scores, latency_ms: float, ts: datetime) -> None:
+    def put(self, variant: str, version: str, records: list, scores, latency_ms: float, ts: datetime, *,
+            shadow: bool = False, request_id: str | None = None, rows: list[int] | None = None,
+            error: bool = False) -> None:
         """Queue one scored batch (the request path: an append). Beyond `max_backlog_rows` queued
-        rows the oldest are dropped and counted (`queue_full`)."""
+        rows the oldest are dropped and counted (`queue_full`). `shadow`: scored off the response
+        path by a variant that did not answer; `request_id` and `rows` (each record's index in its
+        request; default 0, 1, ...) key a request row's scores across variants; `error`: the
+        request failed or was invalid (scores NaN)."""
         n = len(records)
         with self._lock:
             if self._closed:
@@ -398,7 +411,7 @@ class CaptureQueue:
                 return
             # plain floats: a numpy array per item would make the hand-off's pickling 3x slower
             scores = scores.tolist() if hasattr(scores, "tolist") else list(scores)
-            self._q.append((variant, version, records, scores, latency_ms, ts))
+            self._q.append((variant, version, records, scores, latency_ms, ts, shadow, request_id, rows, error))
             self._queued += n
             self._accepted += n
             while self._queued > self.max_backlog_rows and len(self._q) > 1:
@@ -462,10 +475,18 @@ class CaptureQueue:
     def flush(self, timeout: float = 60.0) -> int:
         """Hand everything queued to the writer and write it now; returns the rows written by this
         call. Raises RuntimeError when the write failed (the rows stay in the backlog)."""
+        self._run_before_flush()
         written, error = self._call("flush", timeout)
         if error:
             raise RuntimeError(f"prediction capture could not write: {error}")
         return written
+
+    def _run_before_flush(self) -> None:
+        for fn in list(self.before_flush):
+            try:
+                fn()
+            except Exception:  # a producer's problem never stops the flush of what is queued
+                log.exception("prediction capture: a pre-flush hand-over failed")
 
     # compatibility with the former API (`capture.drain(); capture.writer.flush()`)
     drain = flush
@@ -480,6 +501,7 @@ class CaptureQueue:
         with self._lock:
             if self._closed:
                 return
+        self._run_before_flush()
         self._stop.set()
         self._thread.join(timeout=10)
         try:

@@ -43,12 +43,15 @@ for _c in S.NUMERIC_FEATURES:
 
 
 class BadRequest(Exception):
-    """A request the app refuses: the HTTP status and a one-line message."""
+    """A request the app refuses: the HTTP status and a one-line message. `records`: the parsed,
+    invalid instances when the body parsed into a list (None otherwise), so the refusal can be
+    routed and captured as error rows."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, records: list | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.records = records
 
 
 def loads(body: bytes) -> Any:
@@ -93,7 +96,8 @@ def parse_body(body: bytes, content_type: str, max_instances: int) -> list[dict]
         raise BadRequest(415, f"unsupported content type {ctype!r}: use application/json or text/csv")
     err = validate_records(records, max_instances)
     if err:
-        raise BadRequest(413 if err.startswith("too many instances") else 422 if "instance " in err else 400, err)
+        raise BadRequest(413 if err.startswith("too many instances") else 422 if "instance " in err else 400, err,
+                         records if isinstance(records, list) else None)
     return records
 
 

@@ -8,6 +8,7 @@ written, routing.json is restored and nothing changed (`AuditFailed`).
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from datetime import datetime
@@ -29,6 +30,7 @@ from .routing import (
     sweep_routing_temp_files,
     write_routing,
 )
+from .shadow import RequestIds, ShadowScorer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,10 @@ class ServingState:
         self.capture: CaptureQueue | None = None
         self.conformer = CategoryConformer()
         self.targeted = 0  # predictions whose variant a header chose (left out of canary statistics)
+        self.request_ids = RequestIds()
+        self.failures: collections.Counter = collections.Counter()  # (variant, "invalid"/"failed") -> requests
+        self.shadow: ShadowScorer | None = None
+        self.shadow_mode: str = settings.serving.shadow
         if store is not None and pseudonymizer is not None:
             sv = settings.serving
             self.capture = CaptureQueue(
@@ -78,6 +84,9 @@ class ServingState:
                 key_env=settings.pseudonym_key_env, process=capture_process)
         elif store is not None:
             log.warning("prediction capture is off: no pseudonymizer (key) was given")
+        if self.capture is not None and self.shadow_mode != "off":  # shadow scores only matter stored
+            self.shadow = ShadowScorer(self.capture, self.shadow_mode,
+                                       max_backlog_rows=settings.serving.shadow_backlog_rows)
         sweep_routing_temp_files(self.path)  # temp files of routing writes killed before their rename
         self._load_initial()
 
@@ -154,12 +163,20 @@ class ServingState:
         out["capture"] = ({"captured": self.capture.captured, "dropped": self.capture.dropped}
                           if self.capture else None)
         out["contract"] = {**self.conformer.stats(), "targeted_predictions": self.targeted}
+        out["shadow"] = (self.shadow.stats() if self.shadow is not None else
+                         {"mode": self.shadow_mode, "active": False})
+        if self.shadow is not None:
+            out["shadow"]["active"] = bool(self.shadow.plan(t))
+        out["failed_requests"] = [{"variant": v, "reason": r, "requests": n}
+                                  for (v, r), n in sorted(self.failures.items())]
         if self.startup_warning:
             out["startup_warning"] = self.startup_warning
         return out
 
     def close(self) -> None:
-        """Flush and stop the capture (the app's shutdown)."""
+        """Score what waits for shadow scoring, flush and stop the capture (the app's shutdown)."""
+        if self.shadow is not None:
+            self.shadow.close()
         if self.capture is not None:
             self.capture.close()
             self.capture = None

@@ -177,7 +177,9 @@ def test_long_strings_are_refused_at_the_boundary(live, world):
         assert r.status_code in (413, 422), (field, r.status_code)
         err = r.json()["error"]
         assert field in err and "256" in err and len(err) < 200 and "\n" not in err
-    assert live.flush().empty  # nothing refused was captured
+    stored = live.flush()  # refused requests are captured as error rows, without the refused values
+    assert len(stored) == 4 and stored["error"].all() and stored["score"].isna().all()
+    assert stored["insurance"].isna().all() and stored["patient_pseudonym"].isna().sum() == 1
     assert post(live, {"instances": [dict(base, insurance="M" * 256)]}).status_code == 200  # at the limit
 
 
@@ -199,8 +201,10 @@ def test_out_of_range_numbers_are_422_and_capture_survives(live, world):
     good = world["rows"][:5]
     assert post(live, {"instances": good}).status_code == 200
     assert post(live, {"instances": [dict(base, age=110, n_procedures=40)]}).status_code == 200  # range ends
-    stored = live.flush()
-    assert len(stored) == 6 and live.state.capture.dropped == 0
+    stored = live.flush()  # the 9 refused requests' 17 instances are error rows with no feature stored
+    assert int((~stored["error"]).sum()) == 6 and live.state.capture.dropped == 0
+    refused = stored[stored["error"]]
+    assert len(refused) == 17 and refused["age"].isna().all() and refused["n_procedures"].isna().all()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -305,6 +309,8 @@ def test_target_header_needs_weight_or_token_and_is_left_out_of_canary_stats(liv
     routed = post(live, {"instances": rows[30:130]}).json()["predictions"]
     n_green = sum(p["variant"] == "green" for p in routed)
     stored = live.flush()
+    assert int(stored["shadow"].eq(True).sum()) == 100  # routed rows only are scored in shadow
+    stored = stored[~stored["shadow"].eq(True)]
     assert len(stored) == 132 and int(stored["targeted"].eq(True).sum()) == 32
     stats = live.store.variant_stats()
     assert stats["green"]["n_predictions"] == n_green  # the 30 targeted rows are not canary traffic
