@@ -49,9 +49,11 @@ from .config import (
 )
 from .evaluate import (
     Z95,
+    Z_ONE_SIDED,
     TriggerEvaluation,
     WindowAUC,
     auc_standard_error,
+    auc_window,
     choose,
     cron_ticks,
     evaluate_concept_drift,
@@ -63,7 +65,7 @@ from .evaluate import (
     window_auc,
     window_bounds,
 )
-from .inputs import MonitorInputs, collect_inputs, evaluate_all
+from .inputs import MonitorInputs, collect_inputs, evaluate_all, registered_auc
 from .policy import (
     ApprovalDecision,
     DuplicateDecision,
@@ -83,14 +85,15 @@ __all__ = [
     "PerformanceTrigger", "ConceptDriftTrigger", "VolumeTrigger", "ManualTrigger", "TriggerSpec", "Policy",
     "TriggersConfig", "parse_triggers", "load_triggers",
     # evaluate
-    "Z95", "TriggerEvaluation", "WindowAUC", "auc_standard_error", "window_auc", "window_bounds",
+    "Z95", "Z_ONE_SIDED", "TriggerEvaluation", "WindowAUC", "auc_standard_error", "auc_window", "window_auc",
+    "window_bounds",
     "evaluate_data_drift", "evaluate_performance", "evaluate_concept_drift", "evaluate_volume",
     "evaluate_scheduled", "cron_ticks", "evaluate_manual", "choose",
     # policy
     "EmitDecision", "emit_decision", "effective_approvers", "ApprovalDecision", "approval_decision",
     "DuplicateDecision", "duplicate_decision", "concurrency_limit_name",
     # inputs, state, profile
-    "MonitorInputs", "collect_inputs", "evaluate_all",
+    "MonitorInputs", "collect_inputs", "evaluate_all", "registered_auc",
     "state_path", "load_state", "save_state", "last_emitted",
     "fit_reference_profile",
 ]

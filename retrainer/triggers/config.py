@@ -9,7 +9,7 @@ Configuration follows Protocol 24's `retraining_triggers` shape, with priorities
         priority: 1                 # concept_drift | new_data_volume | manual
         enabled: true
         psi_threshold: 0.20
-        min_features: 1
+        min_features: 3           # Protocol 24
         min_window: 500
         window: 24h
       ...
@@ -160,7 +160,7 @@ class ScheduledTrigger(_TriggerBase):
 class DataDriftTrigger(_TriggerBase):
     type: Literal["data_drift"]
     psi_threshold: float = Field(0.20, gt=0)
-    min_features: int = Field(1, ge=1)  # Protocol 24 uses 3; see triggers.yaml
+    min_features: int = Field(3, ge=1)  # Protocol 24: at least 3 features drift
     min_window: int = Field(500, ge=1)
     window: timedelta = timedelta(hours=24)
     parse_durations = _duration_field("window")
@@ -179,6 +179,8 @@ class PerformanceTrigger(_LabelledAucTrigger):
     threshold: float = Field(0.70, gt=0, le=1)
     consecutive_windows: int = Field(3, ge=1, le=100)
     window: timedelta = timedelta(days=7)
+    min_positives: int = Field(50, ge=1)  # per window; fewer = too small to tell
+    min_negatives: int = Field(50, ge=1)
 
 
 class ConceptDriftTrigger(_LabelledAucTrigger):

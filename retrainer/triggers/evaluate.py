@@ -4,7 +4,11 @@ fired or not, a one-line reason, the numbers it decided on, and the noise floor 
 applies. Nothing here reads files, the registry or the clock; `inputs.collect_inputs` does that
 I/O and `inputs.evaluate_all` feeds its results to these functions.
 
-A window smaller than the configured minimum is "too small to tell" and never fires. When
+A window smaller than the configured minimum is "too small to tell" and never fires. Every rule
+decides on a bound, not a point estimate: data drift on PSI above a family-wise noise floor,
+performance on the AUC's one-sided upper bound, concept drift on a drop beyond the combined
+standard errors; each evaluation's `numbers` name n, positives, the estimate, the bound and
+the `rule` that decided. When
 several triggers fire at once, `choose` reports the one with the highest priority (lowest
 number; ties: the order in the file).
 """
@@ -20,8 +24,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 from cronsim import CronSim
-from sklearn.metrics import roc_auc_score
 
+from ..evidence.auc import delong_auc_variance
 from .config import (
     TYPE_TO_TRIGGER,
     ConceptDriftTrigger,
@@ -35,6 +39,7 @@ from .config import (
 )
 
 Z95 = 1.959964  # two-sided 95% normal quantile, for AUC noise floors
+Z_ONE_SIDED = 1.644854  # one-sided 95% normal quantile: the performance and concept-drift bounds
 
 
 @dataclass
@@ -97,7 +102,11 @@ def _disabled(trigger) -> TriggerEvaluation:
 def evaluate_data_drift(trigger: DataDriftTrigger, report, *, n_window: int | None = None,
                         production_version: str | None = None, top_k: int = 5) -> TriggerEvaluation:
     """`report` is a drift.DriftReport of the window against the production reference profile
-    (None when there is nothing to compare: no production model or no stored profile)."""
+    (None when there is nothing to compare: no production model or no stored profile).
+
+    Rule: a feature drifts iff PSI > max(psi_threshold, its family-wise floor) (the floor noise
+    over the F features compared exceeds with probability alpha, see `drift.psi`); the trigger
+    fires iff at least `min_features` features drift on a window of at least `min_window` rows."""
     if not trigger.enabled:
         return _disabled(trigger)
     if report is None:
@@ -108,50 +117,80 @@ def evaluate_data_drift(trigger: DataDriftTrigger, report, *, n_window: int | No
     n = report.n_cur
     features = [r for r in report.results if r.role == "feature"]
     score = [r for r in report.results if r.role == "score"]
-    drifted = sorted((r for r in features if r.psi > trigger.psi_threshold), key=lambda r: r.psi, reverse=True)
+    t = trigger.psi_threshold
+    drifted = sorted((r for r in features if r.psi > r.bar(t)), key=lambda r: r.psi, reverse=True)
     top = sorted(features, key=lambda r: r.psi, reverse=True)[:top_k]
     max_psi = float(top[0].psi) if top else 0.0
-    noise = float(top[0].noise_floor) if top else None
-    numbers = {"n_window": n, "n_reference": report.n_ref, "max_psi": round(max_psi, 6),
-               "features_over_threshold": len(drifted), "min_features": trigger.min_features,
-               "psi_threshold": trigger.psi_threshold, "min_window": trigger.min_window,
-               "top_features": [{"feature": r.feature, "psi": round(float(r.psi), 6),
-                                 "noise_floor": round(float(r.noise_floor), 6)} for r in top]}
+    noise = float(top[0].family_floor) if top else None
+    alpha = getattr(report, "alpha", 0.05)
+    rule = (f"feature drifts iff PSI > max({t:g}, family-wise floor at alpha {alpha:g} over "
+            f"{len(features)} features); fires iff >= {trigger.min_features} drift on >= {trigger.min_window:,} rows")
+    numbers = {"n_window": n, "n_reference": report.n_ref, "features_compared": len(features),
+               "alpha": alpha, "max_psi": round(max_psi, 6),
+               "features_over_threshold": sum(r.psi > t for r in features),
+               "features_above_family_floor": sum(r.above_family_floor for r in features),
+               "features_drifted": len(drifted), "min_features": trigger.min_features,
+               "psi_threshold": t, "min_window": trigger.min_window, "rule": rule,
+               "top_features": [_feature_row(r, t) for r in top]}
     if score:
         numbers["score_psi"] = round(float(score[0].psi), 6)
+        numbers["score_p_value"] = float(score[0].p_value)
     payload = {"trigger": "drift", "trigger_name": trigger.name, "max_psi": max_psi,
                "top_features": {r.feature: round(float(r.psi), 6) for r in (drifted or top)[:top_k]},
                "features_over_threshold": [r.feature for r in drifted],
-               "psi_threshold": trigger.psi_threshold, "n_window": n,
+               "psi_threshold": t, "n_window": n,
                "production_version": production_version}
     if "score_psi" in numbers:
         payload["score_psi"] = numbers["score_psi"]
     if n < trigger.min_window:
         return _ev(trigger, False, f"too small to tell: {n:,} rows in the window, minimum {trigger.min_window:,}",
                    numbers, noise, too_small=True, payload=payload)
-    names = ", ".join(f"{r.feature} {r.psi:.3f}" for r in drifted[:3])
+    names = ", ".join(f"{r.feature} {r.psi:.3f} (p={r.p_value:.2g})" for r in drifted[:3])
     if len(drifted) >= trigger.min_features:
-        return _ev(trigger, True, f"{len(drifted)} feature(s) with PSI > {trigger.psi_threshold:g} "
-                   f"(need {trigger.min_features}): {names}", numbers, noise, payload=payload)
-    lead = f"; highest {top[0].feature} {max_psi:.3f}" if top else ""
-    return _ev(trigger, False, f"{len(drifted)} feature(s) with PSI > {trigger.psi_threshold:g}, need "
-               f"{trigger.min_features}{lead} (noise floor {noise or 0:.3f})", numbers, noise, payload=payload)
+        return _ev(trigger, True, f"{len(drifted)} of {len(features)} features drift (PSI > max({t:g}, "
+                   f"family-wise floor); need {trigger.min_features}) on {n:,} rows: {names}",
+                   numbers, noise, payload=payload)
+    lead = (f"; highest {top[0].feature} {max_psi:.3f} (p={top[0].p_value:.2g}, family-wise floor "
+            f"{top[0].family_floor:.3f})") if top else ""
+    return _ev(trigger, False, f"{len(drifted)} of {len(features)} features drift (PSI > max({t:g}, "
+               f"family-wise floor)) on {n:,} rows, need {trigger.min_features}{lead}", numbers, noise,
+               payload=payload)
+
+
+def _feature_row(r, threshold: float) -> dict[str, Any]:
+    return {"feature": r.feature, "psi": round(float(r.psi), 6), "p_value": float(r.p_value),
+            "noise_floor": round(float(r.noise_floor), 6), "family_floor": round(float(r.family_floor), 6),
+            "above_family_floor": bool(r.above_family_floor), "bins": r.bins,
+            "drifts": bool(r.psi > r.bar(threshold))}
 
 
 @dataclass(frozen=True)
 class WindowAUC:
-    """AUC of the production model on the labelled predictions of one time window."""
+    """AUC of the production model on the labelled predictions of one time window, with its
+    DeLong standard error `se` (None when unknown: then the Hanley-McNeil one is used)."""
     start: str
     end: str
     n: int
     n_pos: int
     n_neg: int
     auc: float | None
+    se: float | None = None
+
+    @property
+    def standard_error(self) -> float | None:
+        """`se` (DeLong) when known, else Hanley & McNeil's from auc, n_pos and n_neg."""
+        return self.se if self.se is not None else auc_standard_error(self.auc, self.n_pos, self.n_neg)
 
     @property
     def noise_floor(self) -> float | None:
-        se = auc_standard_error(self.auc, self.n_pos, self.n_neg)
+        se = self.standard_error
         return None if se is None else Z95 * se
+
+    @property
+    def upper_bound(self) -> float | None:
+        """One-sided 95% upper confidence bound of the AUC: auc + z_0.95 * se."""
+        se = self.standard_error
+        return None if se is None or self.auc is None else self.auc + Z_ONE_SIDED * se
 
 
 def auc_standard_error(auc: float | None, n_pos: int, n_neg: int) -> float | None:
@@ -164,19 +203,29 @@ def auc_standard_error(auc: float | None, n_pos: int, n_neg: int) -> float | Non
     return math.sqrt(max(var, 0.0))
 
 
-def window_auc(labelled: pd.DataFrame, start, end, label: str = "readmitted_30d",
-               score: str = "score") -> WindowAUC:
-    """AUC over the rows of `labelled` (predictions joined with labels) with a finite score."""
-    s = labelled[score].to_numpy(dtype=float) if len(labelled) else np.empty(0)
+def auc_window(y, s, start, end) -> WindowAUC:
+    """AUC and DeLong standard error of labels `y` (0/1) and scores `s` (non-finite scores
+    dropped) for the window [start, end)."""
+    y = np.asarray(y).astype(int)
+    s = np.asarray(s, dtype=float)
     ok = np.isfinite(s)
-    y = labelled[label].to_numpy()[ok] if len(labelled) else np.empty(0)
-    s = s[ok]
+    y, s = y[ok], s[ok]
     n_pos = int((y == 1).sum())
     n_neg = int((y == 0).sum())
-    auc = None
+    auc = se = None
     if n_pos and n_neg:
-        auc = float(roc_auc_score(y, s))
-    return WindowAUC(str(pd.Timestamp(start)), str(pd.Timestamp(end)), int(len(s)), n_pos, n_neg, auc)
+        auc, var = delong_auc_variance(y, s)
+        se = math.sqrt(max(var, 0.0))
+    return WindowAUC(str(pd.Timestamp(start)), str(pd.Timestamp(end)), int(len(s)), n_pos, n_neg, auc, se)
+
+
+def window_auc(labelled: pd.DataFrame, start, end, label: str = "readmitted_30d",
+               score: str = "score") -> WindowAUC:
+    """AUC (and DeLong SE) over the rows of `labelled` (predictions joined with labels) with a
+    finite score."""
+    if not len(labelled):
+        return auc_window(np.empty(0), np.empty(0), start, end)
+    return auc_window(labelled[label].to_numpy(), labelled[score].to_numpy(dtype=float), start, end)
 
 
 def window_bounds(now: datetime, length: timedelta, k: int) -> list[tuple[datetime, datetime]]:
@@ -184,71 +233,110 @@ def window_bounds(now: datetime, length: timedelta, k: int) -> list[tuple[dateti
     return [(now - (k - i) * length, now - (k - i - 1) * length) for i in range(k)]
 
 
+def _window_row(w: WindowAUC) -> dict[str, Any]:
+    se = w.standard_error
+    ub = w.upper_bound
+    return {"start": w.start, "end": w.end, "n": w.n, "positives": w.n_pos, "negatives": w.n_neg,
+            "auc": None if w.auc is None else round(w.auc, 4), "se": None if se is None else round(se, 4),
+            "upper_bound": None if ub is None else round(ub, 4)}
+
+
 def evaluate_performance(trigger: PerformanceTrigger, windows: list[WindowAUC]) -> TriggerEvaluation:
-    """Fires when each of the last `consecutive_windows` windows (oldest first) has AUC below
-    `threshold`. A window with fewer than `min_labels` labelled rows (or a single class) is too
-    small to tell, and then the trigger does not fire."""
+    """Fires iff in each of the last `consecutive_windows` non-overlapping windows (oldest first)
+    the one-sided 95% upper bound of the AUC is below `threshold`: AUC_w + z_0.95 * SE_w <
+    threshold (SE_w DeLong). A window with fewer than `min_labels` labelled rows, `min_positives`
+    positives or `min_negatives` negatives is too small to tell, and then the trigger does not fire."""
     if not trigger.enabled:
         return _disabled(trigger)
     k = trigger.consecutive_windows
     recent = list(windows)[-k:]
     aucs = [w.auc for w in recent]
+    ubs = [w.upper_bound for w in recent]
     latest = recent[-1] if recent else None
     noise = latest.noise_floor if latest else None
+    rule = (f"fires iff AUC + {Z_ONE_SIDED:.4f}*SE < {trigger.threshold:g} in each of {k} "
+            f"{format_duration(trigger.window)} windows, each with >= {trigger.min_positives} positives, "
+            f">= {trigger.min_negatives} negatives and >= {trigger.min_labels} labels")
     numbers = {"threshold": trigger.threshold, "consecutive_windows": k,
                "window": format_duration(trigger.window), "min_labels": trigger.min_labels,
+               "min_positives": trigger.min_positives, "min_negatives": trigger.min_negatives,
                "window_auc": [None if a is None else round(a, 4) for a in aucs],
-               "window_labels": [w.n for w in recent]}
+               "window_upper_bound": [None if u is None else round(u, 4) for u in ubs],
+               "window_labels": [w.n for w in recent], "window_positives": [w.n_pos for w in recent],
+               "windows": [_window_row(w) for w in recent], "rule": rule}
     payload = {"trigger": "performance", "trigger_name": trigger.name, "metric": trigger.metric,
                "threshold": trigger.threshold, "window_auc": numbers["window_auc"],
-               "window_labels": numbers["window_labels"]}
-    small = [w for w in recent if w.n < trigger.min_labels or w.auc is None]
+               "window_upper_bound": numbers["window_upper_bound"],
+               "window_labels": numbers["window_labels"], "window_positives": numbers["window_positives"]}
+    small = [w for w in recent if w.n < trigger.min_labels or w.auc is None or w.n_pos < trigger.min_positives
+             or w.n_neg < trigger.min_negatives]
     if len(recent) < k or small:
+        shown = "; ".join(f"n={w.n} pos={w.n_pos} neg={w.n_neg}" for w in recent) or "no windows"
         return _ev(trigger, False, f"too small to tell: {len(small) + k - len(recent)} of the last {k} windows "
-                   f"have fewer than {trigger.min_labels} labelled rows or one class", numbers, noise,
-                   too_small=True, payload=payload)
-    below = [a < trigger.threshold for a in aucs]
-    shown = ", ".join(f"{a:.3f}" for a in aucs)
+                   f"have fewer than {trigger.min_labels} labels, {trigger.min_positives} positives or "
+                   f"{trigger.min_negatives} negatives ({shown})", numbers, noise, too_small=True, payload=payload)
+    below = [u < trigger.threshold for u in ubs]
+    shown = ", ".join(f"{a:.3f} (upper {u:.3f}, n={w.n}, pos={w.n_pos})" for a, u, w in zip(aucs, ubs, recent))
     if all(below):
-        return _ev(trigger, True, f"AUC below {trigger.threshold:g} in {k} consecutive "
-                   f"{format_duration(trigger.window)} windows ({shown})", numbers, noise, payload=payload)
+        return _ev(trigger, True, f"AUC upper bound below {trigger.threshold:g} in {k} consecutive "
+                   f"{format_duration(trigger.window)} windows: {shown}", numbers, noise, payload=payload)
     streak = 0
     for b in reversed(below):
         if not b:
             break
         streak += 1
-    return _ev(trigger, False, f"AUC below {trigger.threshold:g} in the last {streak} of {k} windows needed "
-               f"({shown})", numbers, noise, payload=payload)
+    return _ev(trigger, False, f"AUC upper bound below {trigger.threshold:g} in the last {streak} of {k} windows "
+               f"needed: {shown}", numbers, noise, payload=payload)
 
 
 def evaluate_concept_drift(trigger: ConceptDriftTrigger, current: WindowAUC | None,
-                           reference_auc: float | None, production_version: str | None = None) -> TriggerEvaluation:
-    """Fires when the production model's AUC on recent labelled predictions is at least
-    `min_drop` below the test AUC it was registered with."""
+                           reference_auc: float | None, production_version: str | None = None,
+                           reference_se: float | None = None) -> TriggerEvaluation:
+    """Fires iff the production model's AUC on recent labelled predictions is at least `min_drop`
+    below the test AUC it was registered with AND the drop is beyond noise:
+    drop > z_0.95 * sqrt(SE_ref^2 + SE_cur^2) (one-sided 95%; SE_ref the registered test AUC's
+    standard error, SE_cur the window's DeLong one). Without SE_ref it cannot tell and does not fire."""
     if not trigger.enabled:
         return _disabled(trigger)
     n = current.n if current else 0
     auc = current.auc if current else None
+    se_cur = current.standard_error if current else None
     noise = current.noise_floor if current else None
-    numbers = {"reference_auc": reference_auc, "current_auc": auc, "n_labels": n,
+    rule = (f"fires iff drop >= {trigger.min_drop:g} and drop > {Z_ONE_SIDED:.4f}*sqrt(SE_ref^2 + SE_cur^2), "
+            f"on >= {trigger.min_labels} labels")
+    numbers = {"reference_auc": reference_auc, "reference_se": reference_se, "current_auc": auc,
+               "current_se": se_cur, "n_labels": n, "positives": current.n_pos if current else 0,
+               "negatives": current.n_neg if current else 0,
                "min_drop": trigger.min_drop, "min_labels": trigger.min_labels,
-               "window": format_duration(trigger.window)}
+               "window": format_duration(trigger.window), "rule": rule}
     if reference_auc is None:
         return _ev(trigger, False, f"no registered test AUC for production ({production_version or 'none'})",
                    numbers, noise)
-    if n < trigger.min_labels or auc is None:
-        return _ev(trigger, False, f"too small to tell: {n} labelled rows in the window, minimum "
-                   f"{trigger.min_labels}", numbers, noise, too_small=True)
+    if n < trigger.min_labels or auc is None or se_cur is None:
+        return _ev(trigger, False, f"too small to tell: {n} labelled rows in the window "
+                   f"({numbers['positives']} positives), minimum {trigger.min_labels} and both classes",
+                   numbers, noise, too_small=True)
     drop = reference_auc - auc
     numbers["drop"] = round(drop, 6)
+    if reference_se is None:
+        return _ev(trigger, False, f"cannot tell: no standard error for the registered test AUC of "
+                   f"{production_version or 'production'} (drop {drop:.3f})", numbers, noise, too_small=True)
+    bound = Z_ONE_SIDED * math.sqrt(reference_se ** 2 + se_cur ** 2)
+    numbers["noise_bound"] = round(bound, 6)
     payload = {"trigger": "concept", "trigger_name": trigger.name, "reference_auc": reference_auc,
-               "current_auc": auc, "drop": drop, "n_labels": n, "production_version": production_version}
-    beyond = "" if noise is None else (" (beyond" if drop > noise else " (within") + f" the noise floor {noise:.3f})"
-    if drop >= trigger.min_drop - 1e-12:
-        return _ev(trigger, True, f"AUC {auc:.3f} is {drop:.3f} below the registered {reference_auc:.3f} "
-                   f"(min drop {trigger.min_drop:g}){beyond}", numbers, noise, payload=payload)
-    return _ev(trigger, False, f"AUC {auc:.3f} vs registered {reference_auc:.3f}: drop {drop:.3f} < "
-               f"{trigger.min_drop:g}{beyond}", numbers, noise, payload=payload)
+               "reference_se": reference_se, "current_auc": auc, "current_se": se_cur, "drop": drop,
+               "noise_bound": bound, "n_labels": n, "positives": numbers["positives"],
+               "production_version": production_version}
+    head = (f"AUC {auc:.3f} (SE {se_cur:.3f}, n={n}, pos={numbers['positives']}) vs registered "
+            f"{reference_auc:.3f} (SE {reference_se:.3f}): drop {drop:.3f}")
+    big = drop >= trigger.min_drop - 1e-12
+    beyond = drop > bound
+    if big and beyond:
+        return _ev(trigger, True, f"{head} >= {trigger.min_drop:g} and beyond the noise bound {bound:.3f}",
+                   numbers, bound, payload=payload)
+    why = (f"< min drop {trigger.min_drop:g}" if not big else "") + ("; " if not big and not beyond else "") + \
+        (f"within the noise bound {bound:.3f}" if not beyond else "")
+    return _ev(trigger, False, f"{head}: {why}", numbers, bound, payload=payload)
 
 
 def evaluate_volume(trigger: VolumeTrigger, new_labelled_rows: int, since: str | None) -> TriggerEvaluation:

@@ -18,6 +18,7 @@ from .config import PROFILE_FILE, TriggersConfig, as_utc
 from .evaluate import (
     TriggerEvaluation,
     WindowAUC,
+    auc_standard_error,
     evaluate_concept_drift,
     evaluate_data_drift,
     evaluate_manual,
@@ -37,6 +38,7 @@ class MonitorInputs:
     now: datetime
     production_version: str | None = None
     production_auc: float | None = None
+    production_auc_se: float | None = None  # standard error of the registered test AUC
     last_retrain_at: datetime | None = None
     drift_report: DriftReport | None = None
     drift_window_rows: int = 0
@@ -45,6 +47,27 @@ class MonitorInputs:
     concept_windows: dict[str, WindowAUC] = field(default_factory=dict)
     new_labelled_rows: int = 0
     approvers: list[str] = field(default_factory=list)
+
+
+def registered_auc(metrics: dict | None) -> tuple[float | None, float | None]:
+    """(test AUC, its standard error) a version was registered with: `metrics["candidate"]`'s
+    auc and auc_se (DeLong, stored at registration); for versions registered before auc_se
+    existed, Hanley & McNeil's from auc, n_pos/n_neg or n and positive_rate; None when unknown."""
+    m = (metrics or {}).get("candidate") or {}
+    auc = m.get("auc")
+    if auc is None:
+        return None, None
+    auc = float(auc)
+    se = m.get("auc_se")
+    if se is not None:
+        return auc, float(se)
+    n_pos, n_neg = m.get("n_pos"), m.get("n_neg")
+    if (n_pos is None or n_neg is None) and m.get("n") is not None and m.get("positive_rate") is not None:
+        n_pos = int(round(float(m["n"]) * float(m["positive_rate"])))
+        n_neg = int(m["n"]) - n_pos
+    if n_pos is None or n_neg is None:
+        return auc, None
+    return auc, auc_standard_error(auc, int(n_pos), int(n_neg))
 
 
 def collect_inputs(config: TriggersConfig, registry, predictions, settings, now: datetime) -> MonitorInputs:
@@ -61,7 +84,7 @@ def collect_inputs(config: TriggersConfig, registry, predictions, settings, now:
     inputs.approvers = effective_approvers(settings.approvers, manual)
     if prod is not None:
         inputs.production_version = prod.version
-        inputs.production_auc = (prod.metrics.get("candidate") or {}).get("auc")
+        inputs.production_auc, inputs.production_auc_se = registered_auc(prod.metrics)
 
     def prod_rows(frame: pd.DataFrame) -> pd.DataFrame:
         if prod is None or not len(frame):
@@ -119,7 +142,7 @@ def evaluate_all(config: TriggersConfig, inputs: MonitorInputs) -> list[TriggerE
             e = evaluate_performance(t, inputs.performance_windows.get(t.name, []))
         elif t.type == "concept_drift":
             e = evaluate_concept_drift(t, inputs.concept_windows.get(t.name), inputs.production_auc,
-                                       inputs.production_version)
+                                       inputs.production_version, reference_se=inputs.production_auc_se)
         elif t.type == "new_data_volume":
             e = evaluate_volume(t, inputs.new_labelled_rows,
                                 inputs.last_retrain_at.isoformat() if inputs.last_retrain_at else None)

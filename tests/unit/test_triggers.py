@@ -11,6 +11,7 @@ import pytest
 from retrainer import triggers as T
 from retrainer.drift import DriftReport, FeatureDrift
 from retrainer.errors import ConfigError
+from retrainer.rollout.statistics import delong_auc_variance
 from tests.helpers import REPO, make_record
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -34,13 +35,14 @@ def test_repo_triggers_yaml_parses_with_every_type_and_documented_values():
     types = {t.type for t in c.retraining_triggers}
     assert types == {"scheduled", "data_drift", "performance_degradation", "concept_drift", "new_data_volume", "manual"}
     drift = c.by_type("data_drift")[0]
-    assert (drift.psi_threshold, drift.min_features, drift.min_window) == (0.20, 1, 500)
+    assert (drift.psi_threshold, drift.min_features, drift.min_window) == (0.20, 3, 500)  # Protocol 24
     sched = c.by_type("scheduled")[0]
     assert (sched.cron, sched.timezone) == ("0 2 1 * *", "UTC")
     assert c.by_type("new_data_volume")[0].min_new_labelled_rows == 10_000
     assert c.by_type("concept_drift")[0].min_drop == 0.05
     perf = c.by_type("performance_degradation")[0]
     assert perf.consecutive_windows == 3 and perf.window == timedelta(days=7)
+    assert (perf.min_positives, perf.min_negatives, perf.min_labels) == (50, 50, 200)
     assert c.by_type("manual")[0].requires_approval is True
     assert sorted(t.priority for t in c.retraining_triggers) == list(range(1, 7))
 
@@ -93,9 +95,10 @@ def test_durations():
 # ---- data drift -------------------------------------------------------------------------------
 
 def report(psis: dict[str, float], n_cur: int = 5000, n_ref: int = 12500, min_window: int = 500,
-           score: float | None = None) -> DriftReport:
+           score: float | None = None, family_floor: float = 0.0102) -> DriftReport:
     res = [FeatureDrift(feature=f, kind="numeric", role="feature", psi=p, bins=10, n_ref=n_ref, n_cur=n_cur,
-                        noise_floor=0.0046, status="drift" if p > 0.2 else "ok") for f, p in psis.items()]
+                        noise_floor=0.0046, status="drift" if p > 0.2 else "ok", family_floor=family_floor,
+                        family=len(psis)) for f, p in psis.items()]
     if score is not None:
         res.append(FeatureDrift("score", "numeric", "score", score, 10, n_ref, n_cur, 0.0046, "ok"))
     return DriftReport(res, threshold=0.2, min_window=min_window)
@@ -113,11 +116,25 @@ def test_drift_fires_just_above_the_threshold_and_not_at_it():
     assert above.fired and above.event == "retrainer.drift.detected"
     assert above.payload["max_psi"] == pytest.approx(0.2001) and isinstance(above.payload["max_psi"], float)
     assert above.payload["top_features"] == {"age": 0.2001} and above.payload["score_psi"] == 0.3
-    assert above.noise_floor == pytest.approx(0.0046) and "\n" not in above.reason
+    # the evaluation's floor is now the top feature's family-wise floor, the one the rule uses
+    assert above.noise_floor == pytest.approx(0.0102) and "\n" not in above.reason
+    assert "rule" in above.numbers and above.numbers["n_window"] == 5000
+    row = above.numbers["top_features"][0]
+    assert row["feature"] == "age" and row["drifts"] and {"p_value", "family_floor", "above_family_floor"} <= set(row)
+
+
+def test_drift_needs_psi_above_the_family_wise_floor_too():
+    """On a small window the family-wise floor can exceed psi_threshold: then PSI must beat the floor."""
+    t = one(DRIFT)
+    below = T.evaluate_data_drift(t, report({"age": 0.30}, family_floor=0.3001))
+    above = T.evaluate_data_drift(t, report({"age": 0.30}, family_floor=0.2999))
+    assert not below.fired and below.numbers["features_over_threshold"] == 1 and below.numbers["features_drifted"] == 0
+    assert above.fired and above.numbers["features_drifted"] == 1
 
 
 def test_drift_min_features_like_protocol_24():
-    t = one({**DRIFT, "min_features": 3})
+    t = one({k: v for k, v in DRIFT.items() if k != "min_features"})  # the default is Protocol 24's 3
+    assert t.min_features == 3
     two = T.evaluate_data_drift(t, report({"charlson_index": 0.29, "n_comorbidities": 0.23, "age": 0.13}))
     three = T.evaluate_data_drift(t, report({"charlson_index": 0.29, "n_comorbidities": 0.23, "age": 0.21}))
     assert not two.fired and "need 3" in two.reason
@@ -148,18 +165,48 @@ PERF = {"name": "perf", "type": "performance_degradation", "priority": 2, "thres
         "consecutive_windows": 3, "window": "7d", "min_labels": 200}
 
 
-def w(auc, n=1000, pos=150):
-    return T.WindowAUC("a", "b", n, pos, n - pos, auc)
+def w(auc, n=1000, pos=150, se=None):
+    return T.WindowAUC("a", "b", n, pos, n - pos, auc, se)
 
 
 def test_performance_needs_k_consecutive_windows_below_threshold():
+    # The rule is now on the one-sided upper bound: with 150 positives (Hanley-McNeil SE ~0.024) the
+    # old test's AUCs 0.69/0.68/0.699 are within noise of 0.70 and no longer fire; 0.64-0.65 do.
     t = one(PERF)
-    assert T.evaluate_performance(t, [w(0.69), w(0.68), w(0.699)]).fired
-    at = T.evaluate_performance(t, [w(0.69), w(0.70), w(0.68)])  # 0.70 is not below 0.70
+    assert not T.evaluate_performance(t, [w(0.69), w(0.68), w(0.699)]).fired
+    assert T.evaluate_performance(t, [w(0.65), w(0.64), w(0.65)]).fired
+    at = T.evaluate_performance(t, [w(0.64), w(0.70), w(0.64)])
     assert not at.fired and "last 1 of 3" in at.reason
-    older = T.evaluate_performance(t, [w(0.60), w(0.75), w(0.69), w(0.68), w(0.67)])  # only the last 3 count
+    older = T.evaluate_performance(t, [w(0.60), w(0.75), w(0.65), w(0.64), w(0.63)])  # only the last 3 count
     assert older.fired and older.event == "retrainer.performance.degraded"
-    assert older.noise_floor == pytest.approx(T.Z95 * T.auc_standard_error(0.67, 150, 850))
+    assert older.noise_floor == pytest.approx(T.Z95 * T.auc_standard_error(0.63, 150, 850))
+
+
+def test_performance_bound_just_below_and_just_above_the_threshold():
+    t = one(PERF)
+    se = 0.02
+    edge = 0.70 - T.Z_ONE_SIDED * se  # upper bound exactly at the threshold
+    fired = T.evaluate_performance(t, [w(edge - 1e-4, se=se)] * 3)
+    at = T.evaluate_performance(t, [w(edge - 1e-4, se=se), w(edge - 1e-4, se=se), w(edge + 1e-4, se=se)])
+    assert fired.fired and all(u < 0.70 for u in fired.numbers["window_upper_bound"])
+    assert not at.fired and at.numbers["window_upper_bound"][-1] > 0.70
+    # the reason and numbers name n, positives, the estimate, the bound and the rule
+    row = fired.numbers["windows"][0]
+    assert (row["n"], row["positives"], row["se"]) == (1000, 150, 0.02)
+    assert row["upper_bound"] == pytest.approx(edge - 1e-4 + T.Z_ONE_SIDED * se, abs=1e-4)
+    assert "AUC + 1.6449*SE < 0.7" in fired.numbers["rule"] and "pos=150" in fired.reason
+
+
+def test_performance_too_few_positives_or_negatives_is_too_small():
+    t = one(PERF)
+    low = [w(0.5, n=1000, pos=49, se=0.01)] + [w(0.5, se=0.01)] * 2
+    enough = [w(0.5, n=1000, pos=50, se=0.01)] * 3
+    few_neg = [w(0.5, n=260, pos=211, se=0.01)] * 3  # 49 negatives
+    assert T.evaluate_performance(t, low).too_small and not T.evaluate_performance(t, low).fired
+    assert T.evaluate_performance(t, enough).fired
+    assert T.evaluate_performance(t, few_neg).too_small
+    lab = one({**PERF, "min_positives": 10, "min_negatives": 10})  # min_labels still applies
+    assert T.evaluate_performance(lab, [w(0.5, n=199, pos=30, se=0.01)] * 3).too_small
 
 
 def test_performance_too_small_windows_never_fire():
@@ -176,7 +223,12 @@ def test_window_auc_and_bounds():
     frame = pd.DataFrame({"score": np.where(y == 1, 0.9, 0.1), "readmitted_30d": y})
     frame.loc[0, "score"] = np.nan
     res = T.window_auc(frame, NOW - timedelta(days=1), NOW)
-    assert res.auc == 1.0 and res.n == 399
+    assert res.auc == 1.0 and res.n == 399 and res.se == 0.0
+    s = rng.normal(size=400) + y
+    d = T.auc_window(y, s, NOW - timedelta(days=1), NOW)
+    auc, var = delong_auc_variance(y, s)
+    assert (d.auc, d.se) == (pytest.approx(auc), pytest.approx(var ** 0.5)) and d.se > 0
+    assert d.upper_bound == pytest.approx(auc + T.Z_ONE_SIDED * var ** 0.5)
     b = T.window_bounds(NOW, timedelta(days=7), 3)
     assert b[0][0] == NOW - timedelta(days=21) and b[-1][1] == NOW and b[1][0] == b[0][1]
 
@@ -187,11 +239,39 @@ CONCEPT = {"name": "concept", "type": "concept_drift", "priority": 3, "min_drop"
 
 
 def test_concept_drift_boundary():
+    # min_drop boundary with precise AUCs (SEs 0.005): the noise bound (~0.012) does not decide here
     t = one(CONCEPT)
-    fired = T.evaluate_concept_drift(t, w(0.70), 0.75, "1.0.0")
-    below = T.evaluate_concept_drift(t, w(0.7001), 0.75, "1.0.0")
+    fired = T.evaluate_concept_drift(t, w(0.70, se=0.005), 0.75, "1.0.0", reference_se=0.005)
+    below = T.evaluate_concept_drift(t, w(0.7001, se=0.005), 0.75, "1.0.0", reference_se=0.005)
     assert fired.fired and fired.event == "retrainer.concept.drift" and fired.payload["drop"] == pytest.approx(0.05)
-    assert not below.fired and fired.noise_floor > 0
+    assert not below.fired and fired.noise_floor > 0 and "min drop" in below.reason
+
+
+def test_concept_drift_inside_and_outside_the_noise_bound():
+    t = one(CONCEPT)
+    se_ref, se_cur = 0.02, 0.04
+    bound = T.Z_ONE_SIDED * (se_ref ** 2 + se_cur ** 2) ** 0.5  # 0.0736
+    inside = T.evaluate_concept_drift(t, w(0.75 - bound + 1e-4, se=se_cur), 0.75, "1.0.0", reference_se=se_ref)
+    outside = T.evaluate_concept_drift(t, w(0.75 - bound - 1e-4, se=se_cur), 0.75, "1.0.0", reference_se=se_ref)
+    assert inside.numbers["drop"] >= 0.05 and not inside.fired and "within the noise bound" in inside.reason
+    assert outside.fired and outside.numbers["noise_bound"] == pytest.approx(bound, abs=1e-6)
+    for k in ("reference_se", "current_se", "n_labels", "positives", "rule"):
+        assert k in outside.numbers
+    # without a standard error for the registered AUC it cannot tell
+    none = T.evaluate_concept_drift(t, w(0.5, se=se_cur), 0.75, "1.0.0")
+    assert not none.fired and "standard error" in none.reason
+
+
+def test_registered_auc_standard_error_and_fallback():
+    registered_auc = T.registered_auc
+    m = {"candidate": {"auc": 0.8, "auc_se": 0.012, "n": 5000, "positive_rate": 0.15}}
+    assert registered_auc(m) == (0.8, 0.012)
+    auc, se = registered_auc({"candidate": {"auc": 0.8, "n": 5000, "positive_rate": 0.15}})
+    assert auc == 0.8 and se == pytest.approx(T.auc_standard_error(0.8, 750, 4250))
+    assert registered_auc({"candidate": {"auc": 0.8, "n_pos": 700, "n_neg": 4300}})[1] == pytest.approx(
+        T.auc_standard_error(0.8, 700, 4300))
+    assert registered_auc({"candidate": {"auc": 0.8}}) == (0.8, None)
+    assert registered_auc({}) == (None, None)
 
 
 def test_concept_drift_small_or_missing_reference_never_fires():
