@@ -5,7 +5,9 @@ interval, and the rule that decided.
   the pseudonym;
 - `rule`: the non-inferiority rule (promote / rollback / inconclusive), `Evidence`, pooling;
 - `guardrails`: error rate, p95 latency and output guardrails as one-sided tests;
-- `power`: the matured labelled rows the rule needs, and when traffic will supply them.
+- `power`: the matured labelled rows the rule needs, and when traffic will supply them;
+- `cbpe`: a label-free AUC estimate from calibrated scores (NannyML's CBPE), for calibrated models
+  only, which can roll a canary back but never promote one.
 
 Plain Python, no Prefect: the gate, the canary, the deferred verdict and `retrainer compare` all
 decide through these functions.
@@ -20,6 +22,15 @@ from .auc import (
     paired_delong,
     unpaired_delong,
     z_two_sided,
+)
+from .cbpe import (
+    AUCEstimate,
+    Calibration,
+    CBPEComparison,
+    calibration_check,
+    estimate_auc,
+    estimate_difference,
+    expected_auc,
 )
 from .guardrails import (
     GuardrailResult,
@@ -53,4 +64,6 @@ __all__ = [
     "GuardrailResult", "clopper_pearson", "clopper_pearson_lower", "clopper_pearson_upper", "count_bad_scores",
     "error_rate_guardrail", "latency_guardrail", "output_guardrail", "relative_latency_guardrail",
     "PowerStatement", "power_statement", "required_labels",
+    "AUCEstimate", "CBPEComparison", "Calibration", "calibration_check", "estimate_auc", "estimate_difference",
+    "expected_auc",
 ]
