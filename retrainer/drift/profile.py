@@ -1,5 +1,6 @@
 """The reference profile: every feature's reference bins and counts, fitted once per model
-version from its training data and saved as JSON (`to_dict`/`from_dict`, `save`/`load`), so
+version (features from its training and validation rows, the model's score from its validation
+rows only: see `fit_reference_profile`) and saved as JSON (`to_dict`/`from_dict`, `save`/`load`), so
 monitoring reads only the current window and counts it into the stored bins.
 
 The model's predicted score column ("score" by default) is profiled like a numeric feature and

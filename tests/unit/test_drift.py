@@ -12,9 +12,20 @@ import pytest
 from scipy.stats import chi2
 
 from retrainer.datagen import GenerationSpec, generate
-from retrainer.drift import FLOOR, DriftReport, ReferenceProfile, drift_report, format_report, psi_from_counts
+from retrainer.dataio import load_batch
+from retrainer.drift import (
+    FLOOR,
+    DriftReport,
+    FeatureProfile,
+    ReferenceProfile,
+    compare,
+    drift_report,
+    fit_reference_profile,
+    format_report,
+    psi_from_counts,
+)
 from retrainer.errors import DataError
-from retrainer.settings import DriftSettings
+from retrainer.settings import DriftSettings, Settings
 
 SMALL = DriftSettings(min_window=1)
 
@@ -403,3 +414,79 @@ def test_bad_inputs_raise_data_error(tmp_path):
     ref.drop(columns=["i"]).to_parquet(part / "b.parquet")
     with pytest.raises(DataError, match="lacks 1 feature"):
         prof.score(part)
+
+
+# ---- sparse-bin merging, p-value and the family-wise floor ------------------------------------
+
+
+def _numeric_profile(counts, edges):
+    return FeatureProfile("x", "numeric", tuple(counts), edges=tuple(edges))
+
+
+def test_bins_with_expected_count_just_below_5_are_merged_and_just_above_kept():
+    # reference: 1% of rows in the first bin, 99% in the second, no missing
+    prof = _numeric_profile([100, 9_900, 0], [0.0])
+    keep = compare(prof, np.array([5, 495, 0]), SMALL)  # m = 500: expected 5.0 in bin 0 -> kept
+    merged = compare(prof, np.array([5, 494, 0]), SMALL)  # m = 499: expected 4.99 -> merged
+    assert keep.merged == ((0,), (1, 2)) and keep.bins == 2  # the empty missing bin joins the last
+    assert merged.merged == ((0, 1, 2),) and merged.bins == 1 and merged.psi == 0.0
+    # categorical: a category expected below 5 pools with "unseen" into "other"
+    cat = FeatureProfile("c", "categorical", (4_000, 4_000, 1_990, 10, 0, 0), categories=("a", "b", "c", "d"))
+    r = compare(cat, np.array([200, 200, 95, 0, 5, 0]), SMALL)  # m = 500: d expects 0.5, c 99.5
+    assert r.merged == ((0,), (1,), (2, 3, 4, 5))
+    ref_m = np.array([4_000, 4_000, 2_000]) / 10_000
+    cur_m = np.array([200, 200, 100]) / 500
+    assert r.psi == pytest.approx(float(np.sum((cur_m - ref_m) * np.log(cur_m / ref_m))), rel=1e-12)
+
+
+def test_p_value_and_family_wise_floor_follow_the_chi_square_formula():
+    ref, cur = _normal_frames(3_000, 700, shift=0.1)
+    rep = ReferenceProfile.fit(ref).score(cur, DriftSettings(alpha=0.05))
+    r = rep["a"]
+    k = r.n_ref * r.n_cur / (r.n_ref + r.n_cur)
+    assert r.family == 2 and r.bins == 10
+    assert r.p_value == pytest.approx(chi2.sf(r.psi * k, r.bins - 1), rel=1e-9)
+    assert r.family_floor == pytest.approx(chi2.ppf(1 - 0.05 / 2, r.bins - 1) / k, rel=1e-9)
+    assert r.above_family_floor == (r.psi > r.family_floor)
+    d = r.to_dict()
+    assert {"p_value", "family_floor", "above_family_floor"} <= set(d)
+    assert "family-wise floor" in rep.to_markdown() and "p-value" in format_report(rep)
+
+
+def test_psi_just_above_and_just_below_the_family_wise_floor():
+    """With a low psi_threshold the family-wise floor decides: PSI a hair above it drifts, below not."""
+    prof = _numeric_profile([5_000, 5_000, 0], [0.0])
+    cur = np.array([560, 440, 0])  # PSI ~0.0144 on 1,000 rows
+    base = compare(prof, cur, DriftSettings(psi_threshold=1e-6, min_window=1), family=30)
+    floor, psi = base.family_floor, base.psi
+    assert floor == pytest.approx(chi2.ppf(1 - 0.05 / 30, 1) * (10_000 + 1_000) / (10_000 * 1_000), rel=1e-12)
+    # pick alphas that put the floor just below / just above this PSI
+    k = 10_000 * 1_000 / 11_000
+    a_below = 30 * chi2.sf(psi * k * 0.999, 1)  # floor = 0.999 * psi
+    a_above = 30 * chi2.sf(psi * k * 1.001, 1)  # floor = 1.001 * psi
+    hit = compare(prof, cur, DriftSettings(psi_threshold=1e-6, min_window=1, alpha=a_below), family=30)
+    miss = compare(prof, cur, DriftSettings(psi_threshold=1e-6, min_window=1, alpha=a_above), family=30)
+    assert hit.family_floor < psi < miss.family_floor
+    assert hit.status == "drift" and hit.above_family_floor
+    assert miss.status == "ok" and not miss.above_family_floor
+    # and psi_threshold still applies when it is the larger bar
+    assert compare(prof, cur, DriftSettings(psi_threshold=0.2, min_window=1, alpha=a_below), family=30).status == "ok"
+
+
+def test_reference_score_profile_is_fitted_on_validation_rows(tmp_path):
+
+    class Model:  # a transparent "model": the score is the row's age, so the rows used are visible
+        def predict(self, frame):
+            return frame["age"].to_numpy(dtype=float) / 100
+
+    df = load_batch(generate(tmp_path, GenerationSpec(months=1, rows_per_month=5_000, seed=2))[0])
+    train, validation = df.iloc[:4_000], df.iloc[4_000:5_000]
+    prof = fit_reference_profile(Model(), train, validation, Settings())
+    score = prof["score"]
+    assert score.role == "score" and score.n == 1_000  # validation rows only
+    assert prof["age"].n == 5_000  # features: training and validation rows
+    expected = np.quantile(validation["age"].to_numpy(dtype=float) / 100, np.arange(1, 10) / 10)
+    assert np.allclose(score.edges, np.unique(expected))
+    assert prof.meta["score_profiled_on"] == "validation"
+    with pytest.raises(DataError, match="validation"):
+        fit_reference_profile(Model(), train, validation.iloc[:0], Settings())
