@@ -151,9 +151,15 @@ def test_no_raw_identifier_reaches_disk(tmp_path, raw, ps, compression):
     with BufferedPredictionWriter(store, pseudonymizer=ps, flush_rows=10, flush_seconds=None) as writer:
         for i in range(25):
             writer.add(raw.iloc[[i]], [0.5], version="2.0.0", variant="shadow", latency_ms=3.0)
+        for i in range(0, 40, 4):  # rows scored in shadow, keyed by request and row, and error rows
+            writer.add(raw.iloc[i:i + 4], [0.1, 0.2, 0.3, 0.4], version="2.1.0", variant="green", latency_ms=1.0,
+                       shadow=True, request_id=f"req-{'abcdefghij'[i // 4]}", row=[0, 1, 2, 3])
+            writer.add(raw.iloc[i:i + 4], [np.nan] * 4, version="2.0.0", variant="blue", latency_ms=1.0,
+                       error=True, request_id=f"req-{'abcdefghij'[i // 4]}", row=[0, 1, 2, 3])
 
     found = scan_for_identifiers(store.root, identifier_values(raw), extra_bytes=(KEY, KEY.hex().encode()))
     assert found == []
+    assert int(store.read()["shadow"].eq(True).sum()) == 40 and int(store.read()["error"].sum()) >= 40
     # and the coarsening happened
     stored = store.read()
     assert stored["age"].max() == 90 and stored["age_90_plus"].sum() >= 1
