@@ -18,6 +18,13 @@ What it does, all on 127.0.0.1:
    to 1; reports the admin call's latency and the time from issuing it to the point after which
    every response came from blue (the last green response's completion, then the first blue one).
 
+5. shadow scoring cost: two more servers, capture ON, both with blue (1.1.0) at 0.9 and green
+   (1.0.0) at 0.1, one with `serving.shadow = "off"` and one with `"candidate"` (every request
+   also scored by the other of the two: one extra variant), measured alternately in the same run;
+   prints both and the ratios shadow/no shadow (target: throughput cost under 15%, i.e. >= 0.85x)
+   and the shadow counters from `GET /metrics`. `--shadow-only` runs just this (with
+   `--seconds 3 --runs 1 --max-iter 30` it takes well under a minute).
+
 With `--baseline-rev REV` (e.g. the commit before a change), a third server runs that revision's
 code (`git archive REV`, its own registry written by its own code, capture OFF) in the same run,
 alternating with the others, and the current code's capture-OFF figures are printed as a ratio of
@@ -155,6 +162,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--max-requests", type=int, default=200_000)
     ap.add_argument("--max-iter", type=int, default=250, help="trees per model (settings default 250)")
+    ap.add_argument("--shadow-only", action="store_true",
+                    help="measure only the shadow scoring cost (shadow off vs one extra variant)")
     ap.add_argument("--baseline-rev", default=None, metavar="REV",
                     help="also serve git revision REV (capture off) in the same run and print the ratios")
     args = ap.parse_args()
@@ -193,10 +202,11 @@ def main() -> int:
     env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": secrets.token_hex(32), "PYTHONPATH": str(REPO)}
     procs, logs = [], []
 
-    def start(capture: bool, code_root: Path = REPO, state: Path = home) -> int:
+    def start(capture: bool, code_root: Path = REPO, state: Path = home, serving: dict | None = None) -> int:
         port = free_port()
+        serving = {"admin_token": TOKEN, **(serving or {})}
         code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
-                f"serve(Settings(home={str(state)!r}, serving={{'admin_token': {TOKEN!r}}}), port={port}, "
+                f"serve(Settings(home={str(state)!r}, serving={serving!r}), port={port}, "
                 f"capture={capture})")
         logs.append(open(tmp / f"server-{port}.log", "w"))
         procs.append(subprocess.Popen([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(code_root)},
@@ -215,6 +225,9 @@ def main() -> int:
             time.sleep(0.2)
 
     try:
+        if args.shadow_only:
+            shadow_cost(args, start, tmp, home, rows)
+            return 0
         port = start(True)
         port_off = start(False)
         port_base = start(False, *baseline(args.baseline_rev, tmp, env)) if args.baseline_rev else None
@@ -285,6 +298,7 @@ def main() -> int:
               f"{samples['retrainer_capture_writer_process']:.0f}")
         print(f"targets: >= 1000 rps and p99 < 25 ms (connections={args.connections}, 1 uvicorn worker, "
               f"{os.cpu_count()} CPUs shared with the client)")
+        shadow_cost(args, start, tmp, home, rows)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -296,6 +310,54 @@ def main() -> int:
         for f in logs:
             f.close()
     return 0
+
+
+def shadow_cost(args, start, tmp: Path, home: Path, rows: list[dict]) -> dict:
+    """Shadow scoring off vs one extra variant, same routing (blue 0.9, green 0.1), capture on,
+    single-row requests, measured alternately; prints both and the ratios."""
+    import httpx
+
+    from retrainer.serving.routing import write_routing
+
+    ports = {}
+    for mode in ("off", "candidate"):
+        state = tmp / f"home-shadow-{mode}"
+        state.mkdir()
+        (state / "registry").symlink_to(home / "registry")
+        write_routing(state / "serving" / "routing.json",
+                      {"variants": [{"variant": "blue", "version": "1.1.0", "weight": 0.9},
+                                    {"variant": "green", "version": "1.0.0", "weight": 0.1}]})
+        ports[mode] = start(True, state=state, serving={"shadow": mode})
+    posts = {m: [build_post(p, "/invocations", json.dumps({"instances": [r]}).encode()) for r in rows]
+             for m, p in ports.items()}
+    for m, p in ports.items():  # warm-up
+        asyncio.run(load(p, posts[m], 1.0, args.connections, 10**6))
+    results: dict[str, list] = {"off": [], "candidate": []}
+    for _ in range(args.runs):
+        for m, p in ports.items():
+            results[m].append(asyncio.run(load(p, posts[m], args.seconds, args.connections, args.max_requests)))
+    for m, label in (("off", "shadow off"), ("candidate", "shadow +1")):
+        runs = results[m]
+        print(f"{label:12s} runs: " + "; ".join(
+            f"{r['rps']:.0f} rps p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms fail {r['failures']}"
+            for r in runs))
+        print(f"{label:12s} median: {median_of(runs, 'rps'):.0f} rps, p50 {median_of(runs, 'p50_ms'):.2f} ms,"
+              f" p99 {median_of(runs, 'p99_ms'):.2f} ms, failures {sum(r['failures'] for r in runs)}")
+    on, off = results["candidate"], results["off"]
+    ratios = {k: median_of(on, k) / median_of(off, k) for k in ("rps", "p50_ms", "p99_ms")}
+    print(f"shadow +1 variant / off: throughput {ratios['rps']:.2f}x (cost {1 - ratios['rps']:.1%}), "
+          f"p50 {ratios['p50_ms']:.2f}x, p99 {ratios['p99_ms']:.2f}x (target: throughput >= 0.85x)")
+    time.sleep(0.5)
+    metrics = httpx.get(f"http://127.0.0.1:{ports['candidate']}/metrics").text
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in metrics.splitlines() if line and not line.startswith("#")}
+    scored = sum(v for k, v in samples.items() if k.startswith("retrainer_shadow_scores_total"))
+    failed = sum(v for k, v in samples.items() if k.startswith("retrainer_shadow_failures_total"))
+    answered = sum(r["requests"] for r in on)
+    print(f"shadow counters: scored {scored:.0f} (measured runs answered {answered}, plus the warm-up), failed "
+          f"{failed:.0f}, dropped {samples.get('retrainer_shadow_dropped_total', 0):.0f}, backlog "
+          f"{samples.get('retrainer_shadow_backlog_rows', 0):.0f}")
+    return ratios
 
 
 def baseline(rev: str, tmp: Path, env: dict) -> tuple[Path, Path]:
