@@ -85,6 +85,32 @@ def test_one_bad_row_never_drops_the_others(world, tmp_path, monkeypatch, proces
     assert st["writer"] == ("process" if process else "thread")
 
 
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_shadow_and_error_rows_keep_their_keys_through_the_writer(world, tmp_path, monkeypatch, process):
+    store = PredictionStore(tmp_path)
+    recs = world["records"]
+    cq = queue(store, monkeypatch, process, flush_rows=10_000, flush_seconds=None)
+    drained = []
+    cq.before_flush.append(lambda: drained.append(True))  # the shadow scorer hands over here
+    try:
+        cq.put("blue", "1.0.0", recs[:3], [0.1, 0.2, 0.3], 2.0, NOW, request_id="req-b")
+        cq.put("green", "1.1.0", [recs[0], recs[2]], [0.4, 0.6], 5.0, NOW, shadow=True, request_id="req-b",
+               rows=[0, 2])
+        cq.put("green", "1.1.0", [{"patient_id": recs[5]["patient_id"]}], [float("nan")], 1.0, NOW,
+               request_id="req-c", rows=[0], error=True)
+        assert cq.flush() == 6 and drained == [True]
+    finally:
+        cq.close()
+    stored = store.read().sort_values(["request_id", "variant", "row"]).reset_index(drop=True)
+    assert list(stored["request_id"]) == ["req-b"] * 5 + ["req-c"]
+    assert list(stored["row"]) == [0, 1, 2, 0, 2, 0]
+    assert list(stored["shadow"]) == [False, False, False, True, True, False]
+    assert list(stored["error"]) == [False] * 5 + [True]
+    assert stored["score"].iloc[5] != stored["score"].iloc[5]  # NaN
+    pairs = store.paired(production="blue", candidate="green", labelled=False)
+    assert list(pairs["row"]) == [0, 2] and list(pairs["score_candidate"]) == [0.4, 0.6]
+
+
 def test_a_writer_process_is_used_only_with_the_same_key_in_the_environment(tmp_path, monkeypatch):
     store = PredictionStore(tmp_path)
     monkeypatch.setenv(KEY_ENV, "some-other-key-0123456789abcdef")
