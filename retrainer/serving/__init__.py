@@ -3,11 +3,14 @@
 Production ("blue"), the canary candidate ("green") and up to two warm standbys ("previous-1",
 "previous-2") are loaded side by side and share traffic by weight, routed deterministically per
 patient; an admin route changes the weights with one atomic switch of an immutable routing table,
-and every prediction is captured, de-identified, to the prediction store off the request path.
+and every prediction is captured, de-identified, to the prediction store off the request path,
+with the scores the other variants gave the same rows in shadow (`serving.shadow`) and the
+failed or invalid requests as error rows.
 
 Modules: `routing` (variants, the routing table, routing.json), `pool` (verified models in
 memory), `capture` (the capture queue and its writer process), `buffer` (the writer's batching and
-bounded backlog), `contract` (start-up refusals, the category allow-list), `parsing` (request
+bounded backlog), `shadow` (scoring by the other variants off the response path, request ids),
+`contract` (start-up refusals, the category allow-list), `parsing` (request
 bodies with limits), `state` (what the routes share; the one way routing changes, audited), `app`
 (the FastAPI routes), `server` (uvicorn in the foreground or a thread). The client for a running
 endpoint, `LocalEndpoint`, is the local backend's (`retrainer.backends.local`); it is re-exported

@@ -4,7 +4,8 @@ Routes (same shapes as a SageMaker real-time endpoint, so clients do not care wh
 
 * `GET /ping` - 200 when at least one variant is loaded, else 503.
 * `GET /metrics` - Prometheus text: prediction capture counters (rows written, lost by reason,
-  backlog, durability window; see `capture`).
+  backlog, durability window; see `capture`), shadow scores and shadow failures per variant, and
+  failed or invalid requests per variant (`unrouted` when the request could not be routed).
 * `POST /invocations` - body `{"instances": [{column: value, ...}, ...]}` (application/json) or CSV
   with a header row of column names (text/csv). Response
   `{"predictions": [{"score": float, "version": str, "variant": str}, ...]}`; the header
@@ -12,6 +13,15 @@ Routes (same shapes as a SageMaker real-time endpoint, so clients do not care wh
   `X-Amzn-SageMaker-Target-Variant: <variant>` forces a variant (404 if unknown): any caller may
   target a variant with weight > 0, a weight-0 standby needs the admin token (403 otherwise), and
   targeted predictions are captured with `targeted = true`, which the canary's statistics leave out.
+  Every answer carries `X-Retrainer-Request-Id`; each row is captured with that id and its index
+  (`request_id`, `row`), and, per `serving.shadow`, also scored off the response path by the other
+  variant(s) and captured with `shadow = true` (see `shadow`): only the routed answer is returned.
+
+  Failed and invalid requests are captured too, so the error rate is measured: a request refused by
+  validation (4xx) is routed as it would have been and each parsed instance is stored as an `error`
+  row (NaN score) keeping only its valid routing keys, de-identified (no feature value); a request
+  whose scoring raises is answered 500 and its failing variant's rows are stored as `error` rows.
+  A request that cannot be routed (unparseable body, unknown target, no model) is only counted.
 * `GET /admin/variants`, `POST /admin/variants` (body: a list of `{variant, version, weight}`,
   or `{"variants": [...], "reason": "...", "force": false}`) - need
   `Authorization: Bearer <serving.admin_token>`. A change is appended to the registry's audit log
