@@ -129,7 +129,8 @@ def compare_frame(df, *, tolerance: float = DEFAULT_TOLERANCE, level: float = 0.
 
 def _text(e) -> list[str]:
     lines = [f"method: {e.method or 'none'} ({'paired: same rows' if e.paired else 'unpaired: one arm per row'})"]
-    arms = (("both arms (same rows)", e.candidate),) if e.paired else (("candidate", e.candidate), ("production", e.production))
+    arms = ((("both arms (same rows)", e.candidate),) if e.paired
+            else (("candidate", e.candidate), ("production", e.production)))
     for name, c in arms:
         lines.append(f"{name}: {c.n:,} rows, {c.positives:,} positives, {c.negatives:,} negatives")
     if e.delta is not None:
