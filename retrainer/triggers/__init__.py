@@ -55,6 +55,7 @@ from .evaluate import (
     auc_standard_error,
     auc_window,
     choose,
+    concept_z,
     cron_ticks,
     evaluate_concept_drift,
     evaluate_data_drift,
@@ -86,7 +87,7 @@ __all__ = [
     "TriggersConfig", "parse_triggers", "load_triggers",
     # evaluate
     "Z95", "Z_ONE_SIDED", "TriggerEvaluation", "WindowAUC", "auc_standard_error", "auc_window", "window_auc",
-    "window_bounds",
+    "window_bounds", "concept_z",
     "evaluate_data_drift", "evaluate_performance", "evaluate_concept_drift", "evaluate_volume",
     "evaluate_scheduled", "cron_ticks", "evaluate_manual", "choose",
     # policy

@@ -184,9 +184,14 @@ class PerformanceTrigger(_LabelledAucTrigger):
 
 
 class ConceptDriftTrigger(_LabelledAucTrigger):
+    """`looks`: how many monitor runs judge overlapping windows of the same data (30 daily runs of
+    a 30-day window); the noise bound uses z at `alpha / looks` (Bonferroni), so a model that has
+    not changed fires with probability below `alpha` over that many runs, not on each of them."""
     type: Literal["concept_drift"]
     min_drop: float = Field(0.05, gt=0, le=1)
     window: timedelta = timedelta(days=30)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    looks: int = Field(30, ge=1)
 
 
 class VolumeTrigger(_TriggerBase):

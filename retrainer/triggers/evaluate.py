@@ -289,21 +289,30 @@ def evaluate_performance(trigger: PerformanceTrigger, windows: list[WindowAUC]) 
                f"needed: {shown}", numbers, noise, payload=payload)
 
 
+def concept_z(trigger: ConceptDriftTrigger) -> float:
+    """The one-sided normal quantile at alpha / looks (1.6449 for one look at 0.05, 2.9352 for 30)."""
+    from scipy.stats import norm  # noqa: PLC0415 - heavy: scipy
+
+    return float(norm.ppf(1 - trigger.alpha / trigger.looks))
+
+
 def evaluate_concept_drift(trigger: ConceptDriftTrigger, current: WindowAUC | None,
                            reference_auc: float | None, production_version: str | None = None,
                            reference_se: float | None = None) -> TriggerEvaluation:
     """Fires iff the production model's AUC on recent labelled predictions is at least `min_drop`
     below the test AUC it was registered with AND the drop is beyond noise:
-    drop > z_0.95 * sqrt(SE_ref^2 + SE_cur^2) (one-sided 95%; SE_ref the registered test AUC's
-    standard error, SE_cur the window's DeLong one). Without SE_ref it cannot tell and does not fire."""
+    drop > z * sqrt(SE_ref^2 + SE_cur^2), z the one-sided quantile at alpha / looks (`concept_z`;
+    SE_ref the registered test AUC's standard error, SE_cur the window's DeLong one). Without
+    SE_ref it cannot tell and does not fire."""
     if not trigger.enabled:
         return _disabled(trigger)
     n = current.n if current else 0
     auc = current.auc if current else None
     se_cur = current.standard_error if current else None
     noise = current.noise_floor if current else None
-    rule = (f"fires iff drop >= {trigger.min_drop:g} and drop > {Z_ONE_SIDED:.4f}*sqrt(SE_ref^2 + SE_cur^2), "
-            f"on >= {trigger.min_labels} labels")
+    z = concept_z(trigger)
+    rule = (f"fires iff drop >= {trigger.min_drop:g} and drop > {z:.4f}*sqrt(SE_ref^2 + SE_cur^2) "
+            f"(one-sided, alpha {trigger.alpha:g} over {trigger.looks} looks), on >= {trigger.min_labels} labels")
     numbers = {"reference_auc": reference_auc, "reference_se": reference_se, "current_auc": auc,
                "current_se": se_cur, "n_labels": n, "positives": current.n_pos if current else 0,
                "negatives": current.n_neg if current else 0,
@@ -321,7 +330,7 @@ def evaluate_concept_drift(trigger: ConceptDriftTrigger, current: WindowAUC | No
     if reference_se is None:
         return _ev(trigger, False, f"cannot tell: no standard error for the registered test AUC of "
                    f"{production_version or 'production'} (drop {drop:.3f})", numbers, noise, too_small=True)
-    bound = Z_ONE_SIDED * math.sqrt(reference_se ** 2 + se_cur ** 2)
+    bound = z * math.sqrt(reference_se ** 2 + se_cur ** 2)
     numbers["noise_bound"] = round(bound, 6)
     payload = {"trigger": "concept", "trigger_name": trigger.name, "reference_auc": reference_auc,
                "reference_se": reference_se, "current_auc": auc, "current_se": se_cur, "drop": drop,

@@ -247,10 +247,18 @@ def test_concept_drift_boundary():
     assert not below.fired and fired.noise_floor > 0 and "min drop" in below.reason
 
 
+def test_concept_z_is_bonferroni_over_the_looks():
+    base = dict(name="c", type="concept_drift", priority=1)
+    from retrainer.triggers.config import ConceptDriftTrigger
+
+    assert T.concept_z(ConceptDriftTrigger(**base)) == pytest.approx(2.935199, abs=1e-5)
+    assert T.concept_z(ConceptDriftTrigger(**base, looks=1)) == pytest.approx(T.Z_ONE_SIDED, abs=1e-5)
+
+
 def test_concept_drift_inside_and_outside_the_noise_bound():
     t = one(CONCEPT)
     se_ref, se_cur = 0.02, 0.04
-    bound = T.Z_ONE_SIDED * (se_ref ** 2 + se_cur ** 2) ** 0.5  # 0.0736
+    bound = T.concept_z(t) * (se_ref ** 2 + se_cur ** 2) ** 0.5  # z at 0.05 over 30 looks: 0.1313
     inside = T.evaluate_concept_drift(t, w(0.75 - bound + 1e-4, se=se_cur), 0.75, "1.0.0", reference_se=se_ref)
     outside = T.evaluate_concept_drift(t, w(0.75 - bound - 1e-4, se=se_cur), 0.75, "1.0.0", reference_se=se_ref)
     assert inside.numbers["drop"] >= 0.05 and not inside.fired and "within the noise bound" in inside.reason
