@@ -1,4 +1,4 @@
-"""`retrainer canary start|status|promote|rollback` and `retrainer rollback`.
+"""`retrainer canary start|status|promote|rollback|verdict` and `retrainer rollback`.
 
 `retrainer rollback` is plain Python: a weight change on the endpoint plus the registry record
 (`retrainer.rollout.rollback_production`), in milliseconds, so it never imports Prefect. The canary
@@ -109,7 +109,7 @@ def cmd_canary_start(a) -> int:
     """Run the canary flow for the newest (or the named) candidate in this process."""
     from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
 
-    result = canary(candidate=a.candidate, actor=a.actor or user())
+    result = canary(candidate=a.candidate, actor=a.actor or user(), approved_by=a.approved_by)
     if a.json:
         print_json(result)
     else:
@@ -139,6 +139,25 @@ def cmd_canary_act(a) -> int:
     return 0
 
 
+def cmd_canary_verdict(a) -> int:
+    """The deferred verdict on a promoted canary, now (the scheduled deployment run does the same)."""
+    from datetime import datetime  # noqa: PLC0415 - only here
+
+    from flows.verdict import deferred_verdict  # noqa: PLC0415 - heavy: prefect
+
+    for name, value in (("--start", a.start), ("--end", a.end)):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise RolloutError(f"{name} {value!r} is not an ISO time (e.g. 2026-12-01T10:00:00+00:00)") from None
+    out = deferred_verdict(version=a.version, previous=a.previous, window_start=a.start, window_end=a.end)
+    if a.json:
+        print_json(out)
+    else:
+        print(f"deferred verdict on {out['version']}: {out['outcome'].upper()} - {out['reason']}")
+    return 0
+
+
 def cmd_rollback(a) -> int:
     """Production back to a kept previous version: endpoint first, then the registry. No Prefect."""
     from retrainer.rollout import rollback_production  # noqa: PLC0415 - heavy: pandas
@@ -156,6 +175,8 @@ def add_canary(sub) -> None:
     cs = can.add_parser("start", help="run the canary flow for the newest candidate (local run)")
     cs.add_argument("--candidate", default=None)
     cs.add_argument("--actor", default=None)
+    cs.add_argument("--approved-by", default=None,
+                    help="an approver's name, for a version whose gate policy asked for a review")
     cs.add_argument("--json", action="store_true")
     cs.set_defaults(func=cmd_canary_start)
     cst = can.add_parser("status", help="registry, routing, per-variant stats and waiting runs")
@@ -167,6 +188,13 @@ def add_canary(sub) -> None:
         ca.add_argument("--run", default=None, help="flow run id when several canaries wait")
         ca.add_argument("--actor", default=None)
         ca.set_defaults(func=cmd_canary_act, action=action)
+    cv = can.add_parser("verdict", help="re-check a promoted canary on its matured labels (the deferred verdict)")
+    cv.add_argument("version", help="the promoted version")
+    cv.add_argument("--previous", required=True, help="the production version it replaced")
+    cv.add_argument("--start", required=True, help="the canary period's start (ISO time)")
+    cv.add_argument("--end", required=True, help="the canary period's end (ISO time)")
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(func=cmd_canary_verdict)
 
 
 def add_rollback(sub) -> None:

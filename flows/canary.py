@@ -33,6 +33,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.blocks.core import Block
 
+from retrainer import clock
 from retrainer.rollout import Decision, RolloutPlan
 from tasks.rollout import (
     AppliedDecision,
@@ -42,6 +43,7 @@ from tasks.rollout import (
     pick_candidate,
     publish_report,
     run_check,
+    schedule_deferred_verdict,
     set_traffic,
     start_canary,
 )
@@ -88,9 +90,10 @@ def _on_failure(flow, flow_run, state) -> None:
 @flow(name=CANARY_FLOW, log_prints=True, persist_result=True, on_completion=[_on_completion],
       on_failure=[_on_failure])
 def canary(candidate: str | None = None, plan: dict[str, Any] | None = None, actor: str = "retrainer",
-           home: str | None = None) -> dict[str, Any]:
+           home: str | None = None, approved_by: str | None = None) -> dict[str, Any]:
     """Roll `candidate` (default: the newest candidate) out by `plan` (default: settings.canary)
-    and promote or roll it back. Returns the decision, its evidence and every check."""
+    and promote or roll it back. Returns the decision, its evidence and every check. A version
+    whose gate policy asked for a review needs `approved_by` (one of settings.approvers)."""
     install_log_filter()
     logger = get_run_logger()
     settings = settings_for(home)
@@ -98,23 +101,28 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | None = None, act
     rollout_plan = RolloutPlan.from_dict(plan, settings)
 
     version = pick_candidate(backend, candidate)
-    started = CanaryStart.of(start_canary(backend, version, rollout_plan, actor))
+    started = CanaryStart.of(start_canary(backend, version, rollout_plan, actor, approved_by, settings.approvers,
+                                          settings))
     print(f"canary {version} vs production {started.production} at {started.traffic:.0%} traffic; "
           f"plan {rollout_plan.to_dict()}")
+    if started.power:
+        print(started.power["text"])
 
     decisions: list[Decision] = []
-    extended = False
+    extensions = 0
+    held = False
     traffic = started.traffic
     index = 0
     while True:
-        d = run_check(backend, settings, rollout_plan, started.started_at, extended, index, version,
-                      started.progress_artifact)
+        d = run_check(backend, settings, rollout_plan, started.started_at, extensions, index, version,
+                      started.progress_artifact, held)
         decisions.append(d)
         logger.info("check %d: %s - %s", index, d.action, d.reason)
         if d.final:
             break
         if d.action == "extend":
-            extended = True
+            extensions += 1
+        held = d.action == "hold"
         if d.action == "continue" and d.traffic is not None and abs(d.traffic - traffic) > 1e-9:
             set_traffic(backend, version, d.traffic, index)
             traffic = d.traffic
@@ -129,10 +137,18 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | None = None, act
     final = decisions[-1]
     applied = AppliedDecision.of(apply_decision(backend, version, final))
     publish_report(version, decisions, applied)
+    verdict_run = None
+    if final.action == "promote" and settings.canary.deferred_verdict:
+        verdict_run = schedule_deferred_verdict(version, started.production, started.started_at,
+                                                final.decided_at or clock.utcnow(), settings.label_delay, home)
     print(f"canary {version}: {final.action.upper()} ({final.actor}): {final.reason}")
     return {"candidate": version, "production_before": started.production, "action": final.action,
             "actor": final.actor, "manual": final.manual, "reason": final.reason,
-            "auc_diff": final.auc_diff, "ci": final.ci, "checks": len(decisions), "extended": extended,
+            "auc_diff": final.auc_diff, "ci": final.ci, "checks": len(decisions), "extensions": extensions,
+            "extended": extensions > 0, "power": started.power, "evidence": final.evidence,
+            "deferred_verdict": verdict_run,
+            "evidence_window": {"start": started.started_at,
+                                "end": (final.decided_at or clock.utcnow()).isoformat()},
             "decisions": [{"index": x.index, "action": x.action, "reason": x.reason,
                            "elapsed_s": x.elapsed.total_seconds()} for x in decisions],
             "endpoint": applied.endpoint}

@@ -167,6 +167,23 @@ def evaluate_against_production(registry: Registry, model_dir: str | Path, test:
     return compare_on_test(candidate, production, test, s_candidate, s_production, gate)
 
 
+def calibration_on_validation(model_dir: str | Path, validation: pd.DataFrame) -> dict[str, Any]:
+    """The candidate's calibration check (Hosmer-Lemeshow and expected calibration error) on the
+    validation month, as stored in `record.gate["calibration"]`: the canary's label-free (CBPE)
+    estimate is made only for a model that passed it. Refused (ok false, with the reason) when the
+    validation month cannot tell."""
+    from .evidence.cbpe import calibration_check  # noqa: PLC0415 - heavy: scipy
+    from .training import load_model  # noqa: PLC0415 - heavy: scikit-learn
+
+    if validation is None or not len(validation):
+        return {"ok": False, "reason": "no validation rows to check calibration on"}
+    p = load_model(model_dir).predict(validation)
+    try:
+        return calibration_check(validation[S.LABEL].to_numpy(), p).to_dict()
+    except ValueError as exc:  # too few rows or one class: the check cannot tell
+        return {"ok": False, "reason": f"calibration not checked: {exc}"}
+
+
 def register_candidate(registry: Registry, model_dir: str | Path, *, frame: pd.DataFrame, files: list[str],
                        split: Split, metrics, validation: dict[str, Any], trigger: "Trigger", settings,
                        actor: str, context: dict[str, Any] | None) -> ModelRecord:
@@ -179,8 +196,9 @@ def register_candidate(registry: Registry, model_dir: str | Path, *, frame: pd.D
     fp = fingerprint(split.train, params)
     decision, parent = choose_version(registry, fp)
     gate = gate_comparison(metrics, settings.gate)  # paired on the shared test set; only the evidence is kept
+    gate_dict = {**gate.to_dict(), "calibration": calibration_on_validation(model_dir, split.validation)}
     record = build_record(
         decision=decision, parent=parent, fp=fp, trigger=trigger, params=params, metrics=metrics.to_dict(),
-        data=data_summary(frame, split, files), validation=validation, gate=gate.to_dict(),
+        data=data_summary(frame, split, files), validation=validation, gate=gate_dict,
         has_production=registry.production() is not None, extra={"context": context or {}})
     return registry.register(record, Path(model_dir), actor=actor)

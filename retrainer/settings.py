@@ -6,6 +6,7 @@ Every threshold the project uses is a field here with its documented default.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -97,19 +98,37 @@ class DriftSettings(_Section):
     min_window: int = Field(500, ge=1)
     features_required: int = Field(1, ge=1)
     noise_quantile: float = Field(0.95, gt=0, lt=1)
-    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise: a feature drifts iff PSI > max(psi_threshold, floor at alpha/F)
+    alpha: float = Field(0.05, gt=0, lt=1)  # family-wise: drifts iff PSI > max(psi_threshold, floor at alpha/F)
     extra_stats: bool = False  # KS and Jensen-Shannon alongside PSI
 
 
 class CanarySettings(_Section):
+    """The canary's plan and its decision rule (`retrainer.rollout.policy`).
+
+    Live guardrails at every check: the error rate's Clopper-Pearson lower bound at level
+    1 - guardrail_alpha/K (K checks) above `max_error_rate`; the p95 latency's lower bound above
+    `max_p95_latency_ms` once `min_requests` requests are in; any NaN or out-of-range score. The
+    verdict at the end is non-inferiority with margin `auc_tolerance` on matured labels (the
+    registration comparison pooled with matured shadow rows), each arm needing `min_positives`
+    and `min_negatives`; an inconclusive verdict extends the last stage up to `max_duration_hours`
+    and then follows `inconclusive` ("rollback", or "human": wait `human_timeout_hours` for a
+    person, then roll back). Nothing inconclusive is ever promoted automatically."""
     traffic: float = Field(0.10, gt=0, lt=1)
     duration_hours: float = Field(72.0, gt=0)
     check_interval_hours: float = Field(6.0, gt=0)
     auc_tolerance: float = Field(0.02, ge=0, le=1)
-    min_labels: int = Field(200, ge=1)
+    level: float = Field(0.95, gt=0.5, lt=1)  # two-sided: each bound is a one-sided test at (1 - level)/2
+    min_positives: int = Field(100, ge=1)
+    min_negatives: int = Field(100, ge=1)
+    max_duration_hours: float = Field(144.0, gt=0)
+    inconclusive: Literal["rollback", "human"] = "rollback"
+    human_timeout_hours: float = Field(72.0, gt=0)
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_p95_latency_ms: float = Field(250.0, gt=0)
-    too_few_labels: Literal["extend_once", "rollback", "promote"] = "extend_once"
+    min_requests: int = Field(200, ge=1)  # before the p95 latency is judged
+    guardrail_alpha: float = Field(0.05, gt=0, lt=1)
+    label_free_estimate: bool = True  # CBPE: can roll back a candidate, never promote one
+    deferred_verdict: bool = True  # re-check a promotion when the canary period's labels mature
 
 
 class ServingSettings(_Section):
@@ -163,6 +182,9 @@ class Settings(BaseSettings):
     model_name: str = "readmission-30d"
     approvers: list[str] = Field(default_factory=lambda: ["ml-lead"])
     pseudonym_key_env: str = "RETRAINER_PSEUDONYM_KEY"
+    # How long after a prediction its outcome can be known (30-day readmission: 30 days). Only
+    # predictions older than this count as labelled evidence ("matured"). "30d", "48h", "90m".
+    label_delay: timedelta = timedelta(days=30)
     split: SplitSettings = SplitSettings()
     model: ModelSettings = ModelSettings()
     gate: GateSettings = GateSettings()
@@ -178,6 +200,21 @@ class Settings(BaseSettings):
         if not v or not all(c.isalnum() or c in "-_" for c in v):
             raise ValueError("must be letters, digits, '-' or '_'")
         return v
+
+    @field_validator("label_delay", mode="before")
+    @classmethod
+    def _delay(cls, v):
+        from .triggers.config import parse_duration  # noqa: PLC0415 - cycle: triggers imports settings' siblings
+
+        if isinstance(v, timedelta):
+            if v <= timedelta(0):
+                raise ValueError("must be positive: an outcome cannot be known before its prediction")
+            return v
+        try:
+            return parse_duration(v)  # "30d", "48h", "90m", or a number of hours
+        except ValueError:
+            raise ValueError(f"{v!r} is not a positive duration like 30d, 48h or 90m (an outcome cannot "
+                             "be known before its prediction)") from None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

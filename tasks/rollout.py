@@ -9,22 +9,26 @@ checks as `Decision`, the start as `CanaryStart` and the applied decision as `Ap
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 
 from retrainer import clock, rollout
 from retrainer.backends import Backend
-from retrainer.rollout import ArmStats, Decision, RolloutPlan, format_duration
+from retrainer.rollout import Decision, RolloutPlan, format_duration
 from retrainer.settings import Settings
 
 from .runtime import IN_PROCESS, ONCE_PER_RUN, artifact_key, per_run
@@ -40,6 +44,7 @@ class CanaryStart:
     started_at: str  # ISO time: the clock of every later check
     progress_artifact: str  # the progress artifact's id
     endpoint: dict[str, Any] = field(default_factory=dict)  # the endpoint's variants after the start
+    power: dict[str, Any] = field(default_factory=dict)  # the day-0 power statement (`text` and numbers)
 
     @classmethod
     def of(cls, value: CanaryStart | dict[str, Any]) -> CanaryStart:
@@ -72,34 +77,47 @@ def pick_candidate(backend: Backend, candidate: str | None) -> str:
 
 
 @task(name="start-canary", cache_key_fn=per_run("start"), **ONCE_PER_RUN)
-def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str) -> CanaryStart:
+def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str,
+                 approved_by: str | None = None, approvers: list[str] | None = None,
+                 settings: Settings | None = None) -> CanaryStart:
     """Registry candidate -> canary, endpoint green at the first stage's traffic; a progress
-    artifact. Returns the rollout's start time (the clock of every later check)."""
+    artifact; the day-0 power statement (logged and in a markdown artifact). Returns the rollout's
+    start time (the clock of every later check)."""
     traffic = plan.stages[0].traffic
     info = rollout.start_canary(backend.registry, backend.endpoint, candidate, traffic, actor=actor,
-                                reason=f"canary at {traffic:.0%} for {format_duration(plan.duration)}")
+                                reason=f"canary at {traffic:.0%} for {format_duration(plan.duration)}",
+                                approved_by=approved_by, approvers=approvers)
     progress_id = create_progress_artifact(
         progress=0.0, key=artifact_key("canary-progress", candidate),
         description=f"canary {candidate}: elapsed / {format_duration(plan.duration)}")
+    now = clock.utcnow()
+    power: dict[str, Any] = {}
+    if settings is not None:
+        power = rollout.power_at_start(backend.predictions, backend.registry, settings, plan, candidate, now)
+        get_run_logger().info("canary %s: %s", candidate, power["text"])
+        create_markdown_artifact(markdown=f"# Canary {candidate}: what the rule needs\n\n{power['text']}\n",
+                                 key=artifact_key("canary-power", candidate),
+                                 description=f"canary {candidate}: power statement at the start")
     return CanaryStart(candidate=info["candidate"], production=info["production"], traffic=info["traffic"],
-                       started_at=clock.utcnow().isoformat(), progress_artifact=str(progress_id),
-                       endpoint=info["endpoint"])
+                       started_at=now.isoformat(), progress_artifact=str(progress_id),
+                       endpoint=info["endpoint"], power=power)
 
 
 @task(name="canary-check", cache_key_fn=per_run("check", "index"), **ONCE_PER_RUN)
-def run_check(backend: Backend, settings: Settings, plan: RolloutPlan, started_at: str, extended: bool,
-              index: int, candidate: str, progress_artifact: str | None) -> Decision:
-    """One check: per-variant stats over the elapsed window, `rollout.check`, artifacts."""
+def run_check(backend: Backend, settings: Settings, plan: RolloutPlan, started_at: str, extensions: int,
+              index: int, candidate: str, progress_artifact: str | None, held: bool = False) -> Decision:
+    """One check: the live evidence over the elapsed window (`rollout.live.gather`), the policy's
+    decision on it (`rollout.check`), and artifacts showing both."""
     start = datetime.fromisoformat(started_at)
     now = clock.utcnow()
-    stats, ci = rollout.window_stats(backend.predictions, start, now)
-    cand, prod = rollout.arms_from_stats(stats)
-    decision = replace(rollout.check(plan, start, now, cand, prod, settings, extended, ci=ci), index=index)
+    live = rollout.gather(backend.predictions, backend.registry, settings, candidate_version=candidate,
+                          start=start, now=now, checks=rollout.checks_planned(plan, settings))
+    decision = replace(rollout.check(plan, start, now, live, settings, extensions, held=held), index=index)
     if progress_artifact:
         update_progress_artifact(UUID(progress_artifact), progress=round(100 * decision.progress, 1),
                                  description=f"canary {candidate}: {format_duration(now - start)} of "
-                                             f"{format_duration(plan.end(extended))}; last check: {decision.action}")
-    create_table_artifact(table=_arm_rows(cand, prod, decision), key=artifact_key("canary", candidate),
+                                             f"{format_duration(plan.end(extensions))}; last check: {decision.action}")
+    create_table_artifact(table=evidence_rows(live, decision), key=artifact_key("canary", candidate),
                           description=f"check {index}: {decision.action} - {decision.reason}")
     return decision
 
@@ -163,13 +181,91 @@ def rollback_production(backend: Backend, to: str | None, actor: str, reason: st
     return result
 
 
-def _arm_rows(cand: ArmStats, prod: ArmStats, decision: Decision) -> list[dict[str, Any]]:
+def evidence_rows(live: rollout.LiveEvidence, decision: Decision) -> list[dict[str, Any]]:
+    """One row per piece of evidence: what was measured, on how many rows, the estimate, its
+    interval or bound, and what it says."""
     rows = []
-    for role, arm in (("candidate", cand), ("production", prod)):
-        rows.append({"arm": role, "variant": arm.variant, "version": arm.version or "-",
-                     "predictions": arm.n_predictions, "labels": arm.n_labels,
-                     "auc": "-" if arm.auc is None else round(arm.auc, 4),
-                     "error_rate": round(arm.error_rate, 4),
-                     "p95_latency_ms": "-" if arm.p95_latency_ms is None else round(arm.p95_latency_ms, 2),
-                     "decision": decision.action})
+    for role, arm in (("candidate", live.candidate), ("production", live.production)):
+        rows.append({"evidence": f"traffic ({role} {arm.variant} {arm.version or '-'})", "n": arm.n_predictions,
+                     "positives": "-", "estimate": f"error rate {arm.error_rate:.4f}; p95 "
+                     + ("-" if arm.p95_latency_ms is None else f"{arm.p95_latency_ms:.1f} ms"),
+                     "interval": "-", "says": "shown"})
+    for g in live.guardrails:
+        d = g.to_dict()
+        rows.append({"evidence": f"guardrail {d.get('name', type(g).__name__)}", "n": d.get("n", "-"),
+                     "positives": "-", "estimate": _num(d.get("estimate")), "interval": _num(d.get("bound")),
+                     "says": "FIRED" if g.fired else "ok"})
+    if live.label_free is not None:
+        d = live.label_free.to_dict()
+        rows.append({"evidence": "label-free ΔAUC (CBPE)", "n": d.get("n", "-"), "positives": "-",
+                     "estimate": _num(d.get("delta")), "interval": f"[{_num(d.get('low'))}, {_num(d.get('high'))}]",
+                     "says": "worse" if getattr(live.label_free, "worse", False) else "not worse"})
+    v = live.verdict
+    if v is not None:
+        rows.append({"evidence": f"ΔAUC on matured labels ({v.source})", "n": v.candidate.n,
+                     "positives": v.candidate.positives, "estimate": _num(v.delta),
+                     "interval": "-" if v.low is None else f"[{v.low:+.4f}, {v.high:+.4f}]", "says": v.verdict})
+    for note in live.notes:
+        rows.append({"evidence": "note", "n": "-", "positives": "-", "estimate": "-", "interval": "-", "says": note})
+    rows.append({"evidence": "decision", "n": "-", "positives": "-", "estimate": "-", "interval": "-",
+                 "says": f"{decision.action}: {decision.reason}"})
     return rows
+
+
+def _num(x) -> Any:
+    return round(x, 4) if isinstance(x, float) else ("-" if x is None else x)
+
+
+# ---------------------------------------------------------------------------------------------
+# The deferred verdict
+
+VERDICT_DEPLOYMENT = "deferred-verdict/deferred-verdict"
+
+
+@task(name="schedule-deferred-verdict", cache_key_fn=per_run("verdict-schedule"), persist_result=True)
+def schedule_deferred_verdict(version: str, previous: str | None, window_start: str, window_end: datetime,
+                              label_delay: timedelta, home: str | None) -> dict[str, Any]:
+    """Create ONE scheduled run of the deferred-verdict deployment at the time the canary period's
+    labels mature (a scheduled run holds no worker until then). Without that deployment (a plain
+    local run) the result says which command to run when the labels are in."""
+    from retrainer.rollout import verdict  # noqa: PLC0415 - cycle-free; keeps this module's imports short
+
+    due = verdict.due_at(window_end, label_delay)
+    params = {"version": version, "previous": previous, "window_start": window_start,
+              "window_end": window_end.isoformat(), "home": home}
+    command = (f"retrainer canary verdict {version} --previous {previous} --start {window_start} "
+               f"--end {window_end.isoformat()}")
+    name = os.environ.get("RETRAINER_VERDICT_DEPLOYMENT", VERDICT_DEPLOYMENT)
+    try:
+        with get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name(name)
+            run = client.create_flow_run_from_deployment(
+                dep.id, parameters=params, state=Scheduled(scheduled_time=due),
+                idempotency_key=f"deferred-verdict-{version}-{window_start}")
+        get_run_logger().info("deferred verdict on %s scheduled for %s (flow run %s)", version, due, run.id)
+        return {"due_at": due.isoformat(), "flow_run_id": str(run.id), "command": command}
+    except ObjectNotFound:
+        get_run_logger().warning("no %s deployment: run `%s` after %s", name, command, due.isoformat())
+        return {"due_at": due.isoformat(), "flow_run_id": None, "command": command}
+
+
+@task(name="deferred-verdict", **IN_PROCESS)
+def deferred_verdict(backend: Backend, settings: Settings, version: str, previous: str | None,
+                     window_start: datetime, window_end: datetime) -> dict[str, Any]:
+    """`rollout.verdict.run` and a markdown artifact with its evidence."""
+    from retrainer.rollout import verdict  # noqa: PLC0415 - see schedule_deferred_verdict
+
+    out = verdict.run(backend.predictions, backend.registry, backend.endpoint, settings, version=version,
+                      previous=previous, window_start=window_start, window_end=window_end, now=clock.utcnow())
+    ev = out.get("evidence") or {}
+    lines = [f"# Deferred verdict on {version}: {out['outcome'].upper()}", "", f"- {out['reason']}",
+             f"- canary period {out['window_start']} .. {out['window_end']}; labels mature at {out['due_at']}"]
+    if ev:
+        lines.append(f"- evidence: {ev.get('method') or '-'}, {ev.get('n_candidate', 0):,} rows "
+                     f"({ev.get('pos_candidate', 0):,} positives), ΔAUC "
+                     + ("n/a" if ev.get("delta") is None else
+                        f"{ev['delta']:+.4f}, {ev['level']:.0%} CI [{ev['low']:+.4f}, {ev['high']:+.4f}]")
+                     + f", tolerance {ev.get('tolerance')}")
+    create_markdown_artifact(markdown="\n".join(lines), key=artifact_key("deferred-verdict", version),
+                             description=f"deferred verdict on {version}: {out['outcome']}")
+    return out

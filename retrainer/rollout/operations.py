@@ -68,10 +68,28 @@ def pick_candidate(registry, candidate: str | None = None) -> str:
     return candidate
 
 
-def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: str, reason: str) -> dict[str, Any]:
-    """candidate -> canary in the registry (skipped if already canary), then the canary weights."""
+def check_approval(record, approved_by: str | None, approvers: list[str] | None) -> None:
+    """A version whose gate policy asked for a human review (`record.gate["needs_approval"]`, e.g.
+    Task 12's improvement below 5%) starts only with the approval of one of `approvers`."""
+    gate = getattr(record, "gate", None) or {}
+    if not gate.get("needs_approval"):
+        return
+    if not approved_by:
+        raise RolloutError(f"{record.version} needs a human approval before its rollout (gate policy "
+                           f"{gate.get('policy', '?')}: {gate.get('reason', '')}); pass --approved-by NAME")
+    if approvers is not None and approved_by not in approvers:
+        raise RolloutError(f"{approved_by} is not an approver ({', '.join(approvers) or 'none configured'})")
+
+
+def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: str, reason: str,
+                 approved_by: str | None = None, approvers: list[str] | None = None) -> dict[str, Any]:
+    """candidate -> canary in the registry (skipped if already canary), then the canary weights.
+    A version whose gate asked for a review needs `approved_by` among `approvers`."""
     rec = registry.get(candidate)
     if rec.status == Status.CANDIDATE:
+        check_approval(rec, approved_by, approvers)
+        if approved_by:
+            reason = f"{reason}; approved by {approved_by}"
         registry.set_status(candidate, Status.CANARY, actor=actor, reason=reason)
     elif rec.status != Status.CANARY:
         raise RolloutError(f"{candidate} is {rec.status}; only a candidate can go on canary")

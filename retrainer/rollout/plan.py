@@ -106,10 +106,10 @@ class RolloutPlan:
     def duration(self) -> timedelta:
         return sum((s.duration for s in self.stages), timedelta(0))
 
-    def end(self, extended: bool = False) -> timedelta:
-        """Elapsed time at which the final decision is due (one more last-stage duration if
-        the rollout was extended)."""
-        return self.duration + (self.stages[-1].duration if extended else timedelta(0))
+    def end(self, extensions: int = 0) -> timedelta:
+        """Elapsed time at which the final decision is due: the plan's duration plus one more
+        last-stage duration per extension (`True` counts as one)."""
+        return self.duration + self.stages[-1].duration * int(extensions)
 
     def stage_at(self, elapsed: timedelta) -> tuple[int, Stage]:
         """Index and stage in force after `elapsed` (the last stage after the end)."""

@@ -1,24 +1,27 @@
 """The canary's decision rule: pure functions, no I/O, the clock is passed in.
 
-A rollout flow wakes up every `check_interval`, reads per-variant statistics from the prediction
-store, and calls `check(...)`, which returns a `Decision`:
+A rollout flow wakes up every `check_interval`, gathers the live evidence (`live.gather`: per-arm
+traffic statistics, guardrail tests, the label-free estimate, and the non-inferiority verdict on
+matured labels) and calls `check(...)`, which returns a `Decision`:
 
-* **rollback at once** on a guardrail breach, at any check: candidate error rate above
-  `max_error_rate` or candidate p95 latency above `max_p95_latency_ms`;
+* **rollback at once**, at any check, when a guardrail test fires (error rate's Clopper-Pearson
+  lower bound above the limit at level 1 - alpha/K, p95 latency's lower bound above the limit on
+  at least `min_requests` requests, any NaN or out-of-range score) or when the label-free (CBPE)
+  estimate says the candidate is worse than production by more than `auc_tolerance`;
 * **continue** before the end of the plan (at an intermediate stage boundary the decision's
   `traffic` is the next stage's share);
-* at/after the end: if either arm has fewer than `min_labels` labelled predictions (or its AUC is
-  undefined because the labels hold one class), the `too_few_labels` policy applies:
-  "extend_once" (default) extends the last stage once by its duration, and rolls back if the
-  labels are still too few then; "rollback"; "promote";
-* otherwise **promote** iff AUC(candidate) >= AUC(production) - auc_tolerance, else **rollback**.
-  The comparison allows `AUC_EPSILON` (1e-9) of float noise, so a candidate exactly
-  `auc_tolerance` below production (0.78 vs 0.80, whose float difference is 0.020000000000000018)
-  promotes, while 0.021 below rolls back.
+* at/after the end, the **non-inferiority verdict on matured labels** (`retrainer.evidence`):
+  promote iff the lower bound of ΔAUC > -auc_tolerance, roll back iff the upper bound < -tolerance;
+  its evidence is the registration comparison on the newest matured month pooled with whatever
+  shadow-scored live rows have matured (a prediction's label exists only `label_delay` after it);
+* an **inconclusive** verdict (interval across -tolerance, or too few positives/negatives) extends
+  the last stage while the end stays within `max_duration_hours`, then follows `inconclusive`:
+  "rollback", or "human" (a `hold`: the run waits `human_timeout_hours` for a person's decision and
+  rolls back if none comes). An inconclusive verdict is never promoted automatically.
 
-The DeLong interval of the AUC difference (`statistics.auc_difference_ci`) is carried into the
-decision and its report; the rule above decides on the point estimates. `manual(...)` records a
-human override as a Decision.
+Every decision carries its evidence (`Decision.evidence`): each guardrail's n, estimate and bound,
+the label-free estimate with its interval, and the verdict with its n, positives, Δ and interval.
+`manual(...)` records a human override as a Decision.
 """
 from __future__ import annotations
 
@@ -28,15 +31,15 @@ from typing import Any, Literal, Mapping
 
 from .plan import RolloutPlan, format_duration
 
-ACTIONS = ("continue", "promote", "rollback", "extend")
-Action = Literal["continue", "promote", "rollback", "extend"]
-AUC_EPSILON = 1e-9
+ACTIONS = ("continue", "promote", "rollback", "extend", "hold")
+Action = Literal["continue", "promote", "rollback", "extend", "hold"]
 POLICY_ACTOR = "canary-policy"
-
 
 
 @dataclass(frozen=True)
 class ArmStats:
+    """One routed arm's live traffic: predictions, failed requests, p95 latency, and the AUC on
+    its labelled predictions (shown, never decided on: only matured labels decide)."""
     variant: str
     version: str | None
     n_predictions: int
@@ -44,17 +47,20 @@ class ArmStats:
     auc: float | None
     error_rate: float
     p95_latency_ms: float | None
+    n_errors: int = 0
 
     @classmethod
     def from_variant_stats(cls, stats: Mapping[str, Mapping[str, Any]], variant: str,
                            version: str | None = None) -> "ArmStats":
         """From `PredictionStore.variant_stats()` output; an absent variant is an empty arm."""
         s = stats.get(variant) or {}
-        return cls(variant=variant, version=s.get("version", version),
-                   n_predictions=int(s.get("n_predictions", 0)), n_labels=int(s.get("n_labels", 0)),
-                   auc=None if s.get("auc") is None else float(s["auc"]),
-                   error_rate=float(s.get("error_rate") or 0.0),
-                   p95_latency_ms=None if s.get("p95_latency_ms") is None else float(s["p95_latency_ms"]))
+        n = int(s.get("n_predictions", 0))
+        rate = float(s.get("error_rate") or 0.0)
+        return cls(variant=variant, version=s.get("version", version), n_predictions=n,
+                   n_labels=int(s.get("n_labels", 0)), auc=None if s.get("auc") is None else float(s["auc"]),
+                   error_rate=rate,
+                   p95_latency_ms=None if s.get("p95_latency_ms") is None else float(s["p95_latency_ms"]),
+                   n_errors=int(s.get("n_errors", round(rate * n))))
 
 
 def arms_from_stats(stats: Mapping[str, Mapping[str, Any]], candidate: str = "green",
@@ -62,6 +68,26 @@ def arms_from_stats(stats: Mapping[str, Mapping[str, Any]], candidate: str = "gr
     """(candidate, production) arms from `variant_stats()` output."""
     return ArmStats.from_variant_stats(stats, candidate), ArmStats.from_variant_stats(stats, production)
 
+
+@dataclass(frozen=True)
+class LiveEvidence:
+    """Everything a check decides on. `guardrails`: test results with `.fired`, `.reason`,
+    `.to_dict()`; `label_free`: the CBPE comparison (`.worse`, `.reason`, `.to_dict()`) or None
+    when the model has no calibrated estimate; `verdict`: the non-inferiority `Evidence` on
+    matured labels (None: nothing matured and no registration comparison)."""
+    candidate: ArmStats
+    production: ArmStats
+    guardrails: tuple[Any, ...] = ()
+    label_free: Any | None = None
+    verdict: Any | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate": asdict(self.candidate), "production": asdict(self.production),
+                "guardrails": [g.to_dict() for g in self.guardrails],
+                "label_free": self.label_free.to_dict() if self.label_free is not None else None,
+                "verdict": self.verdict.to_dict() if self.verdict is not None else None,
+                "notes": list(self.notes)}
 
 
 @dataclass(frozen=True)
@@ -72,8 +98,8 @@ class Decision:
     reason: str                    # one line
     elapsed: timedelta
     progress: float                # 0..1 of the (possibly extended) rollout
-    auc_diff: float | None = None  # AUC(candidate) - AUC(production)
-    ci: dict[str, float] | None = None
+    auc_diff: float | None = None  # ΔAUC = AUC(candidate) - AUC(production) of the verdict
+    ci: dict[str, Any] | None = None  # the verdict's interval: low, high, level, method, se
     traffic: float | None = None   # candidate share that should be in force after this decision
     actor: str = POLICY_ACTOR
     manual: bool = False
@@ -81,6 +107,7 @@ class Decision:
     next_check_at: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
     index: int = 0
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
     def final(self) -> bool:
@@ -95,75 +122,99 @@ class Decision:
         return d
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
+def checks_planned(plan: RolloutPlan, settings) -> int:
+    """K, the number of checks a rollout may make up to its maximum duration: the guardrails'
+    Bonferroni divisor (at least the plan's own checks)."""
+    c = getattr(settings, "canary", settings)
+    end = max(plan.duration, timedelta(hours=c.max_duration_hours))
+    k, t = 0, timedelta(0)
+    while t < end:
+        _, stage = plan.stage_at(t)
+        t += stage.check_interval
+        k += 1
+    return max(k, 1) + 1
 
 
-def check(plan: RolloutPlan, started_at: datetime, now: datetime, candidate: ArmStats,
-          production: ArmStats, settings, extended: bool = False, *,
-          ci: dict[str, float] | None = None) -> Decision:
+def max_extensions(plan: RolloutPlan, settings) -> int:
+    """How many times the last stage may be extended before the end passes max_duration_hours."""
+    c = getattr(settings, "canary", settings)
+    limit = timedelta(hours=c.max_duration_hours)
+    n = 0
+    while plan.end(n + 1) <= limit:
+        n += 1
+    return n
+
+
+def check(plan: RolloutPlan, started_at: datetime, now: datetime, live: LiveEvidence, settings,
+          extensions: int = 0, *, held: bool = False) -> Decision:
     """The policy decision at time `now` for a rollout started at `started_at` (see module doc).
 
-    `settings`: `Settings` or `CanarySettings`. `extended`: the rollout was already extended once.
-    `ci`: an optional `auc_difference_ci` result, carried into the decision.
+    `settings`: `Settings` or `CanarySettings`. `extensions`: how often the last stage was already
+    extended. `held`: the previous check was a `hold` for a human who did not answer in time.
     """
     c = getattr(settings, "canary", settings)
     elapsed = now - started_at
     if elapsed < timedelta(0):
         raise ValueError("now is before the rollout started")
-    end = plan.end(extended)
+    extensions = int(extensions)
+    end = plan.end(extensions)
     progress = min(1.0, elapsed / end) if end > timedelta(0) else 1.0
     index, stage = plan.stage_at(elapsed)
-    auc_diff = (candidate.auc - production.auc
-                if candidate.auc is not None and production.auc is not None else None)
-    details = {"candidate": asdict(candidate), "production": asdict(production), "extended": extended,
-               "stage": index, "auc_tolerance": c.auc_tolerance, "min_labels": c.min_labels}
+    v = live.verdict
+    ci = None
+    if v is not None and v.low is not None:
+        ci = {"low": v.low, "high": v.high, "level": v.level, "method": v.method, "se": v.se}
+    details = {"candidate": asdict(live.candidate), "production": asdict(live.production),
+               "extensions": extensions, "stage": index, "auc_tolerance": c.auc_tolerance}
+    evidence = live.to_dict()
 
-    def decide(action: Action, reason: str, traffic: float | None) -> Decision:
-        nxt = now + stage.check_interval if action in ("continue", "extend") else None
-        if nxt is not None and action == "continue":
-            nxt = min(nxt, started_at + end)  # never sleep past the end
-        return Decision(action, reason, elapsed, progress, auc_diff, ci, traffic,
-                        decided_at=now, next_check_at=nxt, details=details)
+    def decide(action: Action, reason: str, traffic: float | None, wait: timedelta | None = None) -> Decision:
+        nxt = None
+        if action in ("continue", "extend"):
+            nxt = now + stage.check_interval
+            if action == "continue":
+                nxt = min(nxt, started_at + end)  # never sleep past the end
+        elif action == "hold":
+            nxt = now + (wait or timedelta(0))
+        return Decision(action, reason, elapsed, progress, v.delta if v is not None else None, ci, traffic,
+                        decided_at=now, next_check_at=nxt, details=details, evidence=evidence)
 
-    # 1. Guardrails, at any check.
-    if candidate.n_predictions > 0 and candidate.error_rate > c.max_error_rate:
-        return decide("rollback", f"guardrail: candidate error rate {candidate.error_rate:.2%} > "
-                                  f"{c.max_error_rate:.2%}", 0.0)
-    if candidate.p95_latency_ms is not None and candidate.p95_latency_ms > c.max_p95_latency_ms:
-        return decide("rollback", f"guardrail: candidate p95 latency {candidate.p95_latency_ms:.1f} ms > "
-                                  f"{c.max_p95_latency_ms:.1f} ms", 0.0)
+    # 1. Guardrails and the label-free estimate, at any check.
+    fired = [g for g in live.guardrails if g.fired]
+    if fired:
+        return decide("rollback", f"guardrail: {fired[0].reason}", 0.0)
+    if live.label_free is not None and getattr(live.label_free, "worse", False):
+        return decide("rollback", f"label-free estimate: {live.label_free.reason}", 0.0)
+
+    verdict_text = v.reason if v is not None else "no evidence on matured labels"
+    if held:
+        return decide("rollback", f"no human decision within {c.human_timeout_hours:g} h on an inconclusive "
+                                  f"canary: rolling back ({verdict_text})", 0.0)
 
     # 2. Before the end: keep going (at the current stage's traffic).
     if elapsed < end:
         left = end - elapsed
         return decide("continue", f"stage {index + 1}/{len(plan.stages)} at {stage.traffic:.0%} traffic; "
-                                  f"{progress:.0%} done, {format_duration(left)} left", stage.traffic)
+                                  f"{progress:.0%} done, {format_duration(left)} left; no guardrail fired",
+                      stage.traffic)
 
-    # 3. At/after the end: enough labels?
-    short = [a for a in (candidate, production) if a.n_labels < c.min_labels or a.auc is None]
-    if short:
-        what = "; ".join(f"{a.variant} has {a.n_labels} labels" + (" (AUC undefined)" if a.auc is None
-                                                                    and a.n_labels >= c.min_labels else "")
-                         for a in short)
-        why = f"too few labels ({what}; need {c.min_labels} per arm)"
-        policy = c.too_few_labels
-        if policy == "extend_once" and not extended:
-            return decide("extend", f"{why}: extending by {format_duration(plan.stages[-1].duration)} once",
-                          plan.stages[-1].traffic)
-        if policy == "promote":
-            return decide("promote", f"{why}: policy promotes", 1.0)
-        suffix = "still, after the extension" if policy == "extend_once" else "policy rolls back"
-        return decide("rollback", f"{why}: {suffix}", 0.0)
-
-    # 4. The AUC rule.
-    assert auc_diff is not None
-    ci_txt = f", {ci['level']:.0%} CI [{ci['low']:+.4f}, {ci['high']:+.4f}]" if ci else ""
-    if candidate.auc >= production.auc - c.auc_tolerance - AUC_EPSILON:
-        return decide("promote", f"candidate AUC {_fmt(candidate.auc)} vs production {_fmt(production.auc)} "
-                                 f"(diff {auc_diff:+.4f}{ci_txt}) within tolerance {c.auc_tolerance}", 1.0)
-    return decide("rollback", f"candidate AUC {_fmt(candidate.auc)} is more than {c.auc_tolerance} below "
-                              f"production {_fmt(production.auc)} (diff {auc_diff:+.4f}{ci_txt})", 0.0)
+    # 3. At/after the end: the non-inferiority verdict on matured labels.
+    verdict = v.verdict if v is not None else "inconclusive"
+    if verdict == "promote":
+        est = f"; label-free: {live.label_free.reason}" if live.label_free is not None else ""
+        return decide("promote", f"non-inferior: {verdict_text}; no guardrail fired{est}", 1.0)
+    if verdict == "rollback":
+        return decide("rollback", f"inferior: {verdict_text}", 0.0)
+    if extensions < max_extensions(plan, settings):
+        return decide("extend", f"{verdict_text}: extending by {format_duration(plan.stages[-1].duration)} "
+                                f"(extension {extensions + 1} of {max_extensions(plan, settings)}, maximum "
+                                f"{c.max_duration_hours:g} h)", plan.stages[-1].traffic)
+    if c.inconclusive == "human":
+        return decide("hold", f"{verdict_text}; at the maximum duration: waiting up to {c.human_timeout_hours:g} h "
+                              "for a human decision (`retrainer canary promote|rollback --reason ...`)",
+                      plan.stages[-1].traffic, timedelta(hours=c.human_timeout_hours))
+    return decide("rollback", f"{verdict_text}; still inconclusive at the maximum duration "
+                              f"({c.max_duration_hours:g} h): policy rolls back", 0.0)
 
 
 def manual(action: Action, actor: str, reason: str, *, now: datetime | None = None,

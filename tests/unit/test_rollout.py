@@ -1,20 +1,26 @@
-"""Canary decision logic on constructed windows, and the DeLong interval on simulated data."""
+"""Canary decision logic on constructed evidence (the rule at its boundaries), and the DeLong
+interval on simulated data."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
+from retrainer.evidence import AUCDelta, decide
 from retrainer.rollout import (
     ArmStats,
+    LiveEvidence,
     RolloutPlan,
     Stage,
     arms_from_stats,
     auc_difference_ci,
     check,
+    checks_planned,
     delong_auc_variance,
     manual,
+    max_extensions,
 )
 from retrainer.settings import CanarySettings, Settings
 
@@ -24,11 +30,33 @@ PLAN = RolloutPlan.default(SETTINGS)
 
 
 def arm(variant="green", auc=0.80, n_labels=500, error_rate=0.0, p95=20.0, n=5000):
-    return ArmStats(variant, "1.0.0", n, n_labels, auc, error_rate, p95)
+    return ArmStats(variant, "1.0.0", n, n_labels, auc, error_rate, p95, round(error_rate * n))
 
 
 def at(hours: float):
     return T0 + timedelta(hours=hours)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A guardrail or label-free result as `check` reads it (fired/worse, reason, to_dict)."""
+    fired: bool = False
+    worse: bool = False
+    reason: str = "ok"
+
+    def to_dict(self):
+        return {"fired": self.fired, "worse": self.worse, "reason": self.reason}
+
+
+def verdict(low, high, pos=300, neg=1700, tolerance=0.02):
+    mid = (low + high) / 2
+    d = AUCDelta("paired DeLong", mid, low, high, (high - low) / 3.92, 0.95, 0.78 + mid, 0.78, pos + neg, pos,
+                 pos + neg, pos)
+    return decide(d, tolerance, source="registration month", paired=True)
+
+
+def live(v=None, guardrails=(), label_free=None):
+    return LiveEvidence(arm(), arm("blue"), tuple(guardrails), label_free, v if v is not None else verdict(-0.01, 0.01))
 
 
 def test_default_plan():
@@ -40,65 +68,90 @@ def test_default_plan():
 
 def test_continue_before_end_with_progress():
     for hours, progress in ((0, 0.0), (6, 6 / 72), (36, 0.5), (71.9, 71.9 / 72)):
-        d = check(PLAN, T0, at(hours), arm(auc=0.5), arm("blue"), SETTINGS)
+        d = check(PLAN, T0, at(hours), live(verdict(-0.05, -0.03)), SETTINGS)
         assert d.action == "continue", d
         assert d.progress == pytest.approx(progress)
         assert d.traffic == 0.10 and d.elapsed == timedelta(hours=hours)
-    d = check(PLAN, T0, at(6), arm(), arm("blue"), SETTINGS)
+    d = check(PLAN, T0, at(6), live(), SETTINGS)
     assert d.next_check_at == at(12)
-    assert check(PLAN, T0, at(80), arm(), arm("blue"), SETTINGS).progress == 1.0
+    assert check(PLAN, T0, at(80), live(), SETTINGS).progress == 1.0
 
 
-def test_borderline_tolerance():
-    prod = arm("blue", auc=0.80)
-    d = check(PLAN, T0, at(72), arm(auc=0.78), prod, SETTINGS)  # exactly 0.02 below
-    assert d.action == "promote", d.reason
-    assert d.auc_diff == pytest.approx(-0.02)
-    d = check(PLAN, T0, at(72), arm(auc=0.779), prod, SETTINGS)  # 0.021 below
-    assert d.action == "rollback" and "more than 0.02 below" in d.reason
-    assert check(PLAN, T0, at(72), arm(auc=0.83), prod, SETTINGS).action == "promote"
+@pytest.mark.parametrize("low,high,action", [
+    (-0.0199, 0.01, "promote"),    # lower bound just above -δ
+    (-0.05, -0.0201, "rollback"),  # upper bound just below -δ
+    (-0.0201, 0.01, "extend"),     # interval contains -δ: inconclusive, extended
+    (-0.05, -0.0199, "extend"),
+])
+def test_the_end_decides_by_non_inferiority_on_the_interval(low, high, action):
+    d = check(PLAN, T0, at(72), live(verdict(low, high)), SETTINGS)
+    assert d.action == action, d.reason
+    assert d.ci["low"] == pytest.approx(low) and d.ci["high"] == pytest.approx(high)
+    assert d.evidence["verdict"]["n_candidate"] == 2000 and d.evidence["verdict"]["pos_candidate"] == 300
 
 
-def test_too_few_labels_extend_once_then_rollback():
-    few = arm(n_labels=150)
-    d = check(PLAN, T0, at(72), few, arm("blue"), SETTINGS)
-    assert d.action == "extend" and "too few labels" in d.reason
-    d = check(PLAN, T0, at(100), few, arm("blue"), SETTINGS, extended=True)  # before the extended end
+def test_inconclusive_extends_up_to_the_maximum_then_follows_the_policy():
+    unsure = live(verdict(-0.03, 0.01))
+    assert max_extensions(PLAN, SETTINGS) == 1  # 72 h + 72 h = the 144 h maximum
+    d = check(PLAN, T0, at(72), unsure, SETTINGS)
+    assert d.action == "extend" and "extension 1 of 1" in d.reason
+    d = check(PLAN, T0, at(100), unsure, SETTINGS, extensions=1)  # before the extended end
     assert d.action == "continue" and d.progress == pytest.approx(100 / 144)
-    d = check(PLAN, T0, at(144), few, arm("blue"), SETTINGS, extended=True)
-    assert d.action == "rollback" and "still" in d.reason
-    # enough labels after the extension: the AUC rule decides
-    assert check(PLAN, T0, at(144), arm(), arm("blue"), SETTINGS, extended=True).action == "promote"
-    # the production arm counts too
-    assert check(PLAN, T0, at(72), arm(), arm("blue", n_labels=10), SETTINGS).action == "extend"
+    d = check(PLAN, T0, at(144), unsure, SETTINGS, extensions=1)
+    assert d.action == "rollback" and "still inconclusive at the maximum duration" in d.reason
+    # an inconclusive verdict is never promoted, whatever the policy: "human" holds for a person
+    human = CanarySettings(inconclusive="human", human_timeout_hours=24)
+    d = check(PLAN, T0, at(144), unsure, human, extensions=1)
+    assert d.action == "hold" and d.next_check_at == at(168) and not d.final
+    d = check(PLAN, T0, at(168), unsure, human, extensions=1, held=True)
+    assert d.action == "rollback" and "no human decision within 24 h" in d.reason
+    # enough evidence after the extension decides
+    assert check(PLAN, T0, at(144), live(), SETTINGS, extensions=1).action == "promote"
 
 
-def test_too_few_labels_other_policies():
-    few = arm(n_labels=5)
-    for policy, action in (("rollback", "rollback"), ("promote", "promote")):
-        s = CanarySettings(too_few_labels=policy)
-        assert check(PLAN, T0, at(72), few, arm("blue"), s).action == action
+def test_too_few_positives_is_inconclusive_not_a_decision():
+    few = verdict(-0.01, 0.01, pos=99)
+    assert few.verdict == "inconclusive"
+    d = check(PLAN, T0, at(72), live(few), SETTINGS)
+    assert d.action == "extend" and "too few labels" in d.reason
 
 
-def test_guardrails_roll_back_at_once():
-    d = check(PLAN, T0, at(6), arm(error_rate=0.02), arm("blue"), SETTINGS)
-    assert d.action == "rollback" and "error rate" in d.reason and d.traffic == 0.0
-    d = check(PLAN, T0, at(1), arm(p95=400.0), arm("blue"), SETTINGS)
-    assert d.action == "rollback" and "latency" in d.reason
-    # at the limit is fine
-    assert check(PLAN, T0, at(6), arm(error_rate=0.01, p95=250.0), arm("blue"), SETTINGS).action == "continue"
+def test_no_evidence_at_all_is_inconclusive():
+    d = check(PLAN, T0, at(72), LiveEvidence(arm(), arm("blue")), SETTINGS)
+    assert d.action == "extend" and "no evidence on matured labels" in d.reason
+
+
+def test_guardrails_and_the_label_free_estimate_roll_back_at_once():
+    d = check(PLAN, T0, at(6), live(guardrails=[Result(fired=True, reason="error rate bound 0.012 > 0.01")]),
+              SETTINGS)
+    assert d.action == "rollback" and d.reason == "guardrail: error rate bound 0.012 > 0.01" and d.traffic == 0.0
+    d = check(PLAN, T0, at(1), live(label_free=Result(worse=True, reason="CBPE ΔAUC -0.06 [-0.08, -0.04]")),
+              SETTINGS)
+    assert d.action == "rollback" and d.reason.startswith("label-free estimate: ")
+    # guardrails that hold and an estimate that is not worse let the verdict decide
+    ok = live(guardrails=[Result(), Result()], label_free=Result(reason="CBPE ΔAUC -0.001"))
+    assert check(PLAN, T0, at(6), ok, SETTINGS).action == "continue"
+    d = check(PLAN, T0, at(72), ok, SETTINGS)
+    assert d.action == "promote" and "label-free: CBPE" in d.reason
+
+
+def test_checks_planned_counts_checks_to_the_maximum_duration():
+    # 144 h maximum / 6 h = 24 checks, plus the final one
+    assert checks_planned(PLAN, SETTINGS) == 25
+    two = RolloutPlan((Stage(0.05, timedelta(hours=2), timedelta(minutes=5)),
+                       Stage(0.5, timedelta(hours=2), timedelta(hours=1))))
+    assert checks_planned(two, CanarySettings(max_duration_hours=4)) == 24 + 2 + 1
 
 
 def test_arms_from_variant_stats_and_manual():
-    stats = {"green": {"n_predictions": 900, "n_labels": 300, "auc": 0.79, "error_rate": 0.0,
+    stats = {"green": {"n_predictions": 900, "n_labels": 300, "auc": 0.79, "error_rate": 0.01,
                        "p95_latency_ms": 3.0, "version": "1.2.0"},
              "blue": {"n_predictions": 8100, "n_labels": 2700, "auc": 0.8, "error_rate": 0.0,
                       "p95_latency_ms": 2.5, "version": "1.1.0"}}
     cand, prod = arms_from_stats(stats)
-    assert cand.version == "1.2.0" and cand.n_labels == 300 and prod.auc == 0.8
+    assert cand.version == "1.2.0" and cand.n_labels == 300 and prod.auc == 0.8 and cand.n_errors == 9
     empty = ArmStats.from_variant_stats({}, "green")
     assert empty.n_predictions == 0 and empty.auc is None
-    assert check(PLAN, T0, at(72), empty, prod, SETTINGS).action == "extend"
     d = manual("rollback", "ml-lead", "pager:\n bad scores", now=at(3))
     assert d.manual and d.actor == "ml-lead" and d.action == "rollback"
     assert d.reason == "manual rollback by ml-lead: pager: bad scores"
@@ -156,8 +209,23 @@ def test_delong_edge_cases_and_ties():
     assert auc == pytest.approx(roc_auc_score([0, 1, 0, 1, 1], [0.1, 0.4, 0.4, 0.8, 0.3]))
 
 
-def test_decision_carries_ci():
-    ci = {"diff": -0.01, "low": -0.04, "high": 0.02, "se": 0.015, "auc_candidate": 0.79,
-          "auc_production": 0.8, "level": 0.95}
-    d = check(PLAN, T0, at(72), arm(auc=0.79), arm("blue"), SETTINGS, ci=ci)
-    assert d.action == "promote" and d.ci == ci and "95% CI" in d.reason
+def test_decision_carries_the_verdicts_interval_and_evidence():
+    d = check(PLAN, T0, at(72), live(verdict(-0.015, 0.005)), SETTINGS)
+    assert d.action == "promote" and "95% CI [-0.0150, +0.0050]" in d.reason
+    assert d.ci["method"] == "paired DeLong" and d.auc_diff == pytest.approx(-0.005)
+    assert d.to_dict()["evidence"]["verdict"]["verdict"] == "promote"
+
+
+def test_a_version_the_gate_sent_for_review_needs_an_approver():
+    from retrainer.errors import RolloutError
+    from retrainer.rollout.operations import check_approval
+    from tests.helpers import make_record
+
+    check_approval(make_record("1.1.0"), None, ["ml-lead"])  # no review asked: nothing needed
+    review = make_record("1.2.0", gate={"eligible": True, "needs_approval": True, "policy": "task12",
+                                        "reason": "relative improvement 2.0% < 5%"})
+    with pytest.raises(RolloutError, match=r"needs a human approval .*task12.*--approved-by"):
+        check_approval(review, None, ["ml-lead"])
+    with pytest.raises(RolloutError, match="intern is not an approver"):
+        check_approval(review, "intern", ["ml-lead"])
+    check_approval(review, "ml-lead", ["ml-lead"])

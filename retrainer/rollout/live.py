@@ -1,0 +1,198 @@
+"""The live evidence of a running canary, read from the prediction store and the registry.
+
+`gather(...)` builds the `LiveEvidence` that `policy.check` decides on:
+
+* **traffic per routed arm** over [start, now] (`variant_stats`: shadow and targeted rows left out);
+* **guardrail tests** on the candidate's routed traffic: error rate (failed and invalid requests
+  are captured as error rows), p95 latency, NaN or out-of-range scores (routed and shadow);
+* **the label-free estimate** (CBPE) of each model's AUC on the same live requests, from their
+  calibrated scores, when the candidate's registration found it calibrated;
+* **the verdict on matured labels**: only predictions made at least `label_delay` before `now` can
+  have a label. The registration comparison (both models on the newest matured month, paired) is
+  pooled with the paired comparison on matured shadow-scored live rows, or, when nothing was
+  scored in shadow, the unpaired comparison of the routed arms' matured rows.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import schema as S
+from ..deid import PATIENT_PSEUDONYM
+from ..evidence import Evidence, compare_paired, compare_unpaired, pool
+from ..predstore import LATENCY, VARIANT
+from .policy import LiveEvidence, arms_from_stats
+
+SHADOW = "shadow"
+
+
+def registration_piece(record, production_version: str | None) -> tuple[Evidence | None, str | None]:
+    """The candidate's registration-time paired comparison (stored in `record.gate["evidence"]`),
+    usable only when it was made against the version that is production now."""
+    gate = getattr(record, "gate", None) or {}
+    ev = gate.get("evidence")
+    if not ev:
+        return None, f"{record.version} has no registration comparison in its lineage"
+    against = (record.metrics.get("production") or {}).get("version")
+    if against is not None and production_version is not None and against != production_version:
+        return None, (f"{record.version} was compared at registration with {against}, not with production "
+                      f"{production_version}: that comparison is left out")
+    return Evidence.from_dict(ev), None
+
+
+def _redecided(e: Evidence, tolerance: float, source: str) -> Evidence:
+    """A stored comparison as a pool input (its Δ and interval; the verdict is re-made by `pool`)."""
+    return replace(e, source=source, tolerance=tolerance)
+
+
+def matured_verdict(store, record, production_version: str | None, settings, start: datetime, now: datetime,
+                    candidate: str = "green", production: str = "blue") -> tuple[Evidence, list[str]]:
+    """The pooled non-inferiority verdict on matured labels, and notes on what was left out."""
+    c = settings.canary
+    notes: list[str] = []
+    pieces: list[Evidence] = []
+    reg, why = registration_piece(record, production_version) if record is not None else (None, None)
+    if reg is not None:
+        pieces.append(_redecided(reg, c.auc_tolerance, "registration month"))
+    elif why:
+        notes.append(why)
+    matured_before = now - settings.label_delay
+    kw = dict(tolerance=c.auc_tolerance, level=c.level, min_positives=1, min_negatives=1)
+    if matured_before > start:
+        paired = store.paired(start, now, production=production, candidate=candidate,
+                              matured_before=matured_before, labelled=True)
+        if len(paired):
+            pieces.append(compare_paired(paired[S.LABEL].to_numpy(), paired["score_production"].to_numpy(float),
+                                         paired["score_candidate"].to_numpy(float),
+                                         clusters=paired[PATIENT_PSEUDONYM].to_numpy(object),
+                                         source="matured shadow rows", **kw))
+        else:
+            lab = store.labelled(start, matured_before)
+            arms = [lab[lab[VARIANT] == v] for v in (candidate, production)]
+            if all(len(a) for a in arms):
+                a_c, a_p = arms
+                pieces.append(compare_unpaired(
+                    a_c[S.LABEL].to_numpy(), a_c["score"].to_numpy(float), a_p[S.LABEL].to_numpy(),
+                    a_p["score"].to_numpy(float), clusters_candidate=a_c[PATIENT_PSEUDONYM].to_numpy(object),
+                    clusters_production=a_p[PATIENT_PSEUDONYM].to_numpy(object), source="matured routed arms",
+                    **kw))
+    else:
+        notes.append(f"no live prediction has matured yet (label delay {settings.label_delay})")
+    pieces = [p for p in pieces if p.delta is not None]
+    source = " + ".join(p.source for p in pieces) or "matured labels"
+    verdict = pool(pieces, c.auc_tolerance, source=source, min_positives=c.min_positives,
+                   min_negatives=c.min_negatives)
+    return verdict, notes
+
+
+def _calibration(record):
+    from ..evidence.cbpe import Calibration  # noqa: PLC0415 - heavy: scipy
+
+    d = ((getattr(record, "gate", None) or {}).get("calibration") or {}) if record is not None else {}
+    if not d:
+        return None
+    if "df" not in d:  # registration could not check it: stored as {"ok": false, "reason": ...}
+        return Calibration(False, str(d.get("reason", "not checked")), 0, 0, None, 0, None, None, 0.0, 0.0, 0)
+    return Calibration.from_dict(d)
+
+
+def label_free(store, record, production_record, settings, start: datetime, now: datetime, checks: int,
+               candidate: str = "green", production: str = "blue") -> tuple[Any | None, str | None]:
+    """The CBPE comparison on live requests both models scored (paired), or (None, why not). Made
+    only when both models passed the calibration check at their registration."""
+    c = settings.canary
+    if not c.label_free_estimate:
+        return None, "label-free estimate switched off (canary.label_free_estimate)"
+    cal_c, cal_p = _calibration(record), _calibration(production_record)
+    for name, rec, cal in (("candidate", record, cal_c), ("production", production_record, cal_p)):
+        if cal is None:
+            return None, f"no label-free estimate: {name} {getattr(rec, 'version', '-')} has no calibration check"
+        if not cal.ok:
+            return None, f"no label-free estimate: {name} {rec.version} is not calibrated ({cal.reason})"
+    from ..evidence.cbpe import estimate_difference  # noqa: PLC0415 - heavy: scipy
+
+    rows = store.paired(start, now, production=production, candidate=candidate, labelled=False)
+    if len(rows) < c.min_requests:
+        return None, f"label-free estimate needs {c.min_requests} requests scored by both models, has {len(rows)}"
+    level = 1 - (1 - c.level) / max(checks, 1)
+    est = estimate_difference(rows["score_production"].to_numpy(float), rows["score_candidate"].to_numpy(float),
+                              c.auc_tolerance, level=level, calibration_production=cal_p,
+                              calibration_candidate=cal_c, paired=True)
+    return est, None
+
+
+def guardrails(store, settings, start: datetime, now: datetime, stats, checks: int,
+               candidate: str = "green") -> tuple[Any, ...]:
+    """The candidate's guardrail tests over [start, now]."""
+    from ..evidence.guardrails import (  # noqa: PLC0415 - heavy: scipy.stats
+        error_rate_guardrail,
+        latency_guardrail,
+        output_guardrail,
+    )
+
+    c = settings.canary
+    cand, _ = arms_from_stats(stats, candidate)
+    rows = store.read(start, now, columns=[VARIANT, LATENCY, "targeted", SHADOW])
+    mine = rows[(rows[VARIANT] == candidate) & ~rows[SHADOW].eq(True) & ~rows["targeted"].eq(True)]
+    lat = mine[LATENCY].dropna().to_numpy(dtype=float)
+    out = [error_rate_guardrail(cand.n_errors, cand.n_predictions, c.max_error_rate, checks, c.guardrail_alpha),
+           latency_guardrail(lat, c.max_p95_latency_ms, c.min_requests, checks, c.guardrail_alpha)]
+    sh = store.shadow_stats(start, now).get(candidate) or {}
+    out.append(output_guardrail(int(sh.get("n_scored", 0)), int(sh.get("n_nan", 0)),
+                                int(sh.get("n_out_of_range", 0))))
+    return tuple(out)
+
+
+def gather(store, registry, settings, *, candidate_version: str, start: datetime, now: datetime, checks: int,
+           candidate: str = "green", production: str = "blue") -> LiveEvidence:
+    """Everything a canary check decides on (see the module doc)."""
+    stats = store.variant_stats(start, now)
+    cand, prod = arms_from_stats(stats, candidate, production)
+    record = registry.get(candidate_version)
+    current = registry.production()
+    verdict, notes = matured_verdict(store, record, current.version if current else None, settings, start, now,
+                                     candidate, production)
+    estimate, why = label_free(store, record, current, settings, start, now, checks, candidate, production)
+    if why:
+        notes.append(why)
+    return LiveEvidence(cand, prod, guardrails(store, settings, start, now, stats, checks, candidate),
+                        estimate, verdict, tuple(notes))
+
+
+def rows_per_day(store, now: datetime, days: int = 7) -> float:
+    """Routed predictions (requests' rows, not shadow scores) per day over the last `days` days:
+    the rate at which live labels can mature."""
+    frame = store.read(now - timedelta(days=days), now, columns=[VARIANT, SHADOW, "targeted"])
+    routed = frame[~frame[SHADOW].eq(True) & ~frame["targeted"].eq(True)]
+    return float(len(routed)) / days
+
+
+
+
+def power_at_start(store, registry, settings, plan, candidate_version: str, now: datetime) -> dict[str, Any]:
+    """The day-0 power statement of a canary (`evidence.power.power_statement`): the matured
+    labelled rows the non-inferiority rule needs at margin `auc_tolerance` (one-sided α 0.025,
+    80% power, from the variance of the registration comparison), how many the registration month
+    supplies, and when live traffic and the label delay supply the rest. A dict with `text`."""
+    from ..evidence.power import power_statement  # noqa: PLC0415 - heavy: scipy
+    from .policy import max_extensions  # noqa: PLC0415 - cycle: policy is imported by this module's users
+
+    c = settings.canary
+    record = registry.get(candidate_version)
+    prod = registry.production()
+    reg, why = registration_piece(record, prod.version if prod else None)
+    max_duration = plan.end(max_extensions(plan, settings))
+    per_day = rows_per_day(store, now)
+    if reg is None or not reg.se or reg.candidate.n <= 0:
+        text = (f"power: no paired registration comparison to size the test from ({why or 'none recorded'}); "
+                f"the rule decides once {c.min_positives} positives and {c.min_negatives} negatives per arm "
+                f"have matured labels (label delay {settings.label_delay}), at {per_day:,.0f} predictions/day")
+        return {"text": text, "needed_rows": None, "have_rows": 0, "rows_per_day": per_day,
+                "decidable_before_max": None}
+    shadow = 1.0 if settings.serving.shadow != "off" else plan.stages[0].traffic
+    st = power_statement(reg.se, reg.candidate.n, c.auc_tolerance, start=now, label_delay=settings.label_delay,
+                         max_duration=max_duration, predictions_per_day=per_day, shadow_coverage=shadow,
+                         have_rows=reg.candidate.n, prevalence=reg.candidate.positives / reg.candidate.n,
+                         min_positives=c.min_positives, min_negatives=c.min_negatives)
+    return st.to_dict()
