@@ -1,0 +1,37 @@
+"""The deferred verdict: re-check a promoted canary on its own rows once their labels matured.
+
+The canary flow schedules ONE run of the `deferred-verdict` deployment at the end of its period
+plus `label_delay` (30 days for the readmission model); a scheduled run holds no worker until it
+is due. The run computes the paired non-inferiority comparison of the promoted version against
+the version it replaced on the canary period's matured rows, and rolls production back when the
+promotion fails it and the previous version is still kept (`retrainer.rollout.verdict`).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import flow
+
+from tasks.rollout import deferred_verdict as verdict_task
+from tasks.runtime import backend_for, install_log_filter, settings_for
+
+VERDICT_FLOW = "deferred-verdict"
+
+
+@flow(name=VERDICT_FLOW, log_prints=True)
+def deferred_verdict(version: str, previous: str | None, window_start: str, window_end: str,
+                     home: str | None = None) -> dict[str, Any]:
+    """The realised paired comparison of `version` against `previous` on predictions made in
+    [window_start, window_end), and the action it calls for."""
+    install_log_filter()
+    settings = settings_for(home)
+    backend = backend_for(settings)
+    out = verdict_task(backend, settings, version, previous, datetime.fromisoformat(window_start),
+                       datetime.fromisoformat(window_end))
+    print(f"deferred verdict on {version}: {out['outcome']} - {out['reason']}")
+    return out
+
+
+if __name__ == "__main__":
+    deferred_verdict()
