@@ -65,6 +65,7 @@ def set_env(monkeypatch, home: Path, port: int, **canary) -> None:
     monkeypatch.setenv("RETRAINER_SERVING__ADMIN_TOKEN", TOKEN)
     monkeypatch.setenv("RETRAINER_PSEUDONYM_KEY", KEY)
     monkeypatch.delenv("RETRAINER_CONFIG", raising=False)
+    monkeypatch.setenv("RETRAINER_LABEL_DELAY", "1s")  # the traffic's labels mature within a check
     for k, v in canary.items():
         monkeypatch.setenv(f"RETRAINER_CANARY__{k.upper()}", str(v))
 

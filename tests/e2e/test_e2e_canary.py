@@ -52,7 +52,8 @@ def e2e(prefect_server, tmp_path_factory):
            "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
            "RETRAINER_SERVING__PORT": str(free_port()),        # nothing listens: routing.json is written
            "RETRAINER_SERVING__ADMIN_TOKEN": TOKEN, "RETRAINER_PSEUDONYM_KEY": KEY,
-           "RETRAINER_CANARY__MIN_LABELS": "100"}
+           "RETRAINER_LABEL_DELAY": "1s",                     # the traffic's labels mature within a check
+           "RETRAINER_CANARY__MAX_DURATION_HOURS": str(20 / 3600)}  # inconclusive: one extension, then rollback
     env.pop("RETRAINER_CONFIG", None)
     t0 = time.monotonic()
     _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
@@ -162,7 +163,7 @@ def test_e2e_canary_rolls_back(prefect_api, e2e):
     reg = LocalRegistry(home / "registry")
     assert reg.get("1.2.0").status == "rejected" and reg.production().version == "1.1.0"
     assert [e["to"] for e in reg.audit() if e["version"] == "1.2.0"] == ["candidate", "canary", "rejected"]
-    assert "more than 0.02 below" in reg.audit()[-1]["reason"]
+    assert "inferior: matured routed arms" in reg.audit()[-1]["reason"]
     print(f"e2e rollback: suspended after {t_susp:.1f} s, completed after {took:.1f} s")
 
 

@@ -51,7 +51,7 @@ def canary_run(prefect_api, monkeypatch, tmp_path, models, chain, candidate, pla
     home = tmp_path / "home"
     make_registry(home, models["dirs"], chain, [candidate])
     server = LiveServer(home)
-    set_env(monkeypatch, home, server.port, **({"min_labels": 100} | canary_settings))
+    set_env(monkeypatch, home, server.port, **canary_settings)
     with server:
         run = FlowThread(canary, candidate=candidate[0], plan=plan, actor="test-suite", home=str(home))
         run.start()
@@ -82,7 +82,10 @@ def test_promote_path(prefect_api, monkeypatch, tmp_path, models):
     assert audit == [("1.2.0", "candidate", "canary", "test-suite"),
                      ("1.1.0", "production", "previous", "canary-policy"),
                      ("1.2.0", "canary", "production", "canary-policy")]
-    assert "within tolerance" in status_events[-1]["reason"] and "CI" in status_events[-1]["reason"]
+    reason = status_events[-1]["reason"]
+    assert "non-inferior: matured shadow rows" in reason and "95% CI" in reason and "lower bound > -0.02" in reason
+    ev = result["evidence"]["verdict"]
+    assert ev["paired"] and ev["pos_candidate"] >= 100 and ev["neg_candidate"] >= 100
     routing = [e for e in reg.audit() if e.get("kind") == "routing"]
     assert routing and routing[-1]["to"] == "blue=1.2.0:1 previous-1=1.1.0:0 previous-2=1.0.0:0"
     # Each routing change names who made it and why: the canary's start, then its promotion.
@@ -102,7 +105,8 @@ def test_rollback_path_weak_candidate(prefect_api, monkeypatch, tmp_path, models
     result, variants, counts, home = canary_run(
         prefect_api, monkeypatch, tmp_path, models, chain=[("1.0.0", "mid"), ("1.1.0", "good")],
         candidate=("1.2.0", "shuffled"), plan=compressed(8, 4))
-    assert result["action"] == "rollback" and "more than 0.02 below" in result["reason"], result
+    assert result["action"] == "rollback" and result["reason"].startswith("inferior: "), result
+    assert "upper bound < -0.02" in result["reason"]
     assert result["auc_diff"] < -0.02 and result["ci"]["high"] < 0
     reg = LocalRegistry(home / "registry")
     assert reg.get("1.2.0").status == "rejected" and reg.production().version == "1.1.0"
@@ -117,21 +121,24 @@ def test_guardrail_breach_rolls_back_at_once(prefect_api, monkeypatch, tmp_path,
     t0 = time.monotonic()
     result, variants, counts, home = canary_run(
         prefect_api, monkeypatch, tmp_path, models, chain=[("1.0.0", "good")], candidate=("1.1.0", "good2"),
-        plan=compressed(60, 3), traffic_rows=400, labels=False, max_p95_latency_ms=0.001)
-    assert result["action"] == "rollback" and result["reason"].startswith("guardrail: candidate p95 latency")
+        plan=compressed(60, 3), traffic_rows=400, labels=False, max_p95_latency_ms=0.001, min_requests=50)
+    assert result["action"] == "rollback" and result["reason"].startswith("guardrail: ") and "p95" in result["reason"]
     assert time.monotonic() - t0 < 40
     assert result["decisions"][-1]["elapsed_s"] < 60
     assert LocalRegistry(home / "registry").get("1.1.0").status == "rejected"
     assert variants == [("blue", "1.0.0", 1.0)]
 
 
-def test_too_few_labels_extends_once_then_rolls_back(prefect_api, monkeypatch, tmp_path, models):
+def test_without_matured_labels_the_canary_extends_to_its_maximum_then_rolls_back(prefect_api, monkeypatch,
+                                                                                    tmp_path, models):
+    # No labels ever arrive: the verdict stays inconclusive, the last stage is extended while the
+    # end stays within max_duration (8 s: one extension), then the policy rolls back.
     result, variants, counts, home = canary_run(
         prefect_api, monkeypatch, tmp_path, models, chain=[("1.0.0", "good")], candidate=("1.1.0", "good2"),
-        plan=compressed(4, 2), traffic_rows=300, labels=False)
+        plan=compressed(4, 2), traffic_rows=300, labels=False, max_duration_hours=8 / 3600)
     actions = [d["action"] for d in result["decisions"]]
     assert actions.count("extend") == 1 and actions[-1] == "rollback", actions
-    assert result["extended"] and "still, after the extension" in result["reason"]
+    assert result["extended"] and "still inconclusive at the maximum duration" in result["reason"]
     assert result["decisions"][-1]["elapsed_s"] >= 8  # plan end 4 s + one extension of 4 s
     assert LocalRegistry(home / "registry").get("1.1.0").status == "rejected"
 
