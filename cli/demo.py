@@ -2,7 +2,9 @@
 local endpoint, Prefect's ephemeral API unless PREFECT_API_URL is set).
 
 1. the first model (1.0.0, straight to production);
-2. the monthly retrain (1.1.0) and its 72-hour canary on live traffic with delayed labels;
+2. the monthly retrain (1.1.0) and its 72-hour canary on live traffic, scored in shadow by both
+   models, with labels arriving 36 simulated hours after the predictions (the compressed
+   `label_delay`); a promotion is re-checked by the deferred verdict once its labels matured;
 3. drifted months through the endpoint; the monitor finds PSI > 0.20 and emits
    `retrainer.drift.detected` (with deployments, an automation starts the emergency retrain; here
    the demo starts it with the event's payload);
@@ -36,6 +38,7 @@ from retrainer import schema as S
 from retrainer.errors import ConfigError, RetrainerError
 from retrainer.registry import LocalRegistry
 from retrainer.registry.model import Status
+from retrainer.triggers.config import format_duration
 
 MARKER = ".retrainer-demo"
 DEMO_KEY = "retrainer-demo-pseudonym-key-not-for-production"
@@ -44,6 +47,9 @@ DRIFT_FROM = 9  # months 9-12 drift
 CHECK = timedelta(hours=24)
 PLAN = {"stages": [{"traffic": 0.10, "duration_s": 72 * 3600, "check_interval_s": int(CHECK.total_seconds())}]}
 DRIFT_WINDOW = "24h"
+# The readmission outcome takes 30 days; the demo compresses that to 36 simulated hours, so labels
+# for a canary's traffic arrive half-way through its 72 hours, not at once.
+LABEL_DELAY = "36h"
 SIMULATED_SPAN = timedelta(days=14)  # more than the scenario's simulated time
 
 
@@ -89,7 +95,7 @@ def demo_environment(home: Path) -> None:
     os.environ.setdefault("RETRAINER_SERVING__ADMIN_TOKEN", secrets.token_urlsafe(32))
     if not os.environ.get("RETRAINER_PSEUDONYM_KEY"):
         os.environ["RETRAINER_PSEUDONYM_KEY"] = DEMO_KEY  # synthetic data only; printed below
-    os.environ.setdefault("RETRAINER_CANARY__MIN_LABELS", "100")
+    os.environ.setdefault("RETRAINER_LABEL_DELAY", LABEL_DELAY)
 
 
 def drift_window_triggers(home: Path, source: str) -> Path:
@@ -170,8 +176,8 @@ def ingest_labels(settings, frame, workdir: Path) -> int:
 def run_canary(endpoint: Endpoint, settings, manual: clock.ManualClock, candidate: str, traffic,
                workdir: Path) -> dict[str, Any]:
     """The canary flow in a thread (it waits in process between checks). The demo sends the
-    traffic and the delayed labels, then moves the clock a check interval at a time until the
-    flow decides."""
+    traffic, then moves the clock a check interval at a time until the flow decides; the labels
+    of that traffic arrive `label_delay` after it was scored, before the first check after that."""
     from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
 
     box: dict[str, Any] = {}
@@ -187,18 +193,47 @@ def run_canary(endpoint: Endpoint, settings, manual: clock.ManualClock, candidat
     t.start()
     endpoint.wait_for("green", alive=t.is_alive)
     manual.advance(timedelta(minutes=1))
+    scored_at = manual.now()
     counts = endpoint.send(traffic)
-    n = ingest_labels(settings, traffic, workdir)
-    print(f"   traffic: {counts} ; {n} delayed labels ingested")
+    print(f"   traffic: {counts} (every request also scored in shadow by the other model)")
+    labels_due = scored_at + settings.label_delay
+    labelled = False
     deadline = time.monotonic() + 600
     while t.is_alive() and time.monotonic() < deadline:
-        manual.advance(CHECK)  # the next check is due; the flow's timer resumes it
+        if not labelled and manual.now() + CHECK >= labels_due:
+            manual.advance(max(timedelta(0), labels_due - manual.now()))
+            n = ingest_labels(settings, traffic, workdir)
+            labelled = True
+            print(f"   {format_duration(settings.label_delay)} later: {n} outcomes arrive")
+        manual.advance(CHECK - (manual.now() - scored_at) % CHECK)  # to the next check; the flow's timer resumes it
         t.join(3)
     if t.is_alive():
         raise DemoFailed(f"canary {candidate} did not decide within 10 minutes")
     if "error" in box:
         raise DemoFailed(f"canary {candidate} failed: {type(box['error']).__name__}: {box['error']}")
-    return box["result"]
+    result = box["result"]
+    if result.get("power"):
+        print(f"   power at the start: {result['power'].get('text', result['power'])}")
+    for d in result["decisions"]:
+        print(f"   check {d['index']} at {d['elapsed_s'] / 3600:.0f} h: {d['action']} - {d['reason']}")
+    return result
+
+
+def run_verdict(manual: clock.ManualClock, canary_result: dict[str, Any], settings) -> dict[str, Any]:
+    """After a promotion: wait (simulated) until the canary period's labels have matured, then
+    the deferred verdict re-checks the promotion on them."""
+    from flows.verdict import deferred_verdict  # noqa: PLC0415 - heavy: prefect
+
+    sched = canary_result.get("deferred_verdict") or {}
+    due = datetime.fromisoformat(sched["due_at"])
+    manual.advance(max(timedelta(0), due - manual.now()) + timedelta(minutes=1))
+    start = canary_result["evidence_window"]["start"]
+    end = canary_result["evidence_window"]["end"]
+    out = deferred_verdict(version=canary_result["candidate"], previous=canary_result["production_before"],
+                           window_start=start, window_end=end)
+    print(f"   deferred verdict ({format_duration(settings.label_delay)} after the canary's end): {out['outcome']} - "
+          f"{out['reason']}")
+    return out
 
 
 def scenario(settings, manual: clock.ManualClock, data: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -222,6 +257,7 @@ def scenario(settings, manual: clock.ManualClock, data: dict[str, Any], work: Pa
         monthly = retrain(data=data["monthly"], trigger="scheduled", actor="schedule")
         c1 = run_canary(endpoint, settings, manual, monthly["version"], month(8), work)
         print(f"   canary {c1['candidate']}: {c1['action']} - {c1['reason']}")
+        v1 = run_verdict(manual, c1, settings) if c1["action"] == "promote" else None
 
         print(f"== 3. months {DRIFT_FROM}-10 drift; production scores them; the monitor runs ==")
         manual.advance(timedelta(days=2))  # the canary's traffic leaves the 24-hour drift window
@@ -244,13 +280,15 @@ def scenario(settings, manual: clock.ManualClock, data: dict[str, Any], work: Pa
                              f"{emergency.get('reason', '')}")
         c2 = run_canary(endpoint, settings, manual, emergency["version"], month(11), work)
         print(f"   canary {c2['candidate']}: {c2['action']} - {c2['reason']}")
+        v2 = run_verdict(manual, c2, settings) if c2["action"] == "promote" else None
 
         print("== 5. forced rollback while the endpoint serves ==")
         rb = rollout.rollback_production(backend.registry, backend.endpoint, None, actor="demo",
                                          reason="forced rollback (demo)")
         print(f"   production {rb['replaced']} -> {rb['version']}: traffic switched in {rb['switch_ms']:.0f} ms")
     return {"first": first, "monthly": monthly, "canary_monthly": c1["action"], "drift_event": watch["event"],
-            "emergency": emergency, "canary_emergency": c2["action"], "rollback": rb["version"]}
+            "emergency": emergency, "canary_emergency": c2["action"], "rollback": rb["version"],
+            "verdicts": [v and v["outcome"] for v in (v1, v2)]}
 
 
 def run(rows_per_month: int = 4000) -> int:
