@@ -38,7 +38,6 @@ from retrainer import schema as S
 from retrainer.errors import ConfigError, RetrainerError
 from retrainer.registry import LocalRegistry
 from retrainer.registry.model import Status
-from retrainer.triggers.config import format_duration
 
 MARKER = ".retrainer-demo"
 DEMO_KEY = "retrainer-demo-pseudonym-key-not-for-production"
@@ -179,6 +178,7 @@ def run_canary(endpoint: Endpoint, settings, manual: clock.ManualClock, candidat
     traffic, then moves the clock a check interval at a time until the flow decides; the labels
     of that traffic arrive `label_delay` after it was scored, before the first check after that."""
     from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
+    from retrainer.triggers.config import format_duration  # noqa: PLC0415 - heavy: pandas
 
     box: dict[str, Any] = {}
     ctx = contextvars.copy_context()
@@ -223,6 +223,7 @@ def run_verdict(manual: clock.ManualClock, canary_result: dict[str, Any], settin
     """After a promotion: wait (simulated) until the canary period's labels have matured, then
     the deferred verdict re-checks the promotion on them."""
     from flows.verdict import deferred_verdict  # noqa: PLC0415 - heavy: prefect
+    from retrainer.triggers.config import format_duration  # noqa: PLC0415 - heavy: pandas
 
     sched = canary_result.get("deferred_verdict") or {}
     due = datetime.fromisoformat(sched["due_at"])
