@@ -52,7 +52,8 @@ def cmd_labels_ingest(a) -> int:
     from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
 
     settings = load_settings()
-    n = get_backend(settings).predictions.ingest_labels(a.file, pseudonymizer_from_env(settings.pseudonym_key_env))
+    n = get_backend(settings).predictions.ingest_labels(a.file, pseudonymizer_from_env(settings.pseudonym_key_env),
+                                                        unknown=a.unknown)
     print(f"ingested {n} labels from {a.file} (keys pseudonymised)")
     return 0
 
@@ -83,6 +84,8 @@ def add_labels(sub) -> None:
     """`retrainer labels ingest FILE`."""
     lab = sub.add_parser("labels", help="outcome labels").add_subparsers(dest="sub", required=True)
     li = lab.add_parser("ingest", help="ingest delayed outcome labels (CSV or Parquet with admission_id, "
-                        "readmitted_30d); keys are pseudonymised before storage")
+                        "readmitted_30d, optional patient_id and outcome_at); keys are pseudonymised before storage")
     li.add_argument("file")
+    li.add_argument("--unknown", choices=("refuse", "skip", "keep"), default="refuse",
+                    help="labels for admissions never scored: refuse the file (default), skip them, or keep them")
     li.set_defaults(func=cmd_labels_ingest)

@@ -117,7 +117,8 @@ class PredictionStoreProtocol(Protocol):
     def read(self, start: TimeLike = None, end: TimeLike = None,
              columns: Iterable[str] | None = None) -> pd.DataFrame: ...
 
-    def ingest_labels(self, path: Path | str, pseudonymizer: deid.Pseudonymizer) -> int: ...
+    def ingest_labels(self, path: Path | str, pseudonymizer: deid.Pseudonymizer, *,
+                      unknown: str = "refuse") -> int: ...
 
     def read_labels(self) -> pd.DataFrame: ...
 
@@ -530,13 +531,24 @@ class PredictionStore:
         return dataset.to_table(columns=wanted, filter=expr).to_pandas()
 
     # -- labels ----------------------------------------------------------------------------------
-    def ingest_labels(self, path: Path | str, pseudonymizer: deid.Pseudonymizer) -> int:
+    def ingest_labels(self, path: Path | str, pseudonymizer: deid.Pseudonymizer, *,
+                      unknown: str = "refuse") -> int:
         """Validate and store an outcome file (CSV or Parquet) keyed by raw `admission_id`, with
-        `readmitted_30d` in {0, 1} and optionally `patient_id`. Keys are pseudonymised, every other
-        column is ignored. Duplicate admissions in the file: the last row wins. Returns the number
-        of labels stored; on any problem raises DataError and writes nothing."""
+        `readmitted_30d` in {0, 1}, optionally `patient_id` and `outcome_at` (when the outcome
+        became known). Keys are pseudonymised, every other column is ignored. Returns the number
+        of labels stored; on any problem raises DataError (one line, no raw identifier) and writes
+        nothing:
+
+        * an admission listed twice with different labels (the same label twice is stored once);
+        * labels for admissions the store holds no prediction for: `unknown="refuse"` (default)
+          refuses the file, "skip" stores only the others, "keep" stores them all;
+        * an `outcome_at` before the admission's first prediction, or in the future.
+        """
+        if unknown not in ("refuse", "skip", "keep"):
+            raise DataError(f"unknown={unknown!r}: use refuse, skip or keep")
         frame = _read_label_file(Path(path))
-        labels = _validate_labels(frame, Path(path).name)
+        name = Path(path).name
+        labels = _validate_labels(frame, name)
         out = pd.DataFrame({
             deid.ADMISSION_PSEUDONYM: pseudonymizer.pseudonymize(labels[S.ADMISSION_ID], S.ADMISSION_ID),
             deid.PATIENT_PSEUDONYM: (pseudonymizer.pseudonymize(labels["patient_id"], "patient_id")
@@ -544,13 +556,38 @@ class PredictionStore:
                                      else pd.Series(pd.NA, index=labels.index, dtype="string")),
             S.LABEL: labels[S.LABEL].to_numpy(dtype=np.int64),
         })
+        per_admission = out.groupby(deid.ADMISSION_PSEUDONYM)[S.LABEL].nunique()
+        twice = per_admission.index[per_admission > 1]
+        if len(twice):
+            lines = (np.flatnonzero(out[deid.ADMISSION_PSEUDONYM].isin(twice).to_numpy()) + 2)[:5]
+            raise DataError(f"label file {name}: {len(twice)} admission(s) listed more than once with different "
+                            f"labels (lines {', '.join(map(str, lines))}); send one outcome per admission")
         out = out.drop_duplicates(deid.ADMISSION_PSEUDONYM, keep="last")
+        if unknown != "keep" or "outcome_at" in labels.columns:
+            first = self._first_prediction(out[deid.ADMISSION_PSEUDONYM])
+            known = out[deid.ADMISSION_PSEUDONYM].isin(first.index)
+            if unknown == "refuse" and not known.all():
+                raise DataError(f"label file {name}: {int((~known).sum())} of {len(out)} admission(s) have no "
+                                "prediction in the store (never scored); use --unknown skip to store the others, "
+                                "or --unknown keep to store them all")
+            if "outcome_at" in labels.columns:
+                _check_outcome_times(labels.loc[out.index, "outcome_at"], out[deid.ADMISSION_PSEUDONYM], first, name)
+            if unknown == "skip":
+                out = out[known.to_numpy()]
+        out = out.copy()
         out[INGESTED_AT] = pd.Timestamp.now(tz="UTC")
         table = _to_table(out.reset_index(drop=True), LABEL_SCHEMA)
         self._sweep_if_due()
         _write_atomic(table, self.labels_dir, self.compression,
                       {"retrainer.key_fingerprint": pseudonymizer.fingerprint}, private_from=self.labels_dir)
         return table.num_rows
+
+    def _first_prediction(self, admissions: pd.Series) -> pd.Series:
+        """The first prediction time of each of `admissions` (pseudonyms) the store has a
+        prediction for (routed or shadow), indexed by pseudonym."""
+        preds = self.read(columns=[TS, deid.ADMISSION_PSEUDONYM])
+        preds = preds[preds[deid.ADMISSION_PSEUDONYM].isin(set(admissions))]
+        return preds.groupby(deid.ADMISSION_PSEUDONYM)[TS].min()
 
     def read_labels(self) -> pd.DataFrame:
         """All labels, one row per admission pseudonym (the most recently ingested wins)."""
@@ -654,6 +691,18 @@ def _read_label_file(path: Path) -> pd.DataFrame:
     raise DataError(f"label file {path.name}: unsupported format (use .csv or .parquet)")
 
 
+def _check_outcome_times(when: pd.Series, admissions: pd.Series, first: pd.Series, name: str) -> None:
+    """An outcome cannot be known before its prediction was made, nor in the future."""
+    future = int((when > pd.Timestamp.now(tz="UTC") + pd.Timedelta(minutes=5)).sum())
+    if future:
+        raise DataError(f"label file {name}: {future} outcome_at time(s) lie in the future")
+    made = pd.to_datetime(admissions.map(first), utc=True)
+    early = (made.notna() & (when < made)).to_numpy()
+    if early.any():
+        raise DataError(f"label file {name}: {int(early.sum())} outcome(s) known before their admission's first "
+                        "prediction (outcome_at earlier than it): check the clock or the ids")
+
+
 def _validate_labels(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     missing = [c for c in (S.ADMISSION_ID, S.LABEL) if c not in frame.columns]
     if missing:
@@ -674,6 +723,12 @@ def _validate_labels(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         raise DataError(f"label file {name}: {S.LABEL} must be 0 or 1; {int(bad.sum())} row(s) have "
                         f"other values (e.g. {', '.join(shown)})")
     cols = {S.ADMISSION_ID: ids, S.LABEL: values.astype("int64")}
+    if "outcome_at" in frame.columns:
+        when = pd.to_datetime(frame["outcome_at"], utc=True, errors="coerce")
+        if when.isna().any():
+            raise DataError(f"label file {name}: outcome_at must be a time; {int(when.isna().sum())} row(s) are "
+                            "empty or unreadable")
+        cols["outcome_at"] = when
     if "patient_id" in frame.columns:
         pids = frame["patient_id"].astype("string").str.strip()
         cols["patient_id"] = pids.mask(pids == "")

@@ -294,10 +294,10 @@ def test_latest_label_wins_and_count_since(tmp_path, raw, ps):
     assert store.count_labels_since(between) == 10
     assert store.count_labels_since(between - pd.Timedelta(hours=1)) == 100
     assert store.count_labels_since(pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=1)) == 0
-    # within one file the last row wins too
-    dup = pd.DataFrame({S.ADMISSION_ID: ["Z1", "Z1"], S.LABEL: [0, 1]})
+    # within one file, the same outcome twice is stored once
+    dup = pd.DataFrame({S.ADMISSION_ID: ["Z1", "Z1"], S.LABEL: [1, 1]})
     dup.to_csv(tmp_path / "dup.csv", index=False)
-    assert store.ingest_labels(tmp_path / "dup.csv", ps) == 1
+    assert store.ingest_labels(tmp_path / "dup.csv", ps, unknown="keep") == 1
     assert store.read_labels().set_index(deid.ADMISSION_PSEUDONYM).loc[ps.pseudonym("Z1", "admission_id"), S.LABEL] == 1
 
 
@@ -338,8 +338,8 @@ def test_label_values_in_other_spellings_are_accepted(tmp_path, ps):
     store = PredictionStore(tmp_path)
     pd.DataFrame({S.ADMISSION_ID: ["A1", "A2", "A3"], S.LABEL: [True, False, True]}).to_parquet(tmp_path / "b.parquet")
     (tmp_path / "f.csv").write_text("admission_id,readmitted_30d\nA4, 1.0\nA5,0\n")
-    assert store.ingest_labels(tmp_path / "b.parquet", ps) == 3
-    assert store.ingest_labels(tmp_path / "f.csv", ps) == 2
+    assert store.ingest_labels(tmp_path / "b.parquet", ps, unknown="keep") == 3
+    assert store.ingest_labels(tmp_path / "f.csv", ps, unknown="keep") == 2
     assert sorted(store.read_labels()[S.LABEL]) == [0, 0, 1, 1, 1]
 
 
@@ -636,5 +636,61 @@ def test_first_write_sweeps_stale_temp_files_of_its_own_pattern_only(tmp_path, r
 def test_label_ingest_sweeps_too(tmp_path, raw, ps):
     stale = plant(tmp_path / "labels" / ".part-0ddba11.parquet.tmp", 3600.0)
     raw.head(10)[[S.ADMISSION_ID, S.LABEL]].to_csv(tmp_path / "l.csv", index=False)
-    assert PredictionStore(tmp_path).ingest_labels(tmp_path / "l.csv", ps) == 10
+    assert PredictionStore(tmp_path).ingest_labels(tmp_path / "l.csv", ps, unknown="keep") == 10
     assert not stale.exists() and (tmp_path / "l.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels that cannot be right: conflicting duplicates, admissions never scored, outcomes known
+# before their prediction. Each is one line, and nothing is written.
+
+def _scored(tmp_path, raw, ps, n=20, ts="2024-03-01T10:00:00Z"):
+    store = PredictionStore(tmp_path / "store")
+    part = raw.head(n)
+    store.append(part, scores_for(part), version="1", variant="v", latency_ms=1, ts=ts, pseudonymizer=ps)
+    return store, part
+
+
+def _label_files(store) -> list:
+    return sorted(store.labels_dir.glob("*")) if store.labels_dir.exists() else []
+
+
+def test_conflicting_duplicate_labels_are_refused(tmp_path, raw, ps):
+    store, part = _scored(tmp_path, raw, ps)
+    ids = part[S.ADMISSION_ID].tolist()
+    pd.DataFrame({S.ADMISSION_ID: [ids[0], ids[1], ids[0]], S.LABEL: [0, 1, 1]}).to_csv(tmp_path / "l.csv", index=False)
+    want = r"1 admission\(s\) listed more than once with different labels \(lines 2, 4\)"
+    with pytest.raises(DataError, match=want) as e:
+        store.ingest_labels(tmp_path / "l.csv", ps)
+    assert ids[0] not in str(e.value) and _label_files(store) == []
+
+
+def test_labels_for_admissions_never_scored(tmp_path, raw, ps):
+    store, part = _scored(tmp_path, raw, ps, n=10)
+    labels = raw.iloc[:14][[S.ADMISSION_ID, S.LABEL]]  # 4 admissions were never scored
+    labels.to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(DataError, match="4 of 14 admission.s. have no prediction in the store") as e:
+        store.ingest_labels(tmp_path / "l.csv", ps)
+    assert not any(a in str(e.value) for a in labels[S.ADMISSION_ID]) and _label_files(store) == []
+    assert store.ingest_labels(tmp_path / "l.csv", ps, unknown="skip") == 10
+    assert store.ingest_labels(tmp_path / "l.csv", ps, unknown="keep") == 14
+    with pytest.raises(DataError, match="use refuse, skip or keep"):
+        store.ingest_labels(tmp_path / "l.csv", ps, unknown="maybe")
+
+
+def test_an_outcome_known_before_its_prediction_is_refused(tmp_path, raw, ps):
+    store, part = _scored(tmp_path, raw, ps, n=5, ts="2024-03-01T10:00:00Z")
+    base = part[[S.ADMISSION_ID, S.LABEL]].copy()
+    base.assign(outcome_at=["2024-03-20T00:00:00Z"] * 4 + ["2024-02-28T00:00:00Z"]).to_csv(tmp_path / "a.csv",
+                                                                                          index=False)
+    with pytest.raises(DataError, match="1 outcome.s. known before their admission's first prediction"):
+        store.ingest_labels(tmp_path / "a.csv", ps)
+    base.assign(outcome_at=["2999-01-01T00:00:00Z"] * 5).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(DataError, match="5 outcome_at time.s. lie in the future"):
+        store.ingest_labels(tmp_path / "b.csv", ps)
+    base.assign(outcome_at=["yesterday-ish"] * 5).to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(DataError, match="outcome_at must be a time"):
+        store.ingest_labels(tmp_path / "c.csv", ps)
+    assert _label_files(store) == []
+    base.assign(outcome_at=["2024-03-01T10:00:00Z"] * 5).to_csv(tmp_path / "ok.csv", index=False)  # same instant
+    assert store.ingest_labels(tmp_path / "ok.csv", ps) == 5
