@@ -54,7 +54,8 @@ from tasks.waiting import CANARY_FLOW, resume_due, wait_for_check
 # Notifications
 
 
-def _notify(text: str, subject: str) -> None:
+def notify(text: str, subject: str) -> None:
+    """Send `text` through the block named by RETRAINER_NOTIFY_BLOCK, else log it as a warning."""
     block = os.environ.get("RETRAINER_NOTIFY_BLOCK")
     if block:
         try:
@@ -75,11 +76,11 @@ def _on_completion(flow, flow_run, state) -> None:
                 f"{result.get('reason')}")
     else:
         text = f"flow run {flow_run.name} completed"
-    _notify(text, f"retrainer {flow.name}")
+    notify(text, f"retrainer {flow.name}")
 
 
 def _on_failure(flow, flow_run, state) -> None:
-    _notify(f"flow run {flow_run.name} FAILED: {state.message}. A canary left running can be "
+    notify(f"flow run {flow_run.name} FAILED: {state.message}. A canary left running can be "
             "stopped with `retrainer canary rollback --reason ...`", f"retrainer {flow.name} failed")
 
 

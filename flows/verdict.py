@@ -13,13 +13,32 @@ from typing import Any
 
 from prefect import flow
 
+from flows.canary import notify
 from tasks.rollout import deferred_verdict as verdict_task
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 VERDICT_FLOW = "deferred-verdict"
 
 
-@flow(name=VERDICT_FLOW, log_prints=True)
+def _on_completion(flow, flow_run, state) -> None:
+    try:
+        out = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read still gets a notification
+        out = None
+    if isinstance(out, dict) and "outcome" in out:
+        notify(f"deferred verdict on {out.get('version')}: {str(out['outcome']).upper()}: {out.get('reason')}",
+               f"retrainer {flow.name}")
+    else:
+        notify(f"flow run {flow_run.name} completed", f"retrainer {flow.name}")
+
+
+def _on_failure(flow, flow_run, state) -> None:
+    notify(f"flow run {flow_run.name} FAILED: {state.message}. Re-run it with `retrainer canary verdict ...`",
+           f"retrainer {flow.name} failed")
+
+
+@flow(name=VERDICT_FLOW, log_prints=True, persist_result=True, on_completion=[_on_completion],
+      on_failure=[_on_failure])
 def deferred_verdict(version: str, previous: str | None, window_start: str, window_end: str,
                      home: str | None = None) -> dict[str, Any]:
     """The realised paired comparison of `version` against `previous` on predictions made in
