@@ -51,6 +51,9 @@ def cmd_retrain(a) -> int:
                 if summary.get("production_version") else "")
         print(f"\n{summary['version']} registered as {summary['status']} ({summary['bump']}); "
               f"test AUC {summary['auc']:.4f}{prod}")
+        print(f"gate: {summary.get('gate', '-')}")
+        if summary.get("needs_approval"):
+            print("needs approval before its rollout: retrainer canary start --approved-by NAME")
     return retrain_exit_code(summary)
 
 
