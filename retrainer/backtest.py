@@ -268,6 +268,10 @@ class BacktestResult:
                 "evaluations": self.evaluations}
 
     # -- text --
+    def fired_lines(self) -> list[str]:
+        """One line per trigger that fired: month, trigger, its reason (n, estimate, bound)."""
+        return [f"{m.month} {name}: {m.trigger_reasons.get(name, '')}" for m in self.months for name in m.fired]
+
     def format_table(self) -> str:
         head = ["month", *(f"{p}" for p in POLICIES), "triggers fired"]
         body = []
@@ -305,6 +309,8 @@ class BacktestResult:
                  "! canary rollback, ? needs approval)",
                  self.format_table(), "", "retrains:"]
         parts += [f"  {r.line()}" for r in self.retrains] or ["  none"]
+        parts += ["", "triggers that fired (the evidence they decided on):"]
+        parts += [f"  {line}" for line in self.fired_lines()] or ["  none"]
         parts += ["", self.format_summary(), "", f"replayed in {self.seconds:.1f} s"]
         return "\n".join(parts)
 
@@ -320,6 +326,7 @@ class BacktestResult:
                          f"{d['rejected_by_gate'] + d['needs_approval']} | {d['canary_rollback']} | "
                          f"{d['canary_inconclusive']} | {d['final_version']} |")
         lines += ["", "## Retrains", ""] + ([f"- {r.line()}" for r in self.retrains] or ["- none"])
+        lines += ["", "## Triggers that fired", ""] + ([f"- {x}" for x in self.fired_lines()] or ["- none"])
         return "\n".join(lines)
 
 

@@ -96,6 +96,8 @@ def test_table_has_one_row_per_replayed_month_and_adoptions_serve_the_next_month
             assert (served == x.version) == x.adopted, (x.policy, x.month, x.version, served, x.outcome)
     text = r.format_text()
     assert "mean AUC" in text and "retrains:" in text and text.count("\n2024-") == len(rows)
+    assert any(x.startswith("2024-05 data-drift: ") and "features drift" in x for x in r.fired_lines())
+    assert "## Triggers that fired" in r.summary_markdown()
 
 
 def test_cli_json_and_plot(world, tmp_path):
