@@ -66,11 +66,16 @@ def notify(text: str, subject: str) -> None:
     logging.getLogger("retrainer.notify").warning("%s: %s", subject, text)
 
 
-def _on_completion(flow, flow_run, state) -> None:
+def result_of(state) -> Any:
+    """A finished run's result for a notification hook, or None when it cannot be read."""
     try:
-        result = state.result(raise_on_failure=False)
+        return state.result(raise_on_failure=False)
     except Exception:  # noqa: BLE001 - a result that cannot be read still gets a notification
-        result = None
+        return None
+
+
+def _on_completion(flow, flow_run, state) -> None:
+    result = result_of(state)
     if isinstance(result, dict) and "action" in result:
         text = (f"canary {result.get('candidate')}: {result['action'].upper()} by {result.get('actor')}: "
                 f"{result.get('reason')}")

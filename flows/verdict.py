@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.canary import notify
+from flows.canary import notify, result_of
 from tasks.rollout import deferred_verdict as verdict_task
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
@@ -21,10 +21,7 @@ VERDICT_FLOW = "deferred-verdict"
 
 
 def _on_completion(flow, flow_run, state) -> None:
-    try:
-        out = state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001 - a result that cannot be read still gets a notification
-        out = None
+    out = result_of(state)
     if isinstance(out, dict) and "outcome" in out:
         notify(f"deferred verdict on {out.get('version')}: {str(out['outcome']).upper()}: {out.get('reason')}",
                f"retrainer {flow.name}")
