@@ -10,6 +10,7 @@ checks as `Decision`, the start as `CanaryStart` and the applied decision as `Ap
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -220,6 +221,10 @@ def _num(x) -> Any:
 # The deferred verdict
 
 VERDICT_DEPLOYMENT = "deferred-verdict/deferred-verdict"
+# A scheduled run may start a little before its time: Prefect's server rounds the wait it orders
+# to whole seconds (a run 0.4 s early is let through), and a worker prefetches. The verdict waits
+# out so short a remainder rather than ending `not_due` with nothing re-scheduled.
+EARLY_START = timedelta(seconds=60)
 
 
 @task(name="schedule-deferred-verdict", cache_key_fn=per_run("verdict-schedule"), persist_result=True)
@@ -252,9 +257,13 @@ def schedule_deferred_verdict(version: str, previous: str | None, window_start: 
 @task(name="deferred-verdict", **IN_PROCESS)
 def deferred_verdict(backend: Backend, settings: Settings, version: str, previous: str | None,
                      window_start: datetime, window_end: datetime) -> dict[str, Any]:
-    """`rollout.verdict.run` and a markdown artifact with its evidence."""
+    """`rollout.verdict.run` and a markdown artifact with its evidence. A run started a moment
+    before its labels are due (up to `EARLY_START`) waits for them instead of ending `not_due`."""
     from retrainer.rollout import verdict  # noqa: PLC0415 - see schedule_deferred_verdict
 
+    due = verdict.due_at(window_end, settings.label_delay)
+    if timedelta(0) < due - clock.utcnow() <= EARLY_START:
+        clock.current().wait_until(due, threading.Event())
     out = verdict.run(backend.predictions, backend.registry, backend.endpoint, settings, version=version,
                       previous=previous, window_start=window_start, window_end=window_end, now=clock.utcnow())
     ev = out.get("evidence") or {}
