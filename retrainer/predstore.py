@@ -724,7 +724,7 @@ def _validate_labels(frame: pd.DataFrame, name: str) -> pd.DataFrame:
                         f"other values (e.g. {', '.join(shown)})")
     cols = {S.ADMISSION_ID: ids, S.LABEL: values.astype("int64")}
     if "outcome_at" in frame.columns:
-        when = pd.to_datetime(frame["outcome_at"], utc=True, errors="coerce")
+        when = pd.to_datetime(frame["outcome_at"], utc=True, errors="coerce", format="ISO8601")
         if when.isna().any():
             raise DataError(f"label file {name}: outcome_at must be a time; {int(when.isna().sum())} row(s) are "
                             "empty or unreadable")
