@@ -129,3 +129,29 @@ def mark_folder(items, conftest_file: str, marker: str, xdist_group: str | None 
             item.add_marker(getattr(pytest.mark, marker))
             if xdist_group:
                 item.add_marker(pytest.mark.xdist_group(xdist_group))
+
+
+class PoolWorker:
+    """`prefect worker start --pool POOL` in its own process group, output appended to `log`.
+    `kill(sig)` sends `sig` to the group and, if the worker has not exited within 30 s (a worker
+    busy with a run, or one that ignores SIGTERM), SIGKILLs it: no worker outlives its test module
+    to pick up another module's runs with the wrong environment."""
+
+    def __init__(self, env, log: Path, pool: str):
+        self.log = open(log, "a")
+        self.proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool], cwd=REPO, env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, sig: int = 9) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(30)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+    stop = kill

@@ -4,7 +4,6 @@ no worker slot), the scheduled tick resumes it, and it ends promoted / rolled ba
 killed while the canary is suspended loses nothing: a new worker finishes the run."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -17,7 +16,7 @@ import pytest
 from retrainer import training
 from retrainer.registry import LocalRegistry
 from tests.canary_world import KEY, TOKEN, build_models, compressed, ingest_labels, make_registry
-from tests.helpers import BIN, REPO, free_port
+from tests.helpers import BIN, REPO, PoolWorker, free_port
 
 POOL = "retrainer-local"
 TICK_SECONDS = 5  # the plan's check interval: when the next wake-up (a tick run) falls due
@@ -31,17 +30,8 @@ def _prefect(env, *args, timeout=180) -> str:
     return proc.stdout
 
 
-class Worker:
-    def __init__(self, env, log: Path):
-        self.log = open(log, "a")
-        self.proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL], cwd=REPO, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill(self, sig=signal.SIGKILL) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            self.proc.wait(30)
-        self.log.close()
+def Worker(env, log: Path) -> PoolWorker:  # noqa: N802 - the module's worker, on its pool
+    return PoolWorker(env, log, POOL)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +43,7 @@ def e2e(prefect_server, tmp_path_factory):
            "RETRAINER_SERVING__PORT": str(free_port()),        # nothing listens: routing.json is written
            "RETRAINER_SERVING__ADMIN_TOKEN": TOKEN, "RETRAINER_PSEUDONYM_KEY": KEY,
            "RETRAINER_LABEL_DELAY": "1s",                     # the traffic's labels mature within a check
+           "RETRAINER_CANARY__DEFERRED_VERDICT": "false",     # tests/e2e/test_e2e_evidence.py covers it
            "RETRAINER_CANARY__MAX_DURATION_HOURS": str(20 / 3600)}  # inconclusive: one extension, then rollback
     env.pop("RETRAINER_CONFIG", None)
     t0 = time.monotonic()

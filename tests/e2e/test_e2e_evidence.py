@@ -11,8 +11,6 @@ whose label delay (30 s) is longer than the plan (10 s, checked every 5 s).
   period's own matured rows and rolls production back to the previous version."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from datetime import datetime, timedelta
@@ -28,7 +26,7 @@ from retrainer.evidence import compare_paired
 from retrainer.registry import LocalRegistry
 from tests.canary_world import KEY, TOKEN, build_models, compressed, ingest_labels, make_registry
 from tests.e2e.test_e2e_canary import _history, _prefect, read_run, wait_state
-from tests.helpers import BIN, REPO, free_port, make_record
+from tests.helpers import BIN, REPO, PoolWorker, free_port, make_record
 
 POOL = "retrainer-e2e-evidence"  # its own pool and worker: the worker's env carries the label delay
 LABEL_DELAY_S = 30.0  # longer than the plan (and than a late check): nothing matures before its end
@@ -36,21 +34,8 @@ PLAN = dict(compressed(10, 5), resume_grace_s=300)
 MAX_DURATION_S = 90  # the plan's end may be extended up to here (10 s at a time): room for a slow machine
 
 
-class Worker:
-    def __init__(self, env, log: Path):
-        self.log = open(log, "a")
-        self.proc = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL], cwd=REPO, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-        self.log.close()
+def Worker(env, log: Path) -> PoolWorker:  # noqa: N802 - the module's worker, on its pool
+    return PoolWorker(env, log, POOL)
 
 
 @pytest.fixture(scope="module")
