@@ -231,9 +231,9 @@ def routed(frame: pd.DataFrame) -> pd.DataFrame:
     return unshadowed(untargeted(frame))
 
 
-_PAIR_READ = [TS, VARIANT, VERSION, SCORE, ERROR, TARGETED, REQUEST_ID, ROW, deid.ADMISSION_PSEUDONYM,
+PAIR_READ = [TS, VARIANT, VERSION, SCORE, ERROR, TARGETED, REQUEST_ID, ROW, deid.ADMISSION_PSEUDONYM,
               deid.PATIENT_PSEUDONYM]
-_SHADOW_READ = [VARIANT, SCORE, LATENCY, ERROR, TARGETED, SHADOW, REQUEST_ID, ROW]
+SHADOW_READ = [VARIANT, SCORE, LATENCY, ERROR, TARGETED, SHADOW, REQUEST_ID, ROW]
 
 
 def _keyed_scores(frame: pd.DataFrame) -> pd.DataFrame:
@@ -246,7 +246,7 @@ def _keyed_scores(frame: pd.DataFrame) -> pd.DataFrame:
 
 def paired_scores(frame: pd.DataFrame, *, production: str = "blue", candidate: str = "green",
                   labels: pd.DataFrame | None = None) -> pd.DataFrame:
-    """`PredictionStore.paired` on prediction rows already read (columns `_PAIR_READ`): the two
+    """`PredictionStore.paired` on prediction rows already read (columns `PAIR_READ`): the two
     variants' scores of each request row both scored, joined on (request_id, row); inner-joined
     with `labels` (a `read_labels()` frame) when given."""
     if production == candidate:
@@ -268,7 +268,7 @@ def paired_scores(frame: pd.DataFrame, *, production: str = "blue", candidate: s
 
 
 def shadow_summary(frame: pd.DataFrame, *, production: str = "blue") -> dict[str, dict]:
-    """Per variant, over its routed and shadow scores (columns `_SHADOW_READ`; targeted rows left
+    """Per variant, over its routed and shadow scores (columns `SHADOW_READ`; targeted rows left
     out): `n_scored` (rows scored without an error), `n_shadow` (of them, scored in shadow),
     `n_nan` (NaN or infinite scores), `n_out_of_range` (finite scores outside [0, 1]),
     `shadow_p95_latency_ms` (of the shadow scoring; None without shadow rows), `n_failed` (shadow
@@ -654,7 +654,7 @@ class PredictionStore:
         the labels on the admission pseudonym). Window `start <= ts < end`; `matured_before`: only
         predictions made before it (the caller passes now - label_delay: only rows whose label can
         exist). Targeted and errored rows, and rows without a request key (older files), never pair."""
-        frame = self.read(start, min_time(end, matured_before), columns=_PAIR_READ)
+        frame = self.read(start, min_time(end, matured_before), columns=PAIR_READ)
         return paired_scores(frame, production=production, candidate=candidate,
                              labels=self.read_labels() if labelled else None)
 
@@ -662,7 +662,7 @@ class PredictionStore:
                      production: str = "blue") -> dict[str, dict]:
         """The shadow strategy's sanity checks per variant over its routed and shadow scores
         (targeted rows left out): see `shadow_summary`."""
-        return shadow_summary(self.read(start, end, columns=_SHADOW_READ), production=production)
+        return shadow_summary(self.read(start, end, columns=SHADOW_READ), production=production)
 
     def count_labels_since(self, ts: TimeLike) -> int:
         """Admissions whose (latest) label was ingested at or after `ts`."""

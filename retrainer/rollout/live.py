@@ -21,10 +21,22 @@ from typing import Any
 from .. import schema as S
 from ..deid import PATIENT_PSEUDONYM
 from ..evidence import Evidence, compare_paired, compare_unpaired, pool
-from ..predstore import LATENCY, VARIANT
+from ..predstore import (
+    LATENCY,
+    PAIR_READ,
+    SHADOW,
+    SHADOW_READ,
+    TARGETED,
+    TS,
+    VARIANT,
+    paired_scores,
+    routed,
+    shadow_summary,
+)
 from .policy import LiveEvidence, arms_from_stats
 
-SHADOW = "shadow"
+# the columns one read of a check's window serves: paired scores, guardrails and shadow checks
+WINDOW_COLUMNS = list(dict.fromkeys([*PAIR_READ, *SHADOW_READ, LATENCY, SHADOW]))
 
 
 def registration_piece(record, production_version: str | None) -> tuple[Evidence | None, str | None]:
@@ -46,8 +58,8 @@ def _redecided(e: Evidence, tolerance: float, source: str) -> Evidence:
     return replace(e, source=source, tolerance=tolerance)
 
 
-def matured_verdict(store, record, production_version: str | None, settings, start: datetime, now: datetime,
-                    candidate: str = "green", production: str = "blue") -> tuple[Evidence, list[str]]:
+def matured_verdict(store, window, record, production_version: str | None, settings, start: datetime,
+                    now: datetime, candidate: str = "green", production: str = "blue") -> tuple[Evidence, list[str]]:
     """The pooled non-inferiority verdict on matured labels, and notes on what was left out."""
     c = settings.canary
     notes: list[str] = []
@@ -60,8 +72,8 @@ def matured_verdict(store, record, production_version: str | None, settings, sta
     matured_before = now - settings.label_delay
     kw = dict(tolerance=c.auc_tolerance, level=c.level, min_positives=1, min_negatives=1)
     if matured_before > start:
-        paired = store.paired(start, now, production=production, candidate=candidate,
-                              matured_before=matured_before, labelled=True)
+        matured = window[window[TS] < matured_before]
+        paired = paired_scores(matured, production=production, candidate=candidate, labels=store.read_labels())
         if len(paired):
             pieces.append(compare_paired(paired[S.LABEL].to_numpy(), paired["score_production"].to_numpy(float),
                                          paired["score_candidate"].to_numpy(float),
@@ -97,8 +109,8 @@ def _calibration(record):
     return Calibration.from_dict(d)
 
 
-def label_free(store, record, production_record, settings, start: datetime, now: datetime, checks: int,
-               candidate: str = "green", production: str = "blue") -> tuple[Any | None, str | None]:
+def label_free(window, record, production_record, settings, checks: int, candidate: str = "green",
+               production: str = "blue") -> tuple[Any | None, str | None]:
     """The CBPE comparison on live requests both models scored (paired), or (None, why not). Made
     only when both models passed the calibration check at their registration."""
     c = settings.canary
@@ -112,7 +124,7 @@ def label_free(store, record, production_record, settings, start: datetime, now:
             return None, f"no label-free estimate: {name} {rec.version} is not calibrated ({cal.reason})"
     from ..evidence.cbpe import estimate_difference  # noqa: PLC0415 - heavy: scipy
 
-    rows = store.paired(start, now, production=production, candidate=candidate, labelled=False)
+    rows = paired_scores(window, production=production, candidate=candidate)
     if len(rows) < c.min_requests:
         return None, f"label-free estimate needs {c.min_requests} requests scored by both models, has {len(rows)}"
     level = 1 - (1 - c.level) / max(checks, 1)
@@ -122,8 +134,7 @@ def label_free(store, record, production_record, settings, start: datetime, now:
     return est, None
 
 
-def guardrails(store, settings, start: datetime, now: datetime, stats, checks: int,
-               candidate: str = "green") -> tuple[Any, ...]:
+def guardrails(window, settings, stats, checks: int, candidate: str = "green") -> tuple[Any, ...]:
     """The candidate's guardrail tests over [start, now]."""
     from ..evidence.guardrails import (  # noqa: PLC0415 - heavy: scipy.stats
         error_rate_guardrail,
@@ -133,12 +144,11 @@ def guardrails(store, settings, start: datetime, now: datetime, stats, checks: i
 
     c = settings.canary
     cand, _ = arms_from_stats(stats, candidate)
-    rows = store.read(start, now, columns=[VARIANT, LATENCY, "targeted", SHADOW])
-    mine = rows[(rows[VARIANT] == candidate) & ~rows[SHADOW].eq(True) & ~rows["targeted"].eq(True)]
-    lat = mine[LATENCY].dropna().to_numpy(dtype=float)
+    traffic = routed(window)
+    lat = traffic.loc[traffic[VARIANT] == candidate, LATENCY].dropna().to_numpy(dtype=float)
     out = [error_rate_guardrail(cand.n_errors, cand.n_predictions, c.max_error_rate, checks, c.guardrail_alpha),
            latency_guardrail(lat, c.max_p95_latency_ms, c.min_requests, checks, c.guardrail_alpha)]
-    sh = store.shadow_stats(start, now).get(candidate) or {}
+    sh = shadow_summary(window).get(candidate) or {}
     out.append(output_guardrail(int(sh.get("n_scored", 0)), int(sh.get("n_nan", 0)),
                                 int(sh.get("n_out_of_range", 0))))
     return tuple(out)
@@ -149,23 +159,23 @@ def gather(store, registry, settings, *, candidate_version: str, start: datetime
     """Everything a canary check decides on (see the module doc)."""
     stats = store.variant_stats(start, now)
     cand, prod = arms_from_stats(stats, candidate, production)
+    window = store.read(start, now, columns=WINDOW_COLUMNS)  # read once: pairs, guardrails, shadow checks
     record = registry.get(candidate_version)
     current = registry.production()
-    verdict, notes = matured_verdict(store, record, current.version if current else None, settings, start, now,
-                                     candidate, production)
-    estimate, why = label_free(store, record, current, settings, start, now, checks, candidate, production)
+    verdict, notes = matured_verdict(store, window, record, current.version if current else None, settings, start,
+                                     now, candidate, production)
+    estimate, why = label_free(window, record, current, settings, checks, candidate, production)
     if why:
         notes.append(why)
-    return LiveEvidence(cand, prod, guardrails(store, settings, start, now, stats, checks, candidate),
+    return LiveEvidence(cand, prod, guardrails(window, settings, stats, checks, candidate),
                         estimate, verdict, tuple(notes))
 
 
 def rows_per_day(store, now: datetime, days: int = 7) -> float:
     """Routed predictions (requests' rows, not shadow scores) per day over the last `days` days:
     the rate at which live labels can mature."""
-    frame = store.read(now - timedelta(days=days), now, columns=[VARIANT, SHADOW, "targeted"])
-    routed = frame[~frame[SHADOW].eq(True) & ~frame["targeted"].eq(True)]
-    return float(len(routed)) / days
+    frame = store.read(now - timedelta(days=days), now, columns=[VARIANT, SHADOW, TARGETED])
+    return float(len(routed(frame))) / days
 
 
 
