@@ -29,7 +29,7 @@ from prefect.states import Scheduled
 
 from retrainer import clock, rollout
 from retrainer.backends import Backend
-from retrainer.rollout import Decision, RolloutPlan, format_duration
+from retrainer.rollout import Decision, RolloutPlan, format_duration, verdict
 from retrainer.settings import Settings
 
 from .runtime import IN_PROCESS, ONCE_PER_RUN, artifact_key, per_run
@@ -233,8 +233,6 @@ def schedule_deferred_verdict(version: str, previous: str | None, window_start: 
     """Create ONE scheduled run of the deferred-verdict deployment at the time the canary period's
     labels mature (a scheduled run holds no worker until then). Without that deployment (a plain
     local run) the result says which command to run when the labels are in."""
-    from retrainer.rollout import verdict  # noqa: PLC0415 - cycle-free; keeps this module's imports short
-
     due = verdict.due_at(window_end, label_delay)
     params = {"version": version, "previous": previous, "window_start": window_start,
               "window_end": window_end.isoformat(), "home": home}
@@ -259,8 +257,6 @@ def deferred_verdict(backend: Backend, settings: Settings, version: str, previou
                      window_start: datetime, window_end: datetime) -> dict[str, Any]:
     """`rollout.verdict.run` and a markdown artifact with its evidence. A run started a moment
     before its labels are due (up to `EARLY_START`) waits for them instead of ending `not_due`."""
-    from retrainer.rollout import verdict  # noqa: PLC0415 - see schedule_deferred_verdict
-
     due = verdict.due_at(window_end, settings.label_delay)
     if timedelta(0) < due - clock.utcnow() <= EARLY_START:
         clock.current().wait_until(due, threading.Event())

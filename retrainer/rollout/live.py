@@ -21,6 +21,9 @@ from typing import Any
 from .. import schema as S
 from ..deid import PATIENT_PSEUDONYM
 from ..evidence import Evidence, compare_paired, compare_unpaired, pool
+from ..evidence.cbpe import Calibration, estimate_difference
+from ..evidence.guardrails import error_rate_guardrail, latency_guardrail, output_guardrail
+from ..evidence.power import power_statement
 from ..predstore import (
     LATENCY,
     PAIR_READ,
@@ -33,7 +36,7 @@ from ..predstore import (
     routed,
     shadow_summary,
 )
-from .policy import LiveEvidence, arms_from_stats
+from .policy import LiveEvidence, arms_from_stats, max_extensions
 
 # the columns one read of a check's window serves: paired scores, guardrails and shadow checks
 WINDOW_COLUMNS = list(dict.fromkeys([*PAIR_READ, *SHADOW_READ, LATENCY, SHADOW]))
@@ -99,8 +102,6 @@ def matured_verdict(store, window, record, production_version: str | None, setti
 
 
 def _calibration(record):
-    from ..evidence.cbpe import Calibration  # noqa: PLC0415 - heavy: scipy
-
     d = ((getattr(record, "gate", None) or {}).get("calibration") or {}) if record is not None else {}
     if not d:
         return None
@@ -122,8 +123,6 @@ def label_free(window, record, production_record, settings, checks: int, candida
             return None, f"no label-free estimate: {name} {getattr(rec, 'version', '-')} has no calibration check"
         if not cal.ok:
             return None, f"no label-free estimate: {name} {rec.version} is not calibrated ({cal.reason})"
-    from ..evidence.cbpe import estimate_difference  # noqa: PLC0415 - heavy: scipy
-
     rows = paired_scores(window, production=production, candidate=candidate)
     if len(rows) < c.min_requests:
         return None, f"label-free estimate needs {c.min_requests} requests scored by both models, has {len(rows)}"
@@ -136,12 +135,6 @@ def label_free(window, record, production_record, settings, checks: int, candida
 
 def guardrails(window, settings, stats, checks: int, candidate: str = "green") -> tuple[Any, ...]:
     """The candidate's guardrail tests over [start, now]."""
-    from ..evidence.guardrails import (  # noqa: PLC0415 - heavy: scipy.stats
-        error_rate_guardrail,
-        latency_guardrail,
-        output_guardrail,
-    )
-
     c = settings.canary
     cand, _ = arms_from_stats(stats, candidate)
     traffic = routed(window)
@@ -185,8 +178,6 @@ def power_at_start(store, registry, settings, plan, candidate_version: str, now:
     labelled rows the non-inferiority rule needs at margin `auc_tolerance` (one-sided α 0.025,
     80% power, from the variance of the registration comparison), how many the registration month
     supplies, and when live traffic and the label delay supply the rest. A dict with `text`."""
-    from ..evidence.power import power_statement  # noqa: PLC0415 - heavy: scipy
-    from .policy import max_extensions  # noqa: PLC0415 - cycle: policy is imported by this module's users
 
     c = settings.canary
     record = registry.get(candidate_version)
