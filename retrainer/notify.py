@@ -164,10 +164,12 @@ KINDS: dict[str, Kind] = {
         lambda f: ["A retraining run failed; production is unchanged.",
                    f"Error: {fmt(f['error'])}", *_opt(f, "flow_run", "Flow run"), *_opt(f, "trigger", "Trigger")]),
     "validation.failed": Kind(
-        "ML on-call and data owners", "critical", ("failures",), ("data", "suite", "rows"),
-        lambda f: f"data validation FAILED ({_n_failures(f['failures'])} expectations)",
+        "ML on-call and data owners", "critical", ("failures",), ("data", "suite", "rows", "trigger"),
+        lambda f: f"data validation FAILED ({_n_failures(f['failures'])} expectation"
+                  + ("s)" if _n_failures(f["failures"]) != 1 else ")"),
         lambda f: ["The training data failed validation; no model was trained on it.",
                    *_opt(f, "data", "Data"), *_opt(f, "suite", "Suite"), *_opt(f, "rows", "Rows"),
+                   *_opt(f, "trigger", "Trigger"),
                    "Failed expectations:", *_failures(f["failures"])]),
     "model.registered": Kind(
         "ML team", "info", ("version", "evidence", "trigger"), ("status", "policy", "production"),
@@ -228,7 +230,7 @@ KINDS: dict[str, Kind] = {
     "verdict": Kind(
         "ML team", "info", ("version", "outcome"),
         ("reason", "evidence", "n", "positives", "negatives", "delta", "interval", "level", "action"),
-        lambda f: f"deferred verdict on {fmt(f['version'])}: {fmt(f['outcome']).upper()}",
+        lambda f: f"deferred verdict on {fmt(f['version'])}: {fmt(f['outcome']).replace('_', ' ').upper()}",
         lambda f: [f"The deferred verdict on {fmt(f['version'])}, re-checked on matured labels: "
                    f"{fmt(f['outcome'])}.", *_opt(f, "reason", "Reason"), f"Evidence: {_evidence(f)}",
                    *_opt(f, "action", "Action")],
@@ -268,6 +270,30 @@ def render(kind: str, **fields: Any) -> Notice:
                   "", f"Model: {model}. Event: {kind}. For: {spec.audience}."]
     severity = spec.severity_of(f) if spec.severity_of else spec.severity
     return Notice(kind=kind, subject=subject, body="\n".join(body_lines).strip() + "\n", severity=severity)
+
+
+def trigger_fields(name: str, numbers: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """The `trigger.fired` fields of a trigger evaluation (`TriggerEvaluation.name/numbers/reason`):
+    its statistic and threshold, read from the numbers each trigger type records."""
+    n = dict(numbers or {})
+    if "max_psi" in n:
+        stat = (f"max PSI {fmt(n['max_psi'])}, {fmt(n.get('features_drifted'))} feature(s) drifted on "
+                f"{fmt(n.get('n_window'))} rows")
+        thr = (f"PSI > {fmt(n.get('psi_threshold'))} (or the family-wise floor) on >= {fmt(n.get('min_features'))} "
+               "feature(s)")
+    elif "window_upper_bound" in n:
+        stat = f"window AUC {fmt(n.get('window_auc'))}, upper bounds {fmt(n['window_upper_bound'])}"
+        thr = f"AUC upper bound < {fmt(n.get('threshold'))} in {fmt(n.get('consecutive_windows'))} consecutive windows"
+    elif "current_auc" in n:
+        stat = (f"AUC {fmt(n['current_auc'])} vs reference {fmt(n.get('reference_auc'))} on {fmt(n.get('n_labels'))} "
+                f"labels ({fmt(n.get('positives'))} positives)")
+        thr = f"drop >= {fmt(n.get('min_drop'))}"
+    elif "new_labelled_rows" in n:
+        stat = f"{fmt(n['new_labelled_rows'])} new labelled rows since {fmt(n.get('since'))}"
+        thr = f">= {fmt(n.get('min_new_labelled_rows'))} rows"
+    else:
+        stat, thr = fmt(reason), "see the trigger's rule"
+    return {"trigger": name, "statistic": stat, "threshold": thr, "detail": reason}
 
 
 def test_fields(kind: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from prefect.logging import get_run_logger
 from pydantic import Field, SecretStr
 
 from retrainer.notify import _FORBIDDEN, Notice, fmt, render
+from retrainer.settings import load_settings
 
 LEGACY_ENV = "RETRAINER_NOTIFY_BLOCK"
 LOGGER = "retrainer.notify"
@@ -168,6 +169,24 @@ def _fallback(kind: str, fields: dict[str, Any], error: str) -> Notice:
                   severity="warning")
 
 
+def result_of(state) -> Any:
+    """A finished run's result (or its exception) for a flow hook; None when it cannot be read."""
+    try:
+        return state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - a result that cannot be read still gets a notification
+        return None
+
+
+def settings_of_run(flow_run):
+    """The settings a flow run used (its `home` parameter), for its hooks; None if unreadable
+    (`notify` then loads the defaults itself)."""
+    try:
+        home = (getattr(flow_run, "parameters", None) or {}).get("home")
+        return load_settings(**({"home": home} if home else {}))
+    except Exception:  # noqa: BLE001 - a hook must not fail on settings
+        return None
+
+
 def notify(kind: str, settings=None, **fields: Any) -> dict[str, Any]:
     """Word event `kind` (`retrainer.notify.KINDS`) with `fields` and send it through every block
     configured in `settings.notify.blocks` (settings default: `load_settings()`); `model`
@@ -177,8 +196,6 @@ def notify(kind: str, settings=None, **fields: Any) -> dict[str, Any]:
     log = _logger()
     try:
         if settings is None:
-            from retrainer.settings import load_settings  # noqa: PLC0415 - only when the caller has none
-
             settings = load_settings()
     except Exception as exc:  # noqa: BLE001 - bad settings must not stop the notice
         log.error("notify: settings unreadable (%s); using RETRAINER_NOTIFY_BLOCK or the log", exc)
