@@ -402,7 +402,7 @@ def _error_rate(arms, base, min_per_arm) -> ABResult | dict:
     r = dict(base, method="two-proportion z (Newcombe interval)", paired=False)
     for arm, rows in arms.items():
         r[f"n_{arm}"], r[f"positives_{arm}"] = len(rows), int(_errors(rows).sum())
-    short = _short(r, min_per_arm, "errors")
+    short = _short(r, max(min_per_arm, 1), "errors")
     if short:
         return _undecided(r, f"routed rows: {short}")
     t = two_proportions(r["positives_candidate"], r["n_candidate"], r["positives_production"], r["n_production"],
