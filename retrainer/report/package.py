@@ -446,3 +446,30 @@ def _roc_and_calibration(tmp: Path, registry, record: dict[str, Any], champion: 
         m["slice_counts"] = slice_counts(frame)
         out["champion_metrics"] = m
     return out
+
+
+# ---- reading a package back (for Prefect artifacts and the CLI) ----------------------------------
+
+def checklist_table(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The package's checklist rows (`checklist.json`)."""
+    return json.loads((Path(path) / "checklist.json").read_text(encoding="utf-8"))
+
+
+def package_markdown(path: str | os.PathLike) -> str:
+    """One markdown text for a Prefect artifact: where the package is, its pictures (paths: a
+    Prefect artifact cannot embed local files), the comparison and the checklist."""
+    path = Path(path)
+    m = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    lines = [f"# Evidence package: {m['version']} vs {m.get('production') or '-'} ({m.get('strategy')})", "",
+             f"- folder: `{path}` (`retrainer report {m['version']}`)",
+             f"- decision: **{m.get('decision') or '-'}**: {m.get('reason') or '-'}", "", "## Files", ""]
+    for name, meta in sorted(m["files"].items()):
+        lines.append(f"- `{path / name}`: {meta.get('what', '')} ({meta['bytes']:,} bytes)")
+    src = m.get("sources") or {}
+    if src.get("test_rows_missing"):
+        lines.append(f"- ROC and calibration are placeholders: {src['test_rows_missing']}")
+    if not src.get("drift_report"):
+        lines.append("- psi.png is a placeholder: no drift report")
+    body = [(path / "model-comparison.md").read_text(encoding="utf-8"),
+            (path / "deployment-checklist.md").read_text(encoding="utf-8")]
+    return "\n".join(lines) + "\n\n" + "\n".join(b.replace("\n# ", "\n## ").replace("# ", "## ", 1) for b in body)
