@@ -182,16 +182,19 @@ def _result(passed: bool | None) -> str:
     return NOT_JUDGED if passed is None else (PASS if passed else FAIL)
 
 
-def _row(section: str, criterion: str, value: Any, limit: Any, result: str) -> dict[str, Any]:
+def _row(section: str, criterion: str, value: Any, limit: Any, result: str, blocking: bool = True) -> dict[str, Any]:
+    """`blocking`: a fail of this criterion stops (or stopped) the rollout; an advisory one
+    (calibration: it only decides whether a label-free estimate is made) does not."""
     return {"section": section, "criterion": criterion, "value": _cell(value), "limit": _cell(limit),
-            "result": result}
+            "result": result, "blocking": blocking}
 
 
 def _gate_rows(gate: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for r in gate.get("rules") or []:
-        limit = "approval if failed" if r.get("on_fail") == "approval" else "required"
-        rows.append(_row("gate", r.get("rule", "?"), r.get("detail", "-"), limit, _result(r.get("passed"))))
+        soft = r.get("on_fail") == "approval"
+        rows.append(_row("gate", r.get("rule", "?"), r.get("detail", "-"), "approval if failed" if soft else "required",
+                         _result(r.get("passed")), blocking=not soft))
     if not rows:
         rows.append(_row("gate", "registration gate", gate.get("reason", "-"), "eligible",
                          _result(gate.get("eligible"))))
@@ -203,9 +206,10 @@ def _gate_rows(gate: dict[str, Any]) -> list[dict[str, Any]]:
         judged = "df" in cal
         value = (f"HL χ² {_num(cal.get('statistic'), '.3f')} (p {_num(cal.get('p_value'), '.4g')}), "
                  f"ECE {_num(cal.get('ece'))} on {_num(cal.get('n'))} rows" if judged else cal.get("reason", "-"))
-        limit = (f"p >= {_num(cal.get('alpha'), 'g')} and ECE <= {_num(cal.get('tolerance'), 'g')}" if judged else "-")
+        limit = (f"p >= {_num(cal.get('alpha'), 'g')} and ECE <= {_num(cal.get('tolerance'), 'g')} "
+                 "(else no label-free estimate)" if judged else "-")
         rows.append(_row("calibration", "calibration check (validation month)", value, limit,
-                         _result(bool(cal.get("ok"))) if judged else NOT_JUDGED))
+                         _result(bool(cal.get("ok"))) if judged else NOT_JUDGED, blocking=False))
     return rows
 
 
@@ -219,7 +223,8 @@ def _guardrail_rows(evidence: dict[str, Any], where: str) -> list[dict[str, Any]
             lim = f"lower bound <= {_num(limit, '.2%')}"
         elif name.startswith("latency"):
             unit = " ms" if name == "latency_p95" else "x"
-            value = f"p95 {_num(est, '.1f')}{unit} on {_num(g.get('n'))} requests; lower bound {_num(bound, '.1f')}"
+            value = (f"p95 {_num(est, '.2f' if unit == 'x' else '.1f')}{unit} on {_num(g.get('n'))} requests; "
+                     f"lower bound {_num(bound, '.2f' if unit == 'x' else '.1f')}{unit}")
             lim = f"lower bound <= {_num(limit, 'g')}{unit}"
         else:
             value = g.get("reason", "-")
@@ -243,9 +248,14 @@ def _stage_rows(plan: dict[str, Any], decisions: list[dict[str, Any]], final: di
     stages = stages_of(plan)
     end_h = _elapsed_h(final) if final else None
     for i, s in enumerate(stages, start=1):
-        checks = [d for d in decisions if (h := _elapsed_h(d)) is not None and s["start_h"] <= h <= s["end_h"] + 1e-9]
-        label = f"stage {i}: {s['traffic']:.0%} for {s['end_h'] - s['start_h']:g} h"
-        limit = "held for its duration, no guardrail fired"
+        last = i == len(stages)  # the last stage also holds its extensions' checks
+        checks = [d for d in decisions if (h := _elapsed_h(d)) is not None and s["start_h"] <= h
+                  and (last or h < s["end_h"] - 1e-9)]
+        share = "shadow (0%)" if s.get("shadow") else f"{s['traffic']:.0%}"
+        label = f"stage {i}: {share} for {s['end_h'] - s['start_h']:g} h"
+        crit = s.get("criteria") or {}
+        limit = "held for its duration, no guardrail fired" + (
+            "; criteria " + ", ".join(f"{k} {v:g}" for k, v in sorted(crit.items())) if crit else "")
         if final and final.get("action") == "rollback" and end_h is not None and end_h <= s["end_h"] + 1e-9 \
                 and end_h >= s["start_h"]:
             rows.append(_row("stages", label, f"rolled back at {end_h:.2f} h after {len(checks)} check(s): "
@@ -301,17 +311,30 @@ def checklist_rows(candidate: dict[str, Any], plan: dict[str, Any], decisions: l
     return rows
 
 
+def _kind(r: dict[str, Any]) -> str:
+    return "fail (advisory)" if r["result"] == FAIL and not r.get("blocking", True) else r["result"]
+
+
+def tally(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many rows per result (a non-blocking fail counted as "fail (advisory)")."""
+    out: dict[str, int] = {}
+    for r in rows:
+        out[_kind(r)] = out.get(_kind(r), 0) + 1
+    return out
+
+
 def checklist_markdown(version: str, rows: list[dict[str, Any]], *, strategy: str | None = None) -> str:
     """`deployment-checklist.md`: the rows as a table, with a one-line tally and the verdict."""
-    tally = {k: sum(r["result"] == k for r in rows) for k in (PASS, FAIL, INCONCLUSIVE, NOT_JUDGED, INFO)}
+    counts = tally(rows)
     final = next((r for r in reversed(rows) if r["section"] == "decision"), None)
     head = [f"# Deployment checklist: {version}" + (f" ({strategy})" if strategy else ""), "",
             f"**Verdict: {final['value'].split(':')[0].upper() if final else 'none'}** - "
-            + ", ".join(f"{n} {k}" for k, n in tally.items() if n), "",
+            + ", ".join(f"{n} {k}" for k, n in counts.items()), "",
             "| section | criterion | value | limit | result |", "|---|---|---|---|---|"]
     mark = {PASS: "pass", FAIL: "**FAIL**", INCONCLUSIVE: "inconclusive", NOT_JUDGED: "not judged", INFO: "info"}
-    body = [f"| {r['section']} | {r['criterion']} | {r['value']} | {r['limit']} | "
-            f"{mark.get(r['result'], r['result'])} |" for r in rows]
+
+    body = [f"| {r['section']} | {r['criterion']} | {r['value']} | {r['limit']} | {mark.get(_kind(r), _kind(r))} |"
+            for r in rows]
     return "\n".join(head + body) + "\n"
 
 

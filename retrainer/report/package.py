@@ -365,13 +365,10 @@ def write_package(home: str | os.PathLike, version: str, *, registry, plan: dict
                            title=f"{version}: candidate traffic share ({strategy})")
 
         final = decisions[-1] if decisions else {}
-        tally: dict[str, int] = {}
-        for r in rows:
-            tally[r["result"]] = tally.get(r["result"], 0) + 1
         manifest = {"version": version, "production": champion, "strategy": strategy, "written_at": utcnow_iso(),
                     "decision": final.get("action"), "reason": final.get("reason"),
-                    "journal_status": (journal or {}).get("status"), "checklist": tally, "sources": sources,
-                    "files": {}}
+                    "journal_status": (journal or {}).get("status"), "checklist": content.tally(rows),
+                    "sources": sources, "files": {}}
         for p in sorted(tmp.iterdir()):
             manifest["files"][p.name] = {"bytes": p.stat().st_size, "sha256": _sha256(p),
                                          "what": FILES.get(p.name, "the checklist as JSON rows"

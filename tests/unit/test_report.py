@@ -203,8 +203,11 @@ def test_checklist_lists_every_criterion_with_its_value(world):
     assert by[("guardrails", "latency_p95")]["result"] == "pass"
     assert by[("guardrails", "output")]["result"] == "pass"
     assert by[("guardrails", "label-free estimate")]["result"] == "not judged"
-    assert by[("stages", "stage 1: 10% for 2 h")]["result"] == "pass"
-    assert by[("stages", "stage 2: 50% for 2 h")]["result"] == "pass"
+    s1, s2 = by[("stages", "stage 1: 10% for 2 h")], by[("stages", "stage 2: 50% for 2 h")]
+    assert s1["result"] == "pass" and "1 check(s), last at 1.00 h" in s1["value"]  # the 2 h check is stage 2's
+    assert s2["result"] == "pass" and "3 check(s), last at 4.00 h" in s2["value"]
+    calib = by[("calibration", "calibration check")]
+    assert calib["blocking"] is False and all(r["blocking"] for r in rows if r["section"] != "calibration")
     v = last.evidence["verdict"]
     vrow = by[("verdict", "non-inferiority on matured labels")]
     assert f"{v['delta']:+.4f}" in vrow["value"] and vrow["result"] == {"promote": "pass", "rollback": "fail"}.get(
@@ -230,6 +233,11 @@ def test_a_rolled_back_stage_fails_the_checklist():
     assert result["error_rate (check 1)"] == "fail"
     assert result["stage 1: 10% for 2 h"] == "fail" and result["stage 2: 50% for 2 h"] == "not judged"
     assert result["final decision (policy, canary-policy)"] == "fail"
+    linear = {"strategy": "linear", "stages": [dict(PLAN["stages"][0], criteria={"error_rate": 0.02}),
+                                               dict(PLAN["stages"][1], traffic=1.0)]}
+    rows = checklist_rows({"version": "2.0.0", "gate": {}}, linear, decisions)
+    stage1 = next(r for r in rows if r["criterion"] == "stage 1: 10% for 2 h")
+    assert stage1["limit"].endswith("criteria error_rate 0.02") and stage1["result"] == "fail"
 
 
 def test_without_drift_report_or_test_data_the_pictures_say_why(world, tmp_path):
@@ -267,6 +275,7 @@ def test_a_failed_write_leaves_the_previous_package_untouched(world, tmp_path):
     first = write_package(home, world["cand"].version, registry=world["reg"], plan=PLAN, decisions=good,
                           journal_record=None, triggers_file=world["triggers"], test_frame=world["split"].test)
     before = snapshot(first)
+    roc = (first / "roc.png").read_bytes()
     bad = good[:-1] + [dict(good[-1], elapsed_s="not a number")]  # fails after several files were written
     with pytest.raises(ValueError):
         write_package(home, world["cand"].version, registry=world["reg"], plan=PLAN, decisions=bad,
@@ -277,6 +286,7 @@ def test_a_failed_write_leaves_the_previous_package_untouched(world, tmp_path):
     again = write_package(home, world["cand"].version, registry=world["reg"], plan=PLAN, decisions=good[:2],
                           journal_record=None, triggers_file=world["triggers"], test_frame=world["split"].test)
     assert json.loads((again / "manifest.json").read_text())["decision"] == "continue"
+    assert (again / "roc.png").read_bytes() == roc  # same rows, same models: the same picture, byte for byte
     assert sorted(p.name for p in (home / "evidence").iterdir()) == [world["cand"].version]
 
 
