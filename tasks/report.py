@@ -24,7 +24,7 @@ def _plain(x: Any) -> Any:
 @task(name="evidence-package", cache_key_fn=per_run("evidence"), **ONCE_PER_RUN)
 def publish_evidence_package(version: str, production: str | None, plan: Any, decisions: list[Any],
                              result: dict[str, Any] | None = None, *, settings: Settings, backend=None,
-                             ab_results: dict[str, Any] | None = None, drift_report: Any = None,
+                             ab_results: Any = None, drift_report: Any = None,
                              test_frame=None) -> dict[str, Any]:
     """Write the evidence package of `version`'s rollout against `production` and publish it.
 

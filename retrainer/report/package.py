@@ -286,7 +286,7 @@ def _champion(production: str | None, journal: dict | None, result: dict | None,
 def write_package(home: str | os.PathLike, version: str, *, registry, plan: dict[str, Any],
                   decisions: list[dict[str, Any]], journal_record: dict[str, Any] | None,
                   triggers_file: str | os.PathLike | None, production: str | None = None,
-                  result: dict[str, Any] | None = None, ab_results: dict[str, Any] | None = None,
+                  result: dict[str, Any] | None = None, ab_results: dict[str, Any] | str | os.PathLike | None = None,
                   drift_report: Any = None, test_frame=None) -> Path:
     """Write `<home>/evidence/<version>/` (see the module doc) and return its path.
 
@@ -295,7 +295,9 @@ def write_package(home: str | os.PathLike, version: str, *, registry, plan: dict
     result's abridged ones work too, with `result["evidence"]` as the final evidence). `production`:
     the champion (default: the journal's or the result's production before the rollout, else the
     version the candidate was compared with at registration). `drift_report`: a `DriftReport`, its
-    records or a dict (default: see `find_drift_report`). `test_frame`: the candidate's test rows,
+    records or a dict (default: see `find_drift_report`). `ab_results`: the A/B results document
+    (written as given) or the path of the `ab-test-results.json` that `rollout.ab.write_results`
+    wrote (copied byte for byte). `test_frame`: the candidate's test rows,
     when the caller has them (default: re-read from the lineage)."""
     root = evidence_root(home)
     _check_version(version)
@@ -324,7 +326,13 @@ def write_package(home: str | os.PathLike, version: str, *, registry, plan: dict
         sources["triggers_file"] = where
         (tmp / "rollout-plan.yaml").write_text(_yaml({"version": version, "production": champion,
                                                       "strategy": strategy, **plan}), encoding="utf-8")
-        if ab_results is not None:
+        if isinstance(ab_results, (str, os.PathLike)):  # the file `rollout.ab.write_results` wrote
+            try:
+                shutil.copyfile(ab_results, tmp / "ab-test-results.json")
+                sources["ab_results"] = str(ab_results)
+            except OSError as exc:
+                sources["ab_results"] = f"{ab_results} could not be read: {exc.strerror or exc}"
+        elif ab_results is not None:
             (tmp / "ab-test-results.json").write_text(json.dumps(ab_results, indent=2, default=str) + "\n",
                                                       encoding="utf-8")
         elif strategy == "ab":

@@ -272,8 +272,12 @@ def test_a_failed_write_leaves_the_previous_package_untouched(world, tmp_path):
 
     home = tmp_path / "home3"
     good = [d.to_dict() for d in world["decisions"]]
+    ab_file = tmp_path / "ab-test-results.json"  # as rollout.ab.write_results leaves it
+    ab_file.write_text(json.dumps(world["ab"], indent=2) + "\n")
     first = write_package(home, world["cand"].version, registry=world["reg"], plan=PLAN, decisions=good,
-                          journal_record=None, triggers_file=world["triggers"], test_frame=world["split"].test)
+                          journal_record=None, triggers_file=world["triggers"], test_frame=world["split"].test,
+                          ab_results=ab_file)
+    assert (first / "ab-test-results.json").read_bytes() == ab_file.read_bytes()
     before = snapshot(first)
     roc = (first / "roc.png").read_bytes()
     bad = good[:-1] + [dict(good[-1], elapsed_s="not a number")]  # fails after several files were written
