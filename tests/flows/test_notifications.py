@@ -321,3 +321,54 @@ def test_retrain_flow_failure_notifies_retrain_failed(prefect_api, home, webhook
     subject, body = webhook.posts[0]["json"]["subject"], webhook.posts[0]["json"]["body"]
     assert subject == "[retrainer] readmission-30d: retraining FAILED"
     assert "no such file" in body.lower() and "Trigger: drift" in body
+
+
+def test_monitor_notifies_the_fired_trigger_once_per_event(prefect_api, home, small_retrain, monthly_data, tmp_path,
+                                                           webhook, monkeypatch):
+    from flows.monitor import monitor
+    from flows.retrain import retrain
+    from retrainer import deid
+    from retrainer.backends import get_backend
+    from retrainer.datagen import GenerationSpec, generate
+    from retrainer.settings import load_settings
+    from retrainer.training import load_model
+
+    monkeypatch.setenv("RETRAINER_PSEUDONYM_KEY", "notify-test-pseudonym-key-0123456789")
+    first = copy_months(monthly_data, tmp_path / "first", [f"admissions_2024_0{m}.parquet" for m in (1, 2, 3)])
+    assert retrain(data=str(first), trigger="scheduled")["status"] == "production"
+    b = get_backend(load_settings())
+    prod = b.registry.production()
+    drifted = pd.read_parquet(generate(tmp_path / "drift", GenerationSpec(months=6, rows_per_month=2500, seed=5,
+                                                                          drift_from=1))[-1])
+    b.predictions.append(drifted, load_model(b.registry.verify(prod.version)).predict(drifted), version=prod.version,
+                         variant="production", latency_ms=4.0,
+                         pseudonymizer=deid.pseudonymizer_from_env("RETRAINER_PSEUDONYM_KEY"))
+
+    monkeypatch.setenv("RETRAINER_NOTIFY__BLOCKS", webhook_block(webhook.port))
+    out = monitor()
+    assert out["emitted"] and out["reported"] == "data-drift"
+    assert len(webhook.posts) == 1
+    subject, body = webhook.posts[0]["json"]["subject"], webhook.posts[0]["json"]["body"]
+    assert subject == "[retrainer] readmission-30d: retraining trigger data-drift FIRED"
+    assert f"Statistic: max PSI {out['payload']['max_psi']:.4g}" in body
+    assert "Action: retrain requested (event retrainer.drift.detected)" in body
+
+    assert not monitor()["emitted"]  # within the event's cooldown: no event, no second notice
+    assert len(webhook.posts) == 1
+
+
+def test_deferred_verdict_flow_notifies_its_outcome(prefect_api, home, webhook, monkeypatch):
+    from datetime import timedelta
+
+    from flows.verdict import deferred_verdict
+    from retrainer.clock import utcnow
+
+    monkeypatch.setenv("RETRAINER_NOTIFY__BLOCKS", webhook_block(webhook.port))
+    end = utcnow()
+    out = deferred_verdict(version="1.2.0", previous="1.1.0", window_start=(end - timedelta(days=3)).isoformat(),
+                           window_end=end.isoformat(), home=str(home))
+    assert out["outcome"] == "not_due"
+    assert len(webhook.posts) == 1
+    subject, body = webhook.posts[0]["json"]["subject"], webhook.posts[0]["json"]["body"]
+    assert subject == "[retrainer] readmission-30d: deferred verdict on 1.2.0: NOT DUE"
+    assert "labels mature at" in body and "Evidence: no evidence recorded" in body
