@@ -117,6 +117,11 @@ def _evidence(f: dict[str, Any]) -> str:
     if f.get("evidence") is not None and not isinstance(f.get("evidence"), Mapping):
         return fmt(f["evidence"])
     e = dict(f.get("evidence") or {})
+    # an Evidence.to_dict() (retrainer.evidence.rule): the candidate arm's counts, Δ and its interval
+    for src, dst in (("n_candidate", "n"), ("pos_candidate", "positives"), ("neg_candidate", "negatives")):
+        e.setdefault(dst, e.get(src))
+    if e.get("interval") is None and e.get("low") is not None and e.get("high") is not None:
+        e["interval"] = (e["low"], e["high"])
     for k in ("n", "positives", "negatives", "delta", "interval", "level"):
         if f.get(k) is not None:
             e[k] = f[k]

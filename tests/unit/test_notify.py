@@ -150,3 +150,13 @@ def test_trigger_fields_read_each_trigger_type():
     assert other["statistic"] == "some reason"
     n = render("trigger.fired", model=MODEL, **drift)
     assert "max PSI 0.31" in n.body and "2 features drifted" in n.body
+
+
+def test_evidence_dict_of_the_rule_module():
+    from retrainer.evidence.rule import Counts, Evidence
+
+    ev = Evidence(source="registration", verdict="promote", reason="ok", tolerance=0.02, level=0.95, delta=0.012,
+                  low=-0.004, high=0.028, candidate=Counts(4210, 512))
+    n = render("rollout.needs_approval", version="1.2.0", reason="gate asks for a person", evidence=ev.to_dict())
+    assert "Evidence: n=4,210 (512 positives, 3,698 negatives), ΔAUC = +0.0120, 95% interval [-0.0040, +0.0280]" \
+        in n.body
