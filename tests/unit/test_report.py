@@ -267,6 +267,37 @@ def test_without_drift_report_or_test_data_the_pictures_say_why(world, tmp_path)
     assert "Recomputed for the plots" not in (path / "model-comparison.md").read_text()
 
 
+def test_a_champion_other_than_the_registration_comparison_is_rescored(world, tmp_path):
+    """A candidate registered against 1.0.0 rolled out against another champion: the stored
+    interval is said to be against 1.0.0, and the champion's metrics are recomputed on the
+    candidate's test rows (the same month every version here was tested on)."""
+    from retrainer import lifecycle
+    from retrainer.dataio import load_batch, parquet_files
+    from retrainer.report import write_package
+    from retrainer.settings import ModelSettings, Settings
+    from retrainer.training import train
+
+    split, reg = world["split"], world["reg"]
+    settings = Settings(home=world["home"], model=ModelSettings(max_iter=20, random_state=7), gate={"min_auc": 0.55})
+    train(split.train, split.validation, tmp_path / "model", settings.model.model_dump())
+    cmp = lifecycle.evaluate_against_production(reg, tmp_path / "model", split.test, settings.gate)
+    third = lifecycle.register_candidate(
+        reg, tmp_path / "model", frame=load_batch(world["data"]), files=[str(p) for p in parquet_files(world["data"])],
+        split=split, metrics=cmp, validation={"success": True}, trigger="manual", settings=settings, actor="test",
+        context=None)
+    champion = world["cand"]  # 1.0.1, not the 1.0.0 the third version was compared with
+    path = write_package(tmp_path / "home5", third.version, registry=reg, plan=PLAN, decisions=[],
+                         journal_record=None, triggers_file=world["triggers"], production=champion.version)
+    text = (path / "model-comparison.md").read_text()
+    assert f"compared with {world['prod'].version}, not with today's champion {champion.version}" in text
+    c_auc, t_auc = champion.metrics["candidate"]["auc"], third.metrics["candidate"]["auc"]
+    assert f"| auc | {c_auc:.4f} | {t_auc:.4f} | {t_auc - c_auc:+.4f} |" in text
+    assert f"AUC({third.version}) - AUC({world['prod'].version})" in text
+    rows = {r["criterion"]: r for r in json.loads((path / "checklist.json").read_text())}
+    assert rows["final decision"]["result"] == "not judged"
+    assert png_size(path / "canary-metrics.png") == (800, 500)  # "no per-check evidence"
+
+
 def test_a_failed_write_leaves_the_previous_package_untouched(world, tmp_path):
     from retrainer.report import write_package
 
