@@ -1,0 +1,459 @@
+"""Retention: what the registry and the prediction store may forget, and what they must keep.
+
+Two parts, one plan:
+
+* **Registry**: the existing `registry.retention(actor=...)` (artifacts of archived and rejected
+  versions; records stay). It never touches production, the two previous versions, candidates or
+  canaries. On top of that, nothing is removed while a version it would remove is still needed by
+  a running rollout or a pending deferred verdict (the rollout's version and the production it
+  would roll back to) or is routed on the endpoint: the whole registry step is deferred and the
+  result says which version and why (the registry call has no per-version exclusion).
+* **Prediction store** (PHI-adjacent): whole day partitions `predictions/date=YYYY-MM-DD/` whose
+  every row is older than the horizon `now - predictions.retention_days` are deleted, unless a
+  hold needs them: a running rollout (journal `active()`) or a pending deferred verdict (journal
+  `pending_verdicts()`) keeps every partition from that rollout's `started_at` on. Shadow rows
+  carry their request's time, so a request's routed and shadow scores share a partition and are
+  deleted together. A label file (`labels/part-*.parquet`, one per ingested file) is deleted whole
+  when all its labels were ingested before the cutoff and none of its admissions has a kept
+  prediction; otherwise it stays whole.
+
+`plan(...)` only reads (the dry run); `apply(...)` re-plans and acts. Every store deletion is one
+line of `<store root>/retention-audit.jsonl` (append-only, 0600): time, actor, reason, partitions,
+label files, rows, shadow rows, horizon, cutoff and what was kept and why. A partition is first
+renamed to a hidden `.deleting-...` name (readers glob `date=*` and no longer see it), then audited,
+then removed; a run killed in between leaves the hidden name, which the next run audits and
+removes ("finishing an interrupted retention run").
+
+No Prefect here (tasks/retention.py and flows/retention.py wrap it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import deid
+from .clock import utcnow
+from .errors import ConfigError
+from .predstore import INGESTED_AT, SHADOW
+from .registry.rules import CLEANABLE
+from .settings import min_retention_days
+
+log = logging.getLogger(__name__)
+
+AUDIT_FILE = "retention-audit.jsonl"
+DELETING = ".deleting-"
+AUDIT_MODE = 0o600
+KEEP_PREVIOUS_REASON = "previous production version, kept ready for rollback"
+
+
+def _utc(value: str | datetime) -> datetime:
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Keep every prediction partition from `since` on, because of `reason`."""
+    since: datetime
+    reason: str
+    kind: str  # "rollout" or "verdict"
+    version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": _iso(self.since), "reason": self.reason, "kind": self.kind, "version": self.version}
+
+
+def holds(journal) -> list[Hold]:
+    """What the rollout journal still needs: each running rollout's and each pending deferred
+    verdict's rows, from its rollout's start."""
+    out = []
+    for r in journal.active():
+        out.append(Hold(_utc(r.started_at), f"rollout of {r.version} is {r.status} (stage {r.stage}, "
+                        f"{r.traffic:.0%} traffic) since {r.started_at}", "rollout", r.version))
+    for r in journal.pending_verdicts():
+        out.append(Hold(_utc(r.started_at), f"the deferred verdict on {r.version} (promoted over "
+                        f"{r.production or 'none'}) is due {r.verdict_due_at}: it re-reads its rollout's rows "
+                        f"since {r.started_at}", "verdict", r.version))
+    return out
+
+
+@dataclass
+class RetentionPlan:
+    """What a run would delete and keep (see the module doc). Days are ISO dates (UTC)."""
+    now: str
+    retention_days: int
+    minimum_days: int
+    horizon: str  # now - retention_days
+    cutoff: str  # min(horizon, every hold's since): nothing at or after it is deleted
+    holds: list[dict[str, Any]] = field(default_factory=list)
+    delete_partitions: list[dict[str, Any]] = field(default_factory=list)  # {day, files, rows, shadow_rows}
+    kept_partitions: list[dict[str, Any]] = field(default_factory=list)  # older than the horizon: {day, rows, reason}
+    recent_partitions: int = 0  # partitions inside the horizon (kept: the retention period)
+    delete_label_files: list[dict[str, Any]] = field(default_factory=list)  # {file, rows, newest}
+    kept_label_files: list[dict[str, Any]] = field(default_factory=list)  # older than the cutoff: {file, reason}
+    registry_remove: list[str] = field(default_factory=list)
+    registry_kept: list[dict[str, Any]] = field(default_factory=list)  # {version, status, reason}
+    registry_deferred: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(p["rows"] for p in self.delete_partitions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rows": self.rows, "label_rows": sum(f["rows"] for f in self.delete_label_files)}
+
+    def markdown(self, title: str = "Retention") -> str:
+        lines = [f"# {title}", "",
+                 f"Now {self.now}; retention {self.retention_days} days (minimum {self.minimum_days}: label delay "
+                 f"+ the canary's maximum duration); horizon {self.horizon}; cutoff {self.cutoff}.", ""]
+        lines.append(f"**Prediction partitions deleted:** {len(self.delete_partitions)} ({self.rows:,} rows, "
+                     f"{sum(p['shadow_rows'] for p in self.delete_partitions):,} of them shadow)"
+                     + (f": {self.delete_partitions[0]['day']} .. {self.delete_partitions[-1]['day']}"
+                        if self.delete_partitions else ""))
+        lines.append(f"**Partitions kept inside the retention period:** {self.recent_partitions}")
+        if self.kept_partitions:
+            lines += ["", "| partition older than the horizon, kept | rows | why |", "|---|---|---|"]
+            lines += [f"| {p['day']} | {p['rows']:,} | {p['reason']} |" for p in self.kept_partitions]
+        lines += ["", f"**Label files deleted:** {len(self.delete_label_files)} "
+                      f"({sum(f['rows'] for f in self.delete_label_files):,} labels)"]
+        lines += [f"- kept {f['file']}: {f['reason']}" for f in self.kept_label_files]
+        lines += ["", "**Holds (running rollouts, pending deferred verdicts):** "
+                  + ("none" if not self.holds else "")]
+        lines += [f"- since {h['since']}: {h['reason']}" for h in self.holds]
+        lines += ["", "**Registry:** " + (f"artifacts removed for {', '.join(self.registry_remove)}"
+                                          if self.registry_remove else "no artifacts to remove")]
+        if self.registry_deferred:
+            lines.append(f"- deferred: {self.registry_deferred}")
+        lines += ["", "| version kept | status | why |", "|---|---|---|"]
+        lines += [f"| {k['version']} | {k['status']} | {k['reason']} |" for k in self.registry_kept]
+        return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the store's layout
+
+def _partitions(store) -> list[tuple[date, Path]]:
+    root = Path(store.predictions_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.glob("date=*")):
+        try:
+            day = date.fromisoformat(d.name[len("date="):])
+        except ValueError:
+            continue
+        if d.is_dir() and not d.is_symlink():
+            out.append((day, d))
+    return out
+
+
+def _count(files: Iterable[Path]) -> tuple[int, int]:
+    """(rows, shadow rows) of Parquet files (footer row counts; the shadow column only)."""
+    rows = shadow = 0
+    for f in files:
+        try:
+            rows += pq.ParquetFile(f).metadata.num_rows
+            col = pq.read_table(f, columns=[SHADOW]).column(SHADOW)
+            shadow += int(pc.sum(pc.cast(col, pa.int64())).as_py() or 0)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("retention: cannot count rows of %s (%s)", f.name, type(exc).__name__)
+    return rows, shadow
+
+
+def _day_end(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
+
+
+def check_retention_days(retention_days: int, settings) -> int:
+    """The minimum retention for `settings`; ConfigError when `retention_days` is below it."""
+    need = min_retention_days(settings.label_delay, settings.canary.max_duration_hours)
+    if retention_days < need:
+        raise ConfigError(f"predictions.retention_days={retention_days} is below label_delay + "
+                          f"canary.max_duration_hours = {need} days: a canary's matured rows would be deleted "
+                          f"before its verdict; use at least {need}")
+    return need
+
+
+# --------------------------------------------------------------------------------------------------
+# The plan
+
+def plan(store, registry, journal, settings, now: datetime | None = None, *,
+         endpoint_versions: Iterable[str] = (), retention_days: int | None = None) -> RetentionPlan:
+    """What `apply` would do now, without changing anything (the dry run). `endpoint_versions`:
+    versions the endpoint routes to (kept in the registry whatever their status)."""
+    now = _utc(now or utcnow())
+    days = settings.predictions.retention_days if retention_days is None else int(retention_days)
+    need = check_retention_days(days, settings)
+    if not hasattr(store, "predictions_dir"):
+        raise ConfigError(f"prediction-store retention needs the local store layout; {type(store).__name__} has none")
+    horizon = now - timedelta(days=days)
+    hs = holds(journal)
+    cutoff = min([horizon, *(h.since for h in hs)])
+    p = RetentionPlan(now=_iso(now), retention_days=days, minimum_days=need, horizon=_iso(horizon),
+                      cutoff=_iso(cutoff), holds=[h.to_dict() for h in hs])
+
+    kept_dirs: list[Path] = []
+    for day, d in _partitions(store):
+        end = _day_end(day)
+        if end > horizon:
+            p.recent_partitions += 1
+            kept_dirs.append(d)
+            continue
+        files = sorted(d.glob("part-*.parquet"))
+        rows, shadow = _count(files)
+        needed_by = [h for h in hs if h.since < end]
+        if needed_by:
+            kept_dirs.append(d)
+            p.kept_partitions.append({"day": day.isoformat(), "rows": rows,
+                                      "reason": "; ".join(h.reason for h in needed_by)})
+        else:
+            p.delete_partitions.append({"day": day.isoformat(), "files": len(files), "rows": rows,
+                                        "shadow_rows": shadow})
+    _plan_labels(store, p, cutoff, kept_dirs)
+    _plan_registry(registry, journal, p, endpoint_versions)
+    return p
+
+
+def _plan_labels(store, p: RetentionPlan, cutoff: datetime, kept_dirs: list[Path]) -> None:
+    labels_dir = Path(store.labels_dir)
+    files = sorted(labels_dir.glob("part-*.parquet")) if labels_dir.is_dir() else []
+    old = []
+    for f in files:
+        try:
+            t = pq.read_table(f, columns=[deid.ADMISSION_PSEUDONYM, INGESTED_AT])
+        except (OSError, ValueError, KeyError) as exc:
+            p.kept_label_files.append({"file": f.name, "reason": f"unreadable ({type(exc).__name__}): left alone"})
+            continue
+        if not t.num_rows:
+            continue
+        newest = max(t.column(INGESTED_AT).to_pylist())
+        if _utc(newest) < cutoff:
+            old.append((f, t, newest))
+    if not old:
+        return
+    kept_admissions: set[str] = set()
+    for d in kept_dirs:
+        for part in d.glob("part-*.parquet"):
+            try:
+                col = pq.read_table(part, columns=[deid.ADMISSION_PSEUDONYM]).column(deid.ADMISSION_PSEUDONYM)
+            except (OSError, ValueError, KeyError):
+                continue
+            kept_admissions.update(v for v in col.to_pylist() if v)
+    for f, t, newest in old:
+        still = sum(1 for a in t.column(deid.ADMISSION_PSEUDONYM).to_pylist() if a in kept_admissions)
+        if still:
+            p.kept_label_files.append({"file": f.name, "reason": f"{still} of its {t.num_rows} admissions still have "
+                                                                 "kept predictions (a label file is kept whole)"})
+        else:
+            p.delete_label_files.append({"file": f.name, "rows": t.num_rows, "newest": _iso(_utc(newest))})
+
+
+def _plan_registry(registry, journal, p: RetentionPlan, endpoint_versions: Iterable[str]) -> None:
+    records = registry.list()
+    needed: dict[str, str] = {}
+    for r in journal.active():
+        needed.setdefault(r.version, f"its rollout is {r.status}")
+        if r.production:
+            needed.setdefault(r.production, f"production when {r.version}'s running rollout started (its rollback "
+                                            "target)")
+    for r in journal.pending_verdicts():
+        needed.setdefault(r.version, f"its deferred verdict is due {r.verdict_due_at}")
+        if r.production:
+            needed.setdefault(r.production, f"the deferred verdict on {r.version} may roll back to it")
+    for v in endpoint_versions:
+        needed.setdefault(v, "routed on the endpoint")
+    cleanable = [r.version for r in records
+                 if r.status in CLEANABLE and not (r.extra or {}).get("artifacts_removed_at")]
+    blocked = [v for v in cleanable if v in needed]
+    if blocked:
+        p.registry_deferred = "; ".join(f"{v} is {next(r.status for r in records if r.version == v)} but {needed[v]}"
+                                        for v in blocked) + ": no artifacts removed this run"
+    else:
+        p.registry_remove = cleanable
+    for r in records:
+        if r.version in cleanable and not blocked:
+            continue
+        if r.status in CLEANABLE and (r.extra or {}).get("artifacts_removed_at"):
+            continue  # already cleaned: nothing left to keep
+        reason = {"production": "production", "previous": KEEP_PREVIOUS_REASON,
+                  "candidate": "candidate: not cleanable", "canary": "canary: not cleanable"}.get(str(r.status), "")
+        if r.version in needed:
+            reason = f"{reason}; {needed[r.version]}" if reason else needed[r.version]
+        p.registry_kept.append({"version": r.version, "status": str(r.status), "reason": reason or "kept"})
+
+
+# --------------------------------------------------------------------------------------------------
+# Acting
+
+def audit_path(store) -> Path:
+    return Path(store.root) / AUDIT_FILE
+
+
+def append_audit(store, event: dict[str, Any]) -> None:
+    """Append one JSON line (fsync'd, file 0600). A torn last line left by a crash is closed first,
+    so it stays one unreadable line that `read_audit` skips."""
+    path = audit_path(store)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, AUDIT_MODE)
+    try:
+        os.fchmod(fd, AUDIT_MODE)
+        size = os.fstat(fd).st_size
+        prefix = b""
+        if size:
+            os.lseek(fd, size - 1, os.SEEK_SET)
+            if os.read(fd, 1) != b"\n":
+                prefix = b"\n"
+        os.write(fd, prefix + (json.dumps(event, sort_keys=True, default=str) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_audit(store) -> tuple[list[dict[str, Any]], int]:
+    """(events oldest first, unreadable lines skipped)."""
+    path = audit_path(store)
+    if not path.is_file():
+        return [], 0
+    events, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            bad += 1
+    return events, bad
+
+
+def _finish_interrupted(store, actor: str, now: datetime) -> dict[str, Any] | None:
+    """Audit and remove what a killed run renamed but did not remove."""
+    left = []
+    for base in (Path(store.predictions_dir), Path(store.labels_dir)):
+        if base.is_dir():
+            left += sorted(base.glob(f"{DELETING}*"))
+    if not left:
+        return None
+    parts = [x for x in left if x.is_dir()]
+    labels = [x for x in left if x.is_file()]
+    rows, shadow = _count(f for d in parts for f in d.glob("part-*.parquet"))
+    label_rows, _ = _count_labels(labels)
+    event = {"time": _iso(now), "actor": actor, "kind": "retention",
+             "reason": "finishing an interrupted retention run",
+             "partitions": [_original_name(x.name).removeprefix("date=") for x in parts],
+             "label_files": [_original_name(x.name) for x in labels],
+             "rows": rows, "shadow_rows": shadow, "label_rows": label_rows}
+    append_audit(store, event)
+    for x in parts:
+        shutil.rmtree(x, ignore_errors=True)
+    for x in labels:
+        x.unlink(missing_ok=True)
+    return event
+
+
+def _count_labels(files: Iterable[Path]) -> tuple[int, int]:
+    n = 0
+    for f in files:
+        try:
+            n += pq.ParquetFile(f).metadata.num_rows
+        except (OSError, ValueError):
+            pass
+    return n, 0
+
+
+def _original_name(hidden: str) -> str:
+    """`.deleting-<8 hex>-date=2025-01-01` -> `date=2025-01-01`."""
+    return hidden[len(DELETING):].split("-", 1)[1] if hidden.startswith(DELETING) else hidden
+
+
+def apply(store, registry, journal, settings, now: datetime | None = None, *, actor: str,
+          reason: str = "retention", endpoint_versions: Iterable[str] = (),
+          retention_days: int | None = None) -> dict[str, Any]:
+    """Re-plan now, then delete what the plan lists: registry artifacts (`registry.retention`) unless
+    deferred, prediction partitions and label files (audited). Returns the plan's dict plus
+    `registry_removed`, `deleted_partitions`, `deleted_label_files`, `audit` (the line written, or
+    None when nothing was deleted) and `interrupted` (a killed earlier run finished, or None)."""
+    now = _utc(now or utcnow())
+    interrupted = _finish_interrupted(store, actor, now)
+    p = plan(store, registry, journal, settings, now, endpoint_versions=endpoint_versions,
+             retention_days=retention_days)
+    removed = registry.retention(actor=actor) if p.registry_remove else []
+
+    tag = uuid.uuid4().hex[:8]
+    moved: list[Path] = []
+    deleted_parts, deleted_labels = [], []
+    for part in p.delete_partitions:
+        src = Path(store.predictions_dir) / f"date={part['day']}"
+        dst = src.with_name(f"{DELETING}{tag}-{src.name}")
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            continue
+        moved.append(dst)
+        deleted_parts.append(part)
+    for lf in p.delete_label_files:
+        src = Path(store.labels_dir) / lf["file"]
+        dst = src.with_name(f"{DELETING}{tag}-{src.name}")
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            continue
+        moved.append(dst)
+        deleted_labels.append(lf)
+    event = None
+    if moved:
+        event = {"time": _iso(now), "actor": actor, "kind": "retention", "reason": reason,
+                 "retention_days": p.retention_days, "horizon": p.horizon, "cutoff": p.cutoff,
+                 "partitions": [x["day"] for x in deleted_parts],
+                 "rows": sum(x["rows"] for x in deleted_parts),
+                 "shadow_rows": sum(x["shadow_rows"] for x in deleted_parts),
+                 "label_files": [x["file"] for x in deleted_labels],
+                 "label_rows": sum(x["rows"] for x in deleted_labels),
+                 "kept": [{"day": x["day"], "reason": x["reason"]} for x in p.kept_partitions],
+                 "holds": p.holds}
+        append_audit(store, event)  # before removing: a crash after this leaves hidden names the next run clears
+        for x in moved:
+            if x.is_dir():
+                shutil.rmtree(x)
+            else:
+                x.unlink(missing_ok=True)
+    return {**p.to_dict(), "registry_removed": removed, "deleted_partitions": [x["day"] for x in deleted_parts],
+            "deleted_label_files": [x["file"] for x in deleted_labels], "audit": event, "interrupted": interrupted,
+            "dry_run": False}
+
+
+def endpoint_versions(settings, endpoint=None) -> set[str]:
+    """The versions the endpoint routes to: the persisted routing file (local backend), and, when
+    `endpoint` is given and not local, what it reports (best effort: a failure keeps what is known)."""
+    from .serving.routing import read_routing, routing_path  # noqa: PLC0415 - serving's package imports FastAPI
+
+    versions: set[str] = set()
+    try:
+        versions |= {s.version for s in read_routing(routing_path(settings)) or []}
+    except (ValueError, OSError) as exc:
+        log.warning("retention: routing file unreadable (%s); production and previous stay protected anyway",
+                    type(exc).__name__)
+    if endpoint is not None and settings.backend != "local":
+        try:
+            versions |= {str(v["version"]) for v in endpoint.state().get("variants", [])}
+        except Exception as exc:  # noqa: BLE001 - best effort: the registry statuses still protect
+            log.warning("retention: endpoint state unavailable (%s)", type(exc).__name__)
+    return versions
+
+
+__all__ = ["AUDIT_FILE", "Hold", "RetentionPlan", "append_audit", "apply", "audit_path", "check_retention_days",
+           "endpoint_versions", "holds", "plan", "read_audit"]
