@@ -10,9 +10,11 @@ For every rollout the journal lists as `running` whose version the registry stil
   errors; no labels, no AUC);
 * the candidate's ("green") guardrail tests of `live.guardrails`: the error rate's Clopper-Pearson
   lower bound, the p95 latency's lower bound (from `canary.min_requests` requests), any NaN or
-  out-of-range score (routed or shadow). The bounds are Bonferroni-corrected over the looks the
-  watch makes in the rollout's longest life (max(plan, canary.max_duration_hours) / interval), so
-  frequent looks do not make false alarms more likely;
+  out-of-range score (routed or shadow); limits from `settings.canary`, or from the current plan
+  stage's `criteria` (error_rate, p95_latency_ms, min_requests) when the plan has them. The
+  bounds are Bonferroni-corrected over the looks the watch makes in the rollout's longest life
+  (max(plan, canary.max_duration_hours) / interval), so frequent looks do not make false alarms
+  more likely;
 * on a breach: `operations.reject_canary` (endpoint to production at 100% first, then the registry
   status rejected), then the journal (status rolled_back, reason "guardrail: ...").
 
@@ -74,6 +76,23 @@ def looks(record: RolloutRecord, settings) -> int:
     return max(1, math.ceil(life / settings.rollout.guardrail_interval_s))
 
 
+CRITERIA = {"error_rate": "max_error_rate", "p95_latency_ms": "max_p95_latency_ms", "min_requests": "min_requests"}
+
+
+def stage_settings(record: RolloutRecord, settings):
+    """`settings` with the limits of the rollout's current stage: a plan stage's `criteria`
+    (error_rate, p95_latency_ms, min_requests, as in rollout-plans/*.yaml) override the canary's."""
+    stages = (record.plan or {}).get("stages") or []
+    if not stages:
+        return settings
+    crit = (stages[min(max(record.stage, 0), len(stages) - 1)] or {}).get("criteria") or {}
+    over = {field: (int(crit[k]) if field == "min_requests" else float(crit[k]))
+            for k, field in CRITERIA.items() if k in crit}
+    if not over:
+        return settings
+    return settings.model_copy(update={"canary": settings.canary.model_copy(update=over)})
+
+
 def window_stats(window: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per routed variant: n_predictions, n_errors, error_rate, p95 latency, version (the cheap half
     of `PredictionStore.variant_stats`: no labels read)."""
@@ -98,6 +117,7 @@ def check(store, settings, record: RolloutRecord, now: datetime, candidate: str 
         window = window[(window[VARIANT] != candidate) | (window[VERSION].astype(str) == record.version)]
     stats = window_stats(window)
     k = looks(record, settings)
+    settings = stage_settings(record, settings)
     n = int((stats.get(candidate) or {}).get("n_predictions", 0))
     return guardrails(window, settings, stats, k, candidate), n, k
 

@@ -9,8 +9,9 @@ I/O. The rules, in order:
    `settings.rollout.emergency_triggers` (drift, performance, concept: production is known to be
    degrading), else `settings.rollout.plan`. A plan file that does not exist means the canary's
    default plan (`plan=None`, from `settings.canary`);
-3. a human: the gate's `needs_approval` (e.g. the task12 policy's improvement below 5%) makes
-   `needs_approval=True`: the rollout waits for an approver before the canary starts.
+3. a human: the gate's `needs_approval` (e.g. the task12 policy's improvement below 5%), or a plan
+   with `approval: required` (rollout-plans/immediate.yaml), makes `needs_approval=True`: the
+   rollout waits for an approver before the canary starts.
 """
 from __future__ import annotations
 
@@ -83,9 +84,11 @@ def choose(record, settings) -> Selection:
     plan = load_plan_file(path)
     source = str(path) if plan is not None else f"canary defaults ({path} not found)"
     gate = getattr(record, "gate", None) or {}
-    needs = bool(gate.get("needs_approval"))
+    plan_asks = (plan or {}).get("approval") in (True, "required")  # e.g. rollout-plans/immediate.yaml
+    needs = bool(gate.get("needs_approval")) or plan_asks
     kind = f"emergency plan for a {trigger}-triggered candidate" if emergency else "plan"
     reason = f"{record.version}: {kind} {source}" + (
-        f"; the gate asked for a human ({gate.get('reason', '')})" if needs else "")
+        f"; the gate asked for a human ({gate.get('reason', '')})" if gate.get("needs_approval") else "") + (
+        "; the plan needs an approver" if plan_asks else "")
     return Selection("rollout", record.version, reason, plan=plan, plan_source=source, emergency=emergency,
                      needs_approval=needs, trigger=trigger)

@@ -122,3 +122,23 @@ def test_looks_cover_the_longest_life_of_the_rollout(world):
     assert looks(long, s) == 200 * 12
     fast = s.model_copy(update={"rollout": s.rollout.model_copy(update={"guardrail_interval_s": 3600.0})})
     assert looks(rec, fast) == 144
+
+
+def test_a_plan_stage_s_criteria_set_the_limits(world):
+    from retrainer.rollout.guardrail_watch import stage_settings
+
+    s = world["server"].settings
+    rec = world["journal"].get("1.1.0")
+    assert stage_settings(rec, s) is s  # no criteria: the canary's limits
+    staged = rec.__class__(**{**rec.to_dict(), "history": (), "stage": 1, "plan": {"stages": [
+        {"duration_s": 60, "criteria": {"error_rate": 0.02}},
+        {"duration_s": 60, "criteria": {"error_rate": 0.5, "p95_latency_ms": 0.001, "min_requests": 50}}]}})
+    c = stage_settings(staged, s).canary
+    assert (c.max_error_rate, c.max_p95_latency_ms, c.min_requests) == (0.5, 0.001, 50)
+    # a p95 limit of 0.001 ms breaks on any real latency, from the stage's 50 requests on
+    world["journal"].update("1.1.0", "stage", stage=1, plan=staged.plan)
+    world["server"].send(world["traffic"].iloc[:400])
+    world["server"].flush()
+    [res] = look(world)
+    assert res.action == "rolled_back" and "latency" in res.reason, res.reason
+    assert world["server"].registry.get("1.1.0").status == "rejected"

@@ -93,3 +93,11 @@ def test_rollout_settings_defaults_and_env(monkeypatch):
     monkeypatch.setenv("RETRAINER_ROLLOUT__GUARDRAIL_INTERVAL_S", "0")
     with pytest.raises(Exception, match="greater than 0"):
         Settings()
+
+
+def test_a_plan_requiring_an_approval_means_an_approval_first(tmp_path):
+    plan = tmp_path / "immediate.yaml"
+    plan.write_text("strategy: immediate\napproval: required\n")
+    sel = choose(make_record("1.1.0"), Settings(home=tmp_path, rollout={"plan": str(plan)}))
+    assert sel.needs_approval and sel.plan == {"strategy": "immediate", "approval": "required"}
+    assert sel.reason.endswith("; the plan needs an approver")
