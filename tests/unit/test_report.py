@@ -19,7 +19,8 @@ import yaml
 
 from tests.helpers import run_cli, snapshot
 
-pytestmark = pytest.mark.unit
+# one worker builds the world (two trained models, ~20 s) once for the whole module
+pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("report")]
 
 PNGS = ("roc.png", "calibration.png", "psi.png", "canary-metrics.png", "traffic.png")
 PLAN = {"strategy": "canary", "stages": [{"traffic": 0.1, "duration_s": 7200.0, "check_interval_s": 3600.0},
