@@ -3,9 +3,15 @@
 Routes (same shapes as a SageMaker real-time endpoint, so clients do not care which backend runs):
 
 * `GET /ping` - 200 when at least one variant is loaded, else 503.
-* `GET /metrics` - Prometheus text: prediction capture counters (rows written, lost by reason,
-  backlog, durability window; see `capture`), shadow scores and shadow failures per variant, and
-  failed or invalid requests per variant (`unrouted` when the request could not be routed).
+* `GET /metrics` - Prometheus text (prometheus-client, a registry per app; see `metrics`): requests,
+  errors by reason and a latency histogram per variant and version, rows answered, the shadow
+  scores' absolute difference from the routed answer (histogram), current weights per variant and
+  version; then the prediction capture counters (rows written, lost by reason, backlog, durability
+  window; see `capture`), shadow scores and shadow failures per variant, and failed or invalid
+  requests per variant (`unrouted` when the request could not be routed).
+* `GET /status` - no token, read-only (`retrainer.status`): production, candidates, this endpoint's
+  routing, running rollouts and pending deferred verdicts (the rollout journal), the last monitor
+  run; never a secret, an identifier or a path.
 * `POST /invocations` - body `{"instances": [{column: value, ...}, ...]}` (application/json) or CSV
   with a header row of column names (text/csv). Response
   `{"predictions": [{"score": float, "version": str, "variant": str}, ...]}`; the header
@@ -68,8 +74,10 @@ from starlette.requests import ClientDisconnect, Request  # module level: annota
 from .. import schema as S
 from ..clock import utcnow
 from ..errors import ArtifactIntegrityError, RegistryError, RolloutError
+from ..status import endpoint_section, gather
 from .capture import metrics_text
 from .contract import TARGETED, admin_token, check_serving_settings
+from .metrics import ServingMetrics, install_shadow_tap
 from .parsing import ACTOR_HEADER, ACTOR_RE, MAX_STRING_CHARS, BadRequest, admin_request, loads, parse_body
 from .routing import (
     INVOKED_HEADER,
@@ -131,6 +139,12 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
     app = FastAPI(title="retrainer scoring endpoint", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.serving = state
+    metrics = ServingMetrics(lambda: state.table)  # a registry per app: several apps never collide
+    app.state.metrics = metrics
+    install_shadow_tap(state.shadow, metrics)  # shadow scores compared with the routed answers
+    from ..rollout.journal import RolloutJournal  # noqa: PLC0415 - cycle: retrainer.rollout imports this package
+
+    journal = RolloutJournal(settings.home)
 
     def error(status: int, message: str, headers: dict | None = None):
         if status in (408, 413):  # the rest of the body may still be on the wire: do not reuse
@@ -159,9 +173,20 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     @app.get("/metrics")
-    async def metrics():
-        text = metrics_text(state.capture) + serving_metrics_text(state.shadow, state.failures)
+    async def get_metrics():
+        text = (metrics.exposition() + metrics_text(state.capture).encode()
+                + serving_metrics_text(state.shadow, state.failures).encode())
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def public_status() -> bytes:
+        t = state.table
+        ep = endpoint_section(t.variants, running=True, source="endpoint", generation=t.generation,
+                              updated_at=t.updated_at)
+        return _dumps(gather(settings, registry, journal, endpoint=ep, now=state.clock()))
+
+    @app.get("/status")
+    async def get_status():  # no token: read-only, and nothing in it is secret (see retrainer.status)
+        return Response(await run_in_threadpool(public_status), media_type="application/json")
 
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -235,8 +260,10 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
         routed (no parsed instances, unknown target, no model) is counted as `unrouted` only."""
         records = exc.records
         routable = target is None or (target in table.by_name and exc.status != 403)
+        seconds = time.perf_counter() - t0
         if not records or not table.variants or not routable:
             state.failures[(UNROUTED, "invalid")] += 1
+            metrics.refused(UNROUTED, None, exc.status, seconds)
             return
         rows = [safe_keys(r) for r in (records if len(records) <= max_instances else records[:1])]
         if target is not None:
@@ -251,6 +278,7 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
             groups.setdefault(n, []).append(i)
         for name in groups:
             state.failures[(name, "invalid")] += 1
+            metrics.refused(name, table.by_name[name].version, exc.status, seconds)
         capture = state.capture
         if capture is None:
             return
@@ -310,6 +338,7 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
         if failed:  # a failed request: its failing variants' rows were captured as error rows
             for name in failed:
                 state.failures[(name, "failed")] += 1
+                metrics.refused(name, versions[name], 500, time.perf_counter() - t0)
             return error(500, f"internal error: scoring by variant {failed[0]} failed",
                          {REQUEST_ID_HEADER: request_id})
         shadow = state.shadow
@@ -318,9 +347,13 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
             for name, idx in groups.items():
                 jobs = plan.get(name)
                 if jobs:
+                    metrics.routed(request_id, name, scores[idx], None if single else idx)
                     shadow.submit(jobs, records if single else [records[i] for i in idx], request_id,
                                   None if single else idx, now)
         preds = [{"score": float(s), "version": versions[n], "variant": n} for s, n in zip(scores, names)]
+        seconds = time.perf_counter() - t0
+        for name, idx in groups.items():
+            metrics.answered(name, versions[name], len(idx), seconds)
         return Response(_dumps({"predictions": preds}), media_type="application/json",
                         headers={INVOKED_HEADER: ",".join(groups), REQUEST_ID_HEADER: request_id})
 
