@@ -3,10 +3,10 @@ holds. No Prefect, no matplotlib: it reads the package's manifest. The registry 
 tell an unknown version from one that was never rolled out."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from retrainer.errors import RolloutError
 
@@ -68,9 +68,14 @@ def cmd_report(a) -> int:
         if cmd is None:
             print(f"no opener (xdg-open/open) found: the package is at {path}")
         else:
-            subprocess.Popen([*cmd, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
-            print(f"opened {path}")
+            try:  # xdg-open/open hand the folder to the desktop and return at once
+                done = subprocess.run([*cmd, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      stdin=subprocess.DEVNULL, timeout=15, check=False)
+                ok, why = done.returncode == 0, f"exit {done.returncode}"
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                ok, why = False, type(exc).__name__
+            print(f"opened {path}" if ok else f"{Path(cmd[0]).name} could not open it ({why}): the package is "
+                                                f"at {path}")
     return 0
 
 
