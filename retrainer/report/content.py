@@ -286,12 +286,29 @@ def _verdict_row(evidence: dict[str, Any], where: str) -> list[dict[str, Any]]:
                  f"lower bound > -{_num(v.get('tolerance'), 'g')}", result)]
 
 
+def _ab_rows(ab: dict[str, Any]) -> list[dict[str, Any]]:
+    """The A/B test's result (`ab-test-results.json`: its `result` is `ABResult.to_dict()`)."""
+    r = ab.get("result") if isinstance(ab.get("result"), dict) else ab
+    metric = r.get("metric") or ab.get("metric") or "?"
+    winner = ab.get("winner", r.get("winner"))
+    decided = ab.get("decided", r.get("decided"))
+    value = (f"candidate {_num(r.get('estimate_candidate'))} (n {_num(r.get('n_candidate'))}) vs production "
+             f"{_num(r.get('estimate_production'))} (n {_num(r.get('n_production'))}); difference "
+             f"{_signed(r.get('difference'))}, interval [{_signed(r.get('low'))}, {_signed(r.get('high'))}] at "
+             f"alpha {_num(r.get('alpha_per_look'), 'g')} per look ({_num(r.get('looks'))} looks) by "
+             f"{r.get('method') or '-'}; winner {winner or 'none'}")
+    result = INCONCLUSIVE if not decided else {"candidate": PASS, "production": FAIL}.get(winner, INFO)
+    return [_row("ab", f"A/B on {metric}", value, "the interval excludes 0 in the candidate's favour", result)]
+
+
 def checklist_rows(candidate: dict[str, Any], plan: dict[str, Any], decisions: list[dict[str, Any]],
-                   result: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   result: dict[str, Any] | None = None, ab_results: dict[str, Any] | None = None
+                   ) -> list[dict[str, Any]]:
     """The deployment checklist: one row per criterion (`section`, `criterion`, `value`, `limit`,
     `result` in pass/fail/not judged/inconclusive/info): the gate policy's rules and the
     calibration check at registration, each guardrail and the label-free estimate of the final
-    decision's evidence, each stage of the plan, the verdict on matured labels, and the decision."""
+    decision's evidence, each stage of the plan, the verdict on matured labels, the A/B test's result
+    when there is one (`ab_results`: the `ab-test-results.json` document), and the decision."""
     final = decisions[-1] if decisions else None
     evidence, at = evidence_of(decisions, result)
     where = f"check {at}" if at is not None else "final decision"
@@ -299,6 +316,8 @@ def checklist_rows(candidate: dict[str, Any], plan: dict[str, Any], decisions: l
     rows += _guardrail_rows(evidence, where)
     rows += _stage_rows(plan, decisions, final)
     rows += _verdict_row(evidence, where)
+    if ab_results:
+        rows += _ab_rows(ab_results)
     if final is not None:
         action = final.get("action", "?")
         who = final.get("actor") or (result or {}).get("actor") or "-"

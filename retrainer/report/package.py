@@ -342,7 +342,14 @@ def write_package(home: str | os.PathLike, version: str, *, registry, plan: dict
         (tmp / "model-comparison.md").write_text(
             content.comparison_markdown(record, champ_record, champion_version=champion, recomputed=recomputed),
             encoding="utf-8")
-        rows = content.checklist_rows(record, plan, decisions, result)
+        ab_doc = None
+        if (tmp / "ab-test-results.json").exists():
+            try:
+                ab_doc = json.loads((tmp / "ab-test-results.json").read_text(encoding="utf-8"))
+            except ValueError:
+                sources["ab_results"] = "ab-test-results.json is not valid JSON"
+        rows = content.checklist_rows(record, plan, decisions, result,
+                                      ab_doc if isinstance(ab_doc, dict) else None)
         (tmp / "deployment-checklist.md").write_text(content.checklist_markdown(version, rows, strategy=strategy),
                                                      encoding="utf-8")
         (tmp / "checklist.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")

@@ -117,8 +117,14 @@ def world(tmp_path_factory):
     save_drift_report(home, report, production_version=prod.version)
     triggers = tmp / "triggers.yaml"
     shutil.copy(Path(__file__).resolve().parents[2] / "triggers.yaml", triggers)
-    ab = {"metric": "auc", "arms": {"A": {"n": 1000, "auc": 0.71}, "B": {"n": 1000, "auc": 0.73}},
-          "decision": "B"}
+    from retrainer.rollout.ab import ABResult, results_document
+    ev = cand.gate["evidence"]
+    ab = results_document(
+        ABResult("auc", "paired DeLong", ev["n_candidate"], ev["n_production"], ev["pos_candidate"],
+                 ev["pos_production"], ev["auc_candidate"], ev["auc_production"], ev["delta"], ev["low"], ev["high"],
+                 1e-6, 0.05, 1, 0.05, True, ev["low"] > 0, "candidate" if ev["low"] > 0 else None, ev["reason"]),
+        versions={"candidate": cand.version, "production": prod.version}, split={"candidate": 0.5},
+        started_at=T0, decided_at=T0 + timedelta(hours=4))
     path = write_package(home, cand.version, registry=reg, plan=PLAN, decisions=[d.to_dict() for d in decisions],
                          journal_record=journal.get(cand.version).to_dict(), triggers_file=triggers,
                          ab_results=ab)
@@ -212,6 +218,8 @@ def test_checklist_lists_every_criterion_with_its_value(world):
     vrow = by[("verdict", "non-inferiority on matured labels")]
     assert f"{v['delta']:+.4f}" in vrow["value"] and vrow["result"] == {"promote": "pass", "rollback": "fail"}.get(
         v["verdict"], "inconclusive")
+    ab = by[("ab", "A/B on auc")]
+    assert f"difference {world['ab']['result']['difference']:+.4f}" in ab["value"] and ab["result"] == "pass"
     dec = next(r for r in rows if r["section"] == "decision")
     assert dec["value"].startswith(last.action) and dec["result"] == ("pass" if last.action == "promote" else "fail")
     assert f"**Verdict: {last.action.upper()}**" in md and md.count("\n| ") == len(rows) + 1
