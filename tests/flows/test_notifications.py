@@ -108,6 +108,31 @@ def silent_port():
         s.close()
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def notify_log():
+    """The records of the `retrainer.notify` logger, on a handler of its own (Prefect's logging
+    setup, which may run during a test, replaces the root handlers that caplog relies on)."""
+    handler = _Records()
+    logger = logging.getLogger("retrainer.notify")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 # ---------------------------------------------------------------------------------------------
 # Blocks
 
@@ -180,36 +205,35 @@ def test_every_kind_goes_through_the_webhook(prefect_api, home, webhook):
         render(k, model="readmission-30d", **test_fields(k)).subject for k in KINDS]
 
 
-def test_failing_channels_are_reported_not_raised(prefect_api, home, webhook, caplog):
+def test_failing_channels_are_reported_not_raised(prefect_api, home, webhook, notify_log):
     from tasks.notify import notify
 
     closed = free_port()  # nothing listens: connection refused
     good = webhook_block(webhook.port)
     dead_mail, dead_hook = email_block(closed), webhook_block(closed)
-    unknown = f"email/{uid('nope')}"
-    caplog.set_level(logging.WARNING, logger="retrainer.notify")
+    unknown, unknown_type = f"email/{uid('nope')}", f"no-such-type/{uid('x')}"
 
     t0 = time.monotonic()
-    out = notify("guardrail.breach", settings_with([dead_mail, unknown, good, dead_hook], timeout_s=8),
+    out = notify("guardrail.breach", settings_with([dead_mail, unknown, good, dead_hook, unknown_type], timeout_s=8),
                  version="1.2.0", reason="error rate above 1%", measured={"error_rate": 0.03})
     assert time.monotonic() - t0 < 8
 
     assert out["sent"] == [good] and len(webhook.posts) == 1  # the working channel still delivers
-    assert set(out["failed"]) == {dead_mail, unknown, dead_hook}
+    assert set(out["failed"]) == {dead_mail, unknown, dead_hook, unknown_type}
     assert out["failed"][unknown].startswith(f"notify block '{unknown}' not found: create it with")
+    assert out["failed"][unknown_type].startswith(f"notify block '{unknown_type}' not found: create it with")
     assert "ConnectionRefusedError" in out["failed"][dead_mail]
     assert f"notify block '{dead_hook}' failed: ConnectError" in out["failed"][dead_hook]
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    for name in (dead_mail, unknown, dead_hook):
+    errors = [r.getMessage() for r in notify_log.records if r.levelno == logging.ERROR]
+    for name in (dead_mail, unknown, dead_hook, unknown_type):
         assert sum(name in line for line in errors) == 1, errors
 
 
-def test_a_silent_server_is_cut_off_at_the_timeout(prefect_api, home, silent_port, webhook, caplog):
+def test_a_silent_server_is_cut_off_at_the_timeout(prefect_api, home, silent_port, webhook, notify_log):
     from tasks.notify import notify
 
     slow_mail, slow_hook = email_block(silent_port, timeout=60), webhook_block(silent_port, timeout=60)
     good = webhook_block(webhook.port)
-    caplog.set_level(logging.WARNING, logger="retrainer.notify")
 
     t0 = time.monotonic()
     out = notify("rollout.needs_approval", settings_with([slow_mail, slow_hook, good], timeout_s=2),
@@ -219,19 +243,18 @@ def test_a_silent_server_is_cut_off_at_the_timeout(prefect_api, home, silent_por
     assert out["sent"] == [good]
     for name in (slow_mail, slow_hook):
         assert out["failed"][name] == f"notify block '{name}' did not answer within 2s (left running, not waited for)"
-    assert any("did not answer within 2s" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert any("did not answer within 2s" in r.getMessage() and r.levelno == logging.ERROR for r in notify_log.records)
 
 
-def test_no_block_configured_logs_the_notice(home, monkeypatch, caplog):
+def test_no_block_configured_logs_the_notice(home, monkeypatch, notify_log):
     from retrainer.settings import load_settings
     from tasks.notify import notify
 
     monkeypatch.delenv("RETRAINER_NOTIFY_BLOCK", raising=False)
     monkeypatch.delenv("RETRAINER_NOTIFY__BLOCKS", raising=False)
-    caplog.set_level(logging.WARNING, logger="retrainer.notify")
     out = notify("update.planned", load_settings(), version="1.2.0", planned_at="2026-12-07 09:00 UTC")
     assert out["logged"] is True and out["sent"] == [] and out["failed"] == {}
-    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warning = [r.getMessage() for r in notify_log.records if r.levelno == logging.WARNING]
     assert len(warning) == 1
     assert "model update PLANNED: 1.2.0 at 2026-12-07 09:00 UTC (no notify block configured)" in warning[0]
     assert "Advance notice: the readmission model will be updated to version 1.2.0" in warning[0]
