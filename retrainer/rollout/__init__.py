@@ -1,6 +1,7 @@
 """Rollout: how a candidate reaches production, or does not.
 
-- `plan`: the stages (traffic share, duration, check interval) and their dict form;
+- `plan`: the strategy and stages (traffic share, duration, check interval, criteria), from YAML
+  files under rollout-plans/ or their dict form;
 - `policy`: the decision rule a check applies (`check`, `manual`, `Decision`, `LiveEvidence`);
 - `live`: the live evidence a check decides on, read from the store and the registry (`gather`);
 - `statistics`: the DeLong interval of the AUC difference;
@@ -19,12 +20,13 @@ from .operations import (
                          rollback_production,
                          rollback_target,
                          set_canary_traffic,
+                         shadow_variants,
                          start_canary,
                          status,
                          steady_variants,
                          window_stats,
 )
-from .plan import RolloutPlan, Stage, format_duration
+from .plan import CRITERIA, STRATEGIES, RolloutPlan, Stage, format_duration
 from .policy import (
                          ACTIONS,
                          POLICY_ACTOR,
@@ -45,5 +47,6 @@ __all__ = [
     "arms_from_stats", "auc_difference_ci", "canary_variants", "check", "checks_planned", "ci_from_labelled",
     "delong_auc_variance", "gather", "max_extensions", "power_at_start",
     "format_duration", "manual", "pick_candidate", "promote_canary", "reject_canary", "rollback_production",
-    "rollback_target", "set_canary_traffic", "start_canary", "status", "steady_variants", "window_stats",
+    "rollback_target", "set_canary_traffic", "shadow_variants", "start_canary",
+    "CRITERIA", "STRATEGIES", "status", "steady_variants", "window_stats",
 ]

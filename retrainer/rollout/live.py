@@ -22,9 +22,17 @@ from .. import schema as S
 from ..deid import PATIENT_PSEUDONYM
 from ..evidence import Evidence, compare_paired, compare_unpaired, pool
 from ..evidence.cbpe import Calibration, estimate_difference
-from ..evidence.guardrails import error_rate_guardrail, latency_guardrail, output_guardrail
+from ..evidence.guardrails import (
+    GuardrailResult,
+    clopper_pearson_lower,
+    error_rate_guardrail,
+    latency_guardrail,
+    output_guardrail,
+    relative_latency_guardrail,
+)
 from ..evidence.power import power_statement
 from ..predstore import (
+    ERROR,
     LATENCY,
     PAIR_READ,
     SHADOW,
@@ -36,6 +44,7 @@ from ..predstore import (
     routed,
     shadow_summary,
 )
+from . import ab
 from .policy import LiveEvidence, arms_from_stats, max_extensions
 
 # the columns one read of a check's window serves: paired scores, guardrails and shadow checks
@@ -147,9 +156,65 @@ def guardrails(window, settings, stats, checks: int, candidate: str = "green") -
     return tuple(out)
 
 
+def disagreement_guardrail(n_pairs: int, cross_rate: float | None, limit: float, checks: int = 1,
+                           alpha: float = 0.05) -> GuardrailResult:
+    """Fires iff the Clopper-Pearson lower bound of the share of rows the two models put on
+    different sides of 0.5 (at level 1 - alpha/checks) exceeds `limit`."""
+    level = 1 - alpha / max(int(checks), 1)
+    if not n_pairs or cross_rate is None:
+        return GuardrailResult("disagreement", False, "disagreement with production: no row scored by both yet",
+                               0, None, None, limit, level, judged=False, checks=checks)
+    k = int(round(cross_rate * n_pairs))
+    low = clopper_pearson_lower(k, n_pairs, level)
+    fired = low > limit
+    return GuardrailResult(
+        "disagreement", fired,
+        f"disagreement with production: {k:,} of {n_pairs:,} rows on the other side of 0.5 ({cross_rate:.3g}); "
+        f"Clopper-Pearson lower bound {low:.3g} at {level:.4g} {'>' if fired else '<='} limit {limit:g}: "
+        f"{'FIRED' if fired else 'ok'}", n_pairs, cross_rate, low, limit, level, checks=checks)
+
+
+def stage_criteria(stage_window, stage, settings, checks: int, candidate: str = "green",
+                   production: str = "blue") -> tuple[tuple[GuardrailResult, ...], int]:
+    """The current stage's criteria (`Stage.criteria`) on the rows since the stage began, as
+    guardrail tests (a criterion fails only when its confidence bound is past the limit), and the
+    number of the candidate's requests they were judged on: routed rows, or for a shadow stage the
+    candidate's shadow-scored rows."""
+    limits = stage.limits
+    alpha = settings.canary.guardrail_alpha
+    need = int(limits.get("min_requests", settings.canary.min_requests))
+    out: list[GuardrailResult] = []
+    if stage.shadow:
+        rows = stage_window[(stage_window[VARIANT] == candidate) & stage_window[SHADOW].eq(True)]
+    else:
+        traffic = routed(stage_window)
+        rows = traffic[traffic[VARIANT] == candidate]
+    n = int(len(rows))
+    errors = int(rows[ERROR].astype(bool).sum()) if n else 0
+    ok_lat = rows.loc[~rows[ERROR].astype(bool), LATENCY].dropna().to_numpy(dtype=float) if n else []
+    if "error_rate" in limits:
+        out.append(error_rate_guardrail(errors, n, limits["error_rate"], checks, alpha))
+    if "p95_latency_ms" in limits:
+        out.append(latency_guardrail(ok_lat, limits["p95_latency_ms"], need, checks, alpha))
+    if "latency_spike" in limits:
+        traffic = routed(stage_window)
+        prod = traffic.loc[(traffic[VARIANT] == production) & ~traffic[ERROR].astype(bool), LATENCY]
+        out.append(relative_latency_guardrail(ok_lat, prod.dropna().to_numpy(dtype=float), limits["latency_spike"],
+                                              need, checks, alpha))
+    if "max_disagreement" in limits:
+        d = (shadow_summary(stage_window, production=production).get(candidate) or {}).get("disagreement") or {}
+        out.append(disagreement_guardrail(int(d.get("n_pairs", 0)), d.get("cross_rate"), limits["max_disagreement"],
+                                          checks, alpha))
+    return tuple(out), n
+
+
 def gather(store, registry, settings, *, candidate_version: str, start: datetime, now: datetime, checks: int,
-           candidate: str = "green", production: str = "blue") -> LiveEvidence:
-    """Everything a canary check decides on (see the module doc)."""
+           candidate: str = "green", production: str = "blue", plan=None, stage: int | None = None,
+           stage_start: datetime | None = None) -> LiveEvidence:
+    """Everything a canary check decides on (see the module doc). With `plan` (and the current
+    `stage` and its `stage_start`), also the stage's criteria on the stage's rows, and for an ab
+    plan the A/B test's look (`retrainer.rollout.ab`)."""
+    rejected = _rejected(registry, candidate_version)
     stats = store.variant_stats(start, now)
     cand, prod = arms_from_stats(stats, candidate, production)
     window = store.read(start, now, columns=WINDOW_COLUMNS)  # read once: pairs, guardrails, shadow checks
@@ -160,8 +225,47 @@ def gather(store, registry, settings, *, candidate_version: str, start: datetime
     estimate, why = label_free(window, record, current, settings, checks, candidate, production)
     if why:
         notes.append(why)
+    criteria: tuple[GuardrailResult, ...] = ()
+    stage_requests = None
+    ab_result = None
+    if plan is not None and plan.stages:
+        index = plan.stage_at(now - start)[0] if stage is None else int(stage)
+        cur = plan.stages[index]
+        since = stage_start or (start + plan.stage_start(index))
+        stage_window = window if since <= start else window[window[TS] >= since]
+        if cur.criteria:
+            criteria, stage_requests = stage_criteria(stage_window, cur, settings, checks, candidate, production)
+        if plan.strategy == "ab":
+            ab_result = ab_look(store, plan, settings, start, now)
     return LiveEvidence(cand, prod, guardrails(window, settings, stats, checks, candidate),
-                        estimate, verdict, tuple(notes))
+                        estimate, verdict, tuple(notes), criteria, stage_requests, ab_result, rejected)
+
+
+def _rejected(registry, version: str) -> str | None:
+    """Who rejected `version` and why, when the registry already has it rejected (e.g. the
+    5-minute guardrails deployment rolled it back between two checks of the flow)."""
+    rec = registry.get(version)
+    if str(rec.status) != "rejected":
+        return None
+    events = [e for e in registry.audit() if e.get("version") == version and e.get("to") == "rejected"]
+    if events:
+        return f"{version} was rejected by {events[-1].get('actor')}: {events[-1].get('reason')}"
+    return f"{version} is already rejected in the registry"
+
+
+def ab_looks(plan) -> int:
+    """How many looks the A/B test makes: one per check from min_duration to max_duration."""
+    ab = plan.ab_settings
+    span = float(ab.get("max_duration_s", 0)) - float(ab.get("min_duration_s", 0))
+    return max(1, int(span // plan.stages[0].check_interval.total_seconds()) + 1)
+
+
+def ab_look(store, plan, settings, start: datetime, now: datetime):
+    """One look of the A/B test (`retrainer.rollout.ab.evaluate_store`) over [start, now]."""
+    s = plan.ab_settings
+    kw = {k: s[k] for k in ("min_per_arm", "min_positives") if k in s}
+    return ab.evaluate_store(store, start, now, s.get("metric", "auc"), label_delay=settings.label_delay,
+                             alpha=s.get("alpha", 0.05), looks=ab_looks(plan), **kw)
 
 
 def rows_per_day(store, now: datetime, days: int = 7) -> float:

@@ -48,6 +48,13 @@ def canary_variants(registry, candidate: str, traffic: float) -> list[dict[str, 
     return _specs(pairs)
 
 
+def shadow_variants(registry, candidate: str) -> list[dict[str, Any]]:
+    """The shadow strategy's endpoint: production ("blue") at 1.0 answers every request, the
+    candidate ("green") loaded at 0.0 answers none but scores every request in shadow (serving
+    shadow mode "candidate"), the kept previous versions as weight-0 standbys."""
+    return canary_variants(registry, candidate, 0.0)
+
+
 def pick_candidate(registry, candidate: str | None = None) -> str:
     """The version to canary: `candidate` if given, else the one already in canary, else the
     newest candidate. RolloutError (one line) when there is none or it cannot be canaried."""
@@ -68,11 +75,16 @@ def pick_candidate(registry, candidate: str | None = None) -> str:
     return candidate
 
 
-def check_approval(record, approved_by: str | None, approvers: list[str] | None) -> None:
+def check_approval(record, approved_by: str | None, approvers: list[str] | None, *,
+                   required: str | None = None) -> None:
     """A version whose gate policy asked for a human review (`record.gate["needs_approval"]`, e.g.
-    Task 12's improvement below 5%) starts only with the approval of one of `approvers`."""
+    Task 12's improvement below 5%) starts only with the approval of one of `approvers`; so does
+    any rollout whose plan requires one (`required`: why, e.g. "an immediate rollout")."""
     gate = getattr(record, "gate", None) or {}
-    if not gate.get("needs_approval"):
+    if required and not approved_by:
+        raise RolloutError(f"{record.version}: {required} needs a named approver; pass --approved-by NAME "
+                           f"(one of {', '.join(approvers or []) or 'settings.approvers'})")
+    if not gate.get("needs_approval") and not required:
         return
     if not approved_by:
         raise RolloutError(f"{record.version} needs a human approval before its rollout (gate policy "
@@ -82,18 +94,26 @@ def check_approval(record, approved_by: str | None, approvers: list[str] | None)
 
 
 def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: str, reason: str,
-                 approved_by: str | None = None, approvers: list[str] | None = None) -> dict[str, Any]:
-    """candidate -> canary in the registry (skipped if already canary), then the canary weights.
-    A version whose gate asked for a review needs `approved_by` among `approvers`."""
+                 approved_by: str | None = None, approvers: list[str] | None = None,
+                 approval_required: str | None = None, route: bool = True) -> dict[str, Any]:
+    """candidate -> canary in the registry (skipped if already canary), then the canary weights
+    (`traffic` 0: the shadow layout, candidate loaded at weight 0). A version whose gate asked for
+    a review, or a plan that requires an approval (`approval_required`: why), needs `approved_by`
+    among `approvers`. `route` False leaves the endpoint as it is (an immediate rollout switches
+    at its promotion)."""
     rec = registry.get(candidate)
     if rec.status == Status.CANDIDATE:
-        check_approval(rec, approved_by, approvers)
+        check_approval(rec, approved_by, approvers, required=approval_required)
         if approved_by:
             reason = f"{reason}; approved by {approved_by}"
         registry.set_status(candidate, Status.CANARY, actor=actor, reason=reason)
     elif rec.status != Status.CANARY:
         raise RolloutError(f"{candidate} is {rec.status}; only a candidate can go on canary")
     prod = registry.production()
+    if not route:
+        if prod is None:
+            raise RolloutError("there is no production version: a rollout needs one to compare against")
+        return {"candidate": candidate, "production": prod.version, "traffic": 0.0, "endpoint": {}}
     state = endpoint.set_variants(canary_variants(registry, candidate, traffic), actor=actor,
                                   reason=f"canary {candidate} at {traffic:.0%}: {reason}")
     return {"candidate": candidate, "production": prod.version if prod else None, "traffic": traffic,
@@ -109,6 +129,7 @@ def set_canary_traffic(registry, endpoint, candidate: str, traffic: float, *,
 def promote_canary(registry, endpoint, candidate: str, *, actor: str, reason: str) -> dict[str, Any]:
     """canary -> production (old production -> previous, two kept), then candidate blue at 100%
     and the old production as previous-1 standby. Idempotent."""
+    t0 = time.perf_counter()
     rec = registry.get(candidate)
     before = registry.production()
     if rec.status != Status.PRODUCTION:
@@ -116,9 +137,10 @@ def promote_canary(registry, endpoint, candidate: str, *, actor: str, reason: st
             raise RolloutError(f"{candidate} is {rec.status}; only a canary version can be promoted here")
         registry.promote(candidate, actor=actor, reason=reason)
     state = endpoint.set_variants(steady_variants(registry), actor=actor, reason=f"promote {candidate}: {reason}")
+    # the endpoint has confirmed the candidate at 100% when set_variants returns
     return {"action": "promote", "version": candidate,
             "replaced": before.version if before and before.version != candidate else None,
-            "endpoint": _brief(state)}
+            "cutover_ms": round((time.perf_counter() - t0) * 1000, 2), "endpoint": _brief(state)}
 
 
 def reject_canary(registry, endpoint, candidate: str, *, actor: str, reason: str) -> dict[str, Any]:

@@ -81,13 +81,25 @@ class LiveEvidence:
     label_free: Any | None = None
     verdict: Any | None = None
     notes: tuple[str, ...] = ()
+    criteria: tuple[Any, ...] = ()      # the current stage's criteria results (like guardrails)
+    stage_requests: int | None = None   # the candidate's requests (shadow: scored rows) in the current stage
+    ab: Any | None = None               # the A/B test's look (`ab.ABResult`), strategy ab only
+    rejected: str | None = None         # the registry already has the candidate rejected: by whom, why
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidate": asdict(self.candidate), "production": asdict(self.production),
-                "guardrails": [g.to_dict() for g in self.guardrails],
-                "label_free": self.label_free.to_dict() if self.label_free is not None else None,
-                "verdict": self.verdict.to_dict() if self.verdict is not None else None,
-                "notes": list(self.notes)}
+        out = {"candidate": asdict(self.candidate), "production": asdict(self.production),
+               "guardrails": [g.to_dict() for g in self.guardrails],
+               "label_free": self.label_free.to_dict() if self.label_free is not None else None,
+               "verdict": self.verdict.to_dict() if self.verdict is not None else None,
+               "notes": list(self.notes)}
+        if self.criteria or self.stage_requests is not None:
+            out["criteria"] = [g.to_dict() for g in self.criteria]
+            out["stage_requests"] = self.stage_requests
+        if self.ab is not None:
+            out["ab"] = self.ab.to_dict()
+        if self.rejected is not None:
+            out["rejected"] = self.rejected
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,8 @@ def checks_planned(plan: RolloutPlan, settings) -> int:
     """K, the number of checks a rollout may make up to its maximum duration: the guardrails'
     Bonferroni divisor (at least the plan's own checks)."""
     c = getattr(settings, "canary", settings)
+    if not plan.stages:
+        return 1
     end = max(plan.duration, timedelta(hours=c.max_duration_hours))
     k, t = 0, timedelta(0)
     while t < end:
@@ -138,6 +152,8 @@ def checks_planned(plan: RolloutPlan, settings) -> int:
 def max_extensions(plan: RolloutPlan, settings) -> int:
     """How many times the last stage may be extended before the end passes max_duration_hours."""
     c = getattr(settings, "canary", settings)
+    if not plan.stages:
+        return 0
     limit = timedelta(hours=c.max_duration_hours)
     n = 0
     while plan.end(n + 1) <= limit:
@@ -146,43 +162,69 @@ def max_extensions(plan: RolloutPlan, settings) -> int:
 
 
 def check(plan: RolloutPlan, started_at: datetime, now: datetime, live: LiveEvidence, settings,
-          extensions: int = 0, *, held: bool = False) -> Decision:
+          extensions: int = 0, *, held: bool = False, stage: int | None = None,
+          stage_started_at: datetime | None = None) -> Decision:
     """The policy decision at time `now` for a rollout started at `started_at` (see module doc).
 
     `settings`: `Settings` or `CanarySettings`. `extensions`: how often the last stage was already
     extended. `held`: the previous check was a `hold` for a human who did not answer in time.
+    `stage`/`stage_started_at`: the stage in force and when it began (the flow tracks them: a stage
+    whose criteria are not met yet runs past its duration); None: from the elapsed time.
     """
     c = getattr(settings, "canary", settings)
     elapsed = now - started_at
     if elapsed < timedelta(0):
         raise ValueError("now is before the rollout started")
     extensions = int(extensions)
-    end = plan.end(extensions)
+    if plan.strategy == "immediate" or not plan.stages:
+        return Decision("promote", "immediate rollout: 100% of traffic at once, approved before the start",
+                        elapsed, 1.0, traffic=1.0, decided_at=now, details={"strategy": plan.strategy},
+                        evidence=live.to_dict())
+    if stage is None:
+        index, cur = plan.stage_at(elapsed)
+        stage_start = started_at + plan.stage_start(index)
+    else:
+        index, cur = int(stage), plan.stages[int(stage)]
+        stage_start = stage_started_at or (started_at + plan.stage_start(index))
+    last = index == len(plan.stages) - 1
+    stage_end = stage_start + cur.duration * (1 + (extensions if last else 0))
+    end = (stage_end - started_at) if last else (stage_start - started_at) + (plan.end(extensions)
+                                                                            - plan.stage_start(index))
+    if plan.strategy == "ab":
+        end = timedelta(seconds=float(plan.ab_settings.get("max_duration_s", cur.duration.total_seconds())))
     progress = min(1.0, elapsed / end) if end > timedelta(0) else 1.0
-    index, stage = plan.stage_at(elapsed)
     v = live.verdict
     ci = None
     if v is not None and v.low is not None:
         ci = {"low": v.low, "high": v.high, "level": v.level, "method": v.method, "se": v.se}
     details = {"candidate": asdict(live.candidate), "production": asdict(live.production),
-               "extensions": extensions, "stage": index, "auc_tolerance": c.auc_tolerance}
+               "extensions": extensions, "stage": index, "auc_tolerance": c.auc_tolerance,
+               "strategy": plan.strategy, "stage_started_at": stage_start.isoformat()}
     evidence = live.to_dict()
+    limit = timedelta(hours=c.max_duration_hours)
 
-    def decide(action: Action, reason: str, traffic: float | None, wait: timedelta | None = None) -> Decision:
+    def decide(action: Action, reason: str, traffic: float | None, wait: timedelta | None = None,
+               **extra: Any) -> Decision:
         nxt = None
         if action in ("continue", "extend"):
-            nxt = now + stage.check_interval
-            if action == "continue":
-                nxt = min(nxt, started_at + end)  # never sleep past the end
+            nxt = now + cur.check_interval
+            if action == "continue" and not extra.get("advance_to"):
+                nxt = min(nxt, max(now, started_at + end) if last or plan.strategy == "ab" else max(now, stage_end))
         elif action == "hold":
             nxt = now + (wait or timedelta(0))
         return Decision(action, reason, elapsed, progress, v.delta if v is not None else None, ci, traffic,
-                        decided_at=now, next_check_at=nxt, details=details, evidence=evidence)
+                        decided_at=now, next_check_at=nxt, details={**details, **extra}, evidence=evidence)
 
-    # 1. Guardrails and the label-free estimate, at any check.
+    # 0. Another process (the 5-minute guardrails, a person) already rejected the candidate.
+    if live.rejected:
+        return decide("rollback", f"already rolled back elsewhere: {live.rejected}", 0.0, already_rejected=True)
+    # 1. Guardrails, the stage's criteria and the label-free estimate, at any check.
     fired = [g for g in live.guardrails if g.fired]
     if fired:
         return decide("rollback", f"guardrail: {fired[0].reason}", 0.0)
+    broken = [g for g in live.criteria if g.fired]
+    if broken:
+        return decide("rollback", f"stage {index + 1} criteria: {broken[0].reason}", 0.0)
     if live.label_free is not None and getattr(live.label_free, "worse", False):
         return decide("rollback", f"label-free estimate: {live.label_free.reason}", 0.0)
 
@@ -191,30 +233,80 @@ def check(plan: RolloutPlan, started_at: datetime, now: datetime, live: LiveEvid
         return decide("rollback", f"no human decision within {c.human_timeout_hours:g} h on an inconclusive "
                                   f"canary: rolling back ({verdict_text})", 0.0)
 
-    # 2. Before the end: keep going (at the current stage's traffic).
-    if elapsed < end:
-        left = end - elapsed
-        return decide("continue", f"stage {index + 1}/{len(plan.stages)} at {stage.traffic:.0%} traffic; "
-                                  f"{progress:.0%} done, {format_duration(left)} left; no guardrail fired",
-                      stage.traffic)
+    if plan.strategy == "ab":
+        return _ab_decision(plan, elapsed, end, live, decide, cur)
 
-    # 3. At/after the end: the non-inferiority verdict on matured labels.
+    need = int(cur.limits.get("min_requests", 0))
+    have = live.stage_requests
+    enough = need == 0 or (have is not None and have >= need)
+    held_on = (f"criteria held on {have:,} requests" if have is not None else "no criteria")
+
+    # 2. Before the stage's end: keep going at its traffic.
+    if now < stage_end:
+        left = (started_at + end - now) if last else (stage_end - now)
+        what = "shadow (weight 0)" if cur.shadow else f"{cur.traffic:.0%} traffic"
+        return decide("continue", f"stage {index + 1}/{len(plan.stages)} at {what}; {progress:.0%} done, "
+                                  f"{format_duration(left)} left in {'the rollout' if last else 'the stage'}; "
+                                  "no guardrail fired" + (f"; {held_on}" if cur.criteria else ""), cur.traffic)
+
+    # 3. An intermediate stage at/after its end: advance when its criteria held on enough requests.
+    if not last:
+        nxt = plan.stages[index + 1]
+        if enough:
+            return decide("continue", f"stage {index + 1} -> {index + 2}: {held_on}"
+                                      + (f" (>= {need:,} needed)" if need else "")
+                                      + f"; candidate to {nxt.traffic:.0%} traffic", nxt.traffic, advance_to=index + 1)
+        if elapsed + cur.check_interval <= limit:
+            return decide("extend", f"stage {index + 1}: {have or 0:,} of the {need:,} requests its criteria need; "
+                                    f"extending the stage (maximum {c.max_duration_hours:g} h in all)", cur.traffic)
+        return _inconclusive(c, decide, cur, f"stage {index + 1} has {have or 0:,} of the {need:,} requests its "
+                                             "criteria need at the maximum duration")
+
+    # 4. At/after the end of the last stage: the non-inferiority verdict on matured labels.
     verdict = v.verdict if v is not None else "inconclusive"
-    if verdict == "promote":
+    if verdict == "promote" and enough:
         est = f"; label-free: {live.label_free.reason}" if live.label_free is not None else ""
-        return decide("promote", f"non-inferior: {verdict_text}; no guardrail fired{est}", 1.0)
+        crit = f"; stage {index + 1} {held_on}" if cur.criteria else ""
+        cut = "; blue/green cutover to 100%" if plan.strategy == "shadow" else ""
+        return decide("promote", f"non-inferior: {verdict_text}; no guardrail fired{crit}{est}{cut}", 1.0)
     if verdict == "rollback":
         return decide("rollback", f"inferior: {verdict_text}", 0.0)
+    if not enough:
+        verdict_text = f"{verdict_text}; stage {index + 1} has {have or 0:,} of the {need:,} requests its criteria need"
     if extensions < max_extensions(plan, settings):
         return decide("extend", f"{verdict_text}: extending by {format_duration(plan.stages[-1].duration)} "
                                 f"(extension {extensions + 1} of {max_extensions(plan, settings)}, maximum "
                                 f"{c.max_duration_hours:g} h)", plan.stages[-1].traffic)
+    return _inconclusive(c, decide, cur, verdict_text)
+
+
+def _inconclusive(c, decide, cur, text: str) -> Decision:
     if c.inconclusive == "human":
-        return decide("hold", f"{verdict_text}; at the maximum duration: waiting up to {c.human_timeout_hours:g} h "
+        return decide("hold", f"{text}; at the maximum duration: waiting up to {c.human_timeout_hours:g} h "
                               "for a human decision (`retrainer canary promote|rollback --reason ...`)",
-                      plan.stages[-1].traffic, timedelta(hours=c.human_timeout_hours))
-    return decide("rollback", f"{verdict_text}; still inconclusive at the maximum duration "
+                      cur.traffic, timedelta(hours=c.human_timeout_hours))
+    return decide("rollback", f"{text}; still inconclusive at the maximum duration "
                               f"({c.max_duration_hours:g} h): policy rolls back", 0.0)
+
+
+def _ab_decision(plan: RolloutPlan, elapsed: timedelta, end: timedelta, live: LiveEvidence, decide, cur) -> Decision:
+    """Strategy ab: from `min_duration` on, the A/B test's winner decides; no winner by
+    `max_duration`: production stays."""
+    ab = plan.ab_settings
+    min_d = timedelta(seconds=float(ab.get("min_duration_s", 0)))
+    r = live.ab
+    if elapsed < min_d:
+        return decide("continue", f"A/B at {cur.traffic:.0%} / {1 - cur.traffic:.0%}: "
+                                  f"{format_duration(min_d - elapsed)} before the first decision; no guardrail fired",
+                      cur.traffic)
+    if r is not None and getattr(r, "decided", False) and r.winner == "candidate":
+        return decide("promote", f"A/B winner candidate: {r.reason}", 1.0)
+    if r is not None and getattr(r, "decided", False) and r.winner == "production":
+        return decide("rollback", f"A/B winner production: {r.reason}", 0.0)
+    why = r.reason if r is not None else "no A/B result (retrainer.rollout.ab not available)"
+    if elapsed >= end:
+        return decide("rollback", f"no winner: production stays ({why})", 0.0)
+    return decide("continue", f"A/B undecided ({why}); {format_duration(end - elapsed)} left", cur.traffic)
 
 
 def manual(action: Action, actor: str, reason: str, *, now: datetime | None = None,

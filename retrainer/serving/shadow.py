@@ -2,8 +2,11 @@
 path, so production and candidate have **paired** scores on identical live rows.
 
 Modes (`serving.shadow`): `"off"`; `"candidate"` (default): when production ("blue") and the
-candidate ("green") are both loaded with weight > 0, a row answered by one of them (or by any other
-weighted variant) is also scored by the other(s) of the two; `"all"`: by every loaded variant,
+candidate ("green") are both loaded and at least one of them has weight > 0, a row answered by one
+of them (or by any other weighted variant) is also scored by the other(s) of the two. So a
+candidate loaded at weight 0 (the shadow strategy: it answers nothing) scores every request in
+shadow, and so does production at weight 0 while a candidate takes 100% (the last stage of a
+linear rollout); `"all"`: by every loaded variant,
 weight-0 standbys included. Only the routed variant's answer is returned. Requests that chose their
 variant by header (`targeted`) are not scored in shadow, and nothing is when capture is off (the
 scores would go nowhere).
@@ -72,7 +75,7 @@ def shadow_plan(table: RoutingTable, mode: str) -> dict[str, tuple[Job, ...]]:
         others = list(table.variants)
     else:
         pair = [table.by_name.get(PRODUCTION), table.by_name.get(CANDIDATE)]
-        if any(s is None or s.weight <= 0 for s in pair):
+        if any(s is None for s in pair) or all(s.weight <= 0 for s in pair):
             return {}
         others = pair
     plan = {}
