@@ -1,4 +1,5 @@
-"""`retrainer canary start|status|promote|rollback|verdict` and `retrainer rollback`.
+"""`retrainer canary start|status|promote|rollback|verdict`, `retrainer rollout validate` and
+`retrainer rollback`.
 
 `retrainer rollback` is plain Python: a weight change on the endpoint plus the registry record
 (`retrainer.rollout.rollback_production`), in milliseconds, so it never imports Prefect. The canary
@@ -109,12 +110,39 @@ def cmd_canary_start(a) -> int:
     """Run the canary flow for the newest (or the named) candidate in this process."""
     from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
 
-    result = canary(candidate=a.candidate, actor=a.actor or user(), approved_by=a.approved_by)
+    plan = None
+    if a.plan:
+        from retrainer.rollout.plan import RolloutPlan  # noqa: PLC0415 - heavy: pandas via retrainer.rollout
+
+        RolloutPlan.from_file(a.plan)  # a bad plan: one error line, before Prefect starts or anything changes
+        plan = a.plan
+    result = canary(candidate=a.candidate, plan=plan, actor=a.actor or user(), approved_by=a.approved_by)
     if a.json:
         print_json(result)
     else:
         print(f"canary {result['candidate']}: {result['action'].upper()} ({result['actor']}): {result['reason']}")
     return 0
+
+
+def cmd_rollout_validate(a) -> int:
+    """Read and check a plan file: one paragraph describing it, or one error line (exit 2)."""
+    from retrainer.rollout.plan import RolloutPlan  # noqa: PLC0415 - heavy: pandas via retrainer.rollout
+
+    plan = RolloutPlan.from_file(a.file)
+    if a.json:
+        print_json(plan.to_dict())
+    else:
+        print(f"{a.file}: ok. {plan.summary()}")
+    return 0
+
+
+def add_rollout(sub) -> None:
+    """`retrainer rollout validate FILE`."""
+    ro = sub.add_parser("rollout", help="rollout plans").add_subparsers(dest="sub", required=True)
+    rv = ro.add_parser("validate", help="check a rollout plan file and describe it (exit 2 on a bad plan)")
+    rv.add_argument("file", help="a YAML plan, e.g. rollout-plans/protocol24-linear.yaml")
+    rv.add_argument("--json", action="store_true", help="print the plan's dict form")
+    rv.set_defaults(func=cmd_rollout_validate)
 
 
 def cmd_canary_status(a) -> int:
@@ -174,6 +202,8 @@ def add_canary(sub) -> None:
     can = sub.add_parser("canary", help="the canary rollout").add_subparsers(dest="sub", required=True)
     cs = can.add_parser("start", help="run the canary flow for the newest candidate (local run)")
     cs.add_argument("--candidate", default=None)
+    cs.add_argument("--plan", default=None, metavar="FILE",
+                    help="a rollout plan file (rollout-plans/*.yaml; default: settings.canary's one stage)")
     cs.add_argument("--actor", default=None)
     cs.add_argument("--approved-by", default=None,
                     help="an approver's name, for a version whose gate policy asked for a review")

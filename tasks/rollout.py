@@ -25,11 +25,13 @@ from prefect.artifacts import (
 )
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
 from prefect.states import Scheduled
 
 from retrainer import clock, rollout
 from retrainer.backends import Backend
 from retrainer.rollout import Decision, RolloutPlan, format_duration, verdict
+from retrainer.rollout.journal import RolloutJournal
 from retrainer.settings import Settings
 
 from .runtime import IN_PROCESS, ONCE_PER_RUN, artifact_key, per_run
@@ -46,6 +48,7 @@ class CanaryStart:
     progress_artifact: str  # the progress artifact's id
     endpoint: dict[str, Any] = field(default_factory=dict)  # the endpoint's variants after the start
     power: dict[str, Any] = field(default_factory=dict)  # the day-0 power statement (`text` and numbers)
+    strategy: str = "canary"
 
     @classmethod
     def of(cls, value: CanaryStart | dict[str, Any]) -> CanaryStart:
@@ -63,6 +66,7 @@ class AppliedDecision:
     version: str
     endpoint: dict[str, Any] | None = None
     replaced: str | None = None  # promote: the production version it replaced
+    cutover_ms: float | None = None  # promote: the call to the endpoint confirming 100% on the candidate
 
     @classmethod
     def of(cls, value: AppliedDecision | dict[str, Any]) -> AppliedDecision:
@@ -81,39 +85,59 @@ def pick_candidate(backend: Backend, candidate: str | None) -> str:
 def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str,
                  approved_by: str | None = None, approvers: list[str] | None = None,
                  settings: Settings | None = None) -> CanaryStart:
-    """Registry candidate -> canary, endpoint green at the first stage's traffic; a progress
-    artifact; the day-0 power statement (logged and in a markdown artifact). Returns the rollout's
-    start time (the clock of every later check)."""
-    traffic = plan.stages[0].traffic
+    """Registry candidate -> canary, endpoint green at the first stage's traffic (a shadow stage:
+    weight 0, scored in shadow; an immediate plan: unchanged until its promotion, and only with an
+    approver); the rollout journal's record; a progress artifact; the day-0 power statement
+    (logged and in a markdown artifact). Returns the rollout's start time (the clock of every
+    later check)."""
+    immediate = plan.strategy == "immediate"
+    traffic = 1.0 if immediate else plan.stages[0].traffic
+    why = (f"an immediate rollout (plan {plan.source})" if immediate
+           else (f"plan {plan.source or plan.strategy}" if plan.approval else None))
     info = rollout.start_canary(backend.registry, backend.endpoint, candidate, traffic, actor=actor,
-                                reason=f"canary at {traffic:.0%} for {format_duration(plan.duration)}",
-                                approved_by=approved_by, approvers=approvers)
+                                reason=f"{plan.strategy} at {traffic:.0%} for {format_duration(plan.duration)}",
+                                approved_by=approved_by, approvers=approvers, approval_required=why,
+                                route=not immediate)
     progress_id = create_progress_artifact(
         progress=0.0, key=artifact_key("canary-progress", candidate),
-        description=f"canary {candidate}: elapsed / {format_duration(plan.duration)}")
+        description=f"{plan.strategy} {candidate}: elapsed / {format_duration(plan.duration)}")
     now = clock.utcnow()
     power: dict[str, Any] = {}
-    if settings is not None:
+    if settings is not None and plan.stages:
         power = rollout.power_at_start(backend.predictions, backend.registry, settings, plan, candidate, now)
         get_run_logger().info("canary %s: %s", candidate, power["text"])
         create_markdown_artifact(markdown=f"# Canary {candidate}: what the rule needs\n\n{power['text']}\n",
                                  key=artifact_key("canary-power", candidate),
                                  description=f"canary {candidate}: power statement at the start")
+    if settings is not None:
+        RolloutJournal(settings.home).start(candidate, info["production"], plan.strategy, plan.to_dict(), now,
+                                            traffic=info["traffic"], flow_run_id=_flow_run_id())
     return CanaryStart(candidate=info["candidate"], production=info["production"], traffic=info["traffic"],
                        started_at=now.isoformat(), progress_artifact=str(progress_id),
-                       endpoint=info["endpoint"], power=power)
+                       endpoint=info["endpoint"], power=power, strategy=plan.strategy)
+
+
+def _flow_run_id() -> str | None:
+    return str(flow_run.id) if flow_run.id else None
 
 
 @task(name="canary-check", cache_key_fn=per_run("check", "index"), **ONCE_PER_RUN)
 def run_check(backend: Backend, settings: Settings, plan: RolloutPlan, started_at: str, extensions: int,
-              index: int, candidate: str, progress_artifact: str | None, held: bool = False) -> Decision:
-    """One check: the live evidence over the elapsed window (`rollout.live.gather`), the policy's
-    decision on it (`rollout.check`), and artifacts showing both."""
+              index: int, candidate: str, progress_artifact: str | None, held: bool = False,
+              stage: int | None = None, stage_started_at: str | None = None) -> Decision:
+    """One check: the live evidence over the elapsed window (`rollout.live.gather`, with the
+    current stage's criteria on the stage's rows), the policy's decision on it (`rollout.check`),
+    artifacts showing both, and the journal's next check time."""
     start = datetime.fromisoformat(started_at)
+    stage_start = datetime.fromisoformat(stage_started_at) if stage_started_at else None
     now = clock.utcnow()
     live = rollout.gather(backend.predictions, backend.registry, settings, candidate_version=candidate,
-                          start=start, now=now, checks=rollout.checks_planned(plan, settings))
-    decision = replace(rollout.check(plan, start, now, live, settings, extensions, held=held), index=index)
+                          start=start, now=now, checks=rollout.checks_planned(plan, settings), plan=plan,
+                          stage=stage, stage_start=stage_start)
+    decision = replace(rollout.check(plan, start, now, live, settings, extensions, held=held, stage=stage,
+                                     stage_started_at=stage_start), index=index)
+    _journal(settings, candidate, "check", next_check_at=_iso(decision.next_check_at),
+             details={"index": index, "action": decision.action, "reason": decision.reason})
     if progress_artifact:
         update_progress_artifact(UUID(progress_artifact), progress=round(100 * decision.progress, 1),
                                  description=f"canary {candidate}: {format_duration(now - start)} of "
@@ -124,9 +148,38 @@ def run_check(backend: Backend, settings: Settings, plan: RolloutPlan, started_a
 
 
 @task(name="set-canary-traffic", cache_key_fn=per_run("traffic", "index"), **ONCE_PER_RUN)
-def set_traffic(backend: Backend, candidate: str, traffic: float, index: int) -> dict[str, Any]:
-    """Move the candidate to `traffic` (a stage boundary)."""
-    return rollout.set_canary_traffic(backend.registry, backend.endpoint, candidate, traffic)
+def set_traffic(backend: Backend, candidate: str, traffic: float, index: int, stage: int | None = None,
+                settings: Settings | None = None) -> dict[str, Any]:
+    """Move the candidate to `traffic` (a stage boundary) and record the new stage in the journal."""
+    out = rollout.set_canary_traffic(backend.registry, backend.endpoint, candidate, traffic)
+    if settings is not None:
+        _journal(settings, candidate, "stage", stage=int(stage or 0), traffic=float(traffic))
+    return out
+
+
+def _journal(settings: Settings, version: str, event: str, **changes: Any) -> None:
+    """One journal event for a rollout the journal knows (a run started before the journal existed
+    has none: nothing to update)."""
+    journal = RolloutJournal(settings.home)
+    if journal.get(version) is not None:
+        journal.update(version, event, **changes)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+@task(name="journal-decision", cache_key_fn=per_run("journal-final"), **ONCE_PER_RUN)
+def journal_decision(settings: Settings, candidate: str, decision: Decision, applied: AppliedDecision,
+                     verdict_due_at: str | None = None) -> None:
+    """The final decision in the rollout journal: status promoted/rolled_back, when, why, and when a
+    deferred verdict will re-check a promotion."""
+    status = "promoted" if decision.action == "promote" else "rolled_back"
+    _journal(settings, candidate, "decision", status=status, decision=decision.action,
+             decided_at=_iso(decision.decided_at) or clock.utcnow().isoformat(), reason=decision.reason,
+             traffic=1.0 if decision.action == "promote" else 0.0, next_check_at=None,
+             verdict_due_at=verdict_due_at,
+             details={"actor": decision.actor, "manual": decision.manual, "cutover_ms": applied.cutover_ms})
 
 
 @task(name="manual-decision", cache_key_fn=per_run("manual", "index"), persist_result=True)
@@ -139,8 +192,10 @@ def manual_decision(action: str, actor: str, reason: str, started_at: str, plan:
 
 @task(name="apply-decision", cache_key_fn=per_run("final"), **ONCE_PER_RUN)
 def apply_decision(backend: Backend, candidate: str, decision: Decision) -> AppliedDecision:
-    """promote: registry.promote + candidate blue at 100%; rollback: production back to 100% +
-    candidate rejected. The audit log records the decision's actor and reason."""
+    """promote: registry.promote + candidate blue at 100% (the blue/green cutover: `cutover_ms`);
+    rollback: production back to 100% + candidate rejected (idempotent: a candidate the guardrails
+    deployment already rejected only gets the steady weights re-applied). The audit log records
+    the decision's actor and reason."""
     actor, reason = decision.actor, decision.reason
     if decision.action == "promote":
         done = rollout.promote_canary(backend.registry, backend.endpoint, candidate, actor=actor,
