@@ -78,17 +78,30 @@ class Hold:
         return {"since": _iso(self.since), "reason": self.reason, "kind": self.kind, "version": self.version}
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _start(r) -> tuple[datetime, str]:
+    """A rollout's start; an unreadable one holds everything (never guess what may go)."""
+    try:
+        return _utc(r.started_at), ""
+    except (TypeError, ValueError):
+        return EPOCH, " (its start time is unreadable: everything is kept)"
+
+
 def holds(journal) -> list[Hold]:
     """What the rollout journal still needs: each running rollout's and each pending deferred
     verdict's rows, from its rollout's start."""
     out = []
     for r in journal.active():
-        out.append(Hold(_utc(r.started_at), f"rollout of {r.version} is {r.status} (stage {r.stage}, "
-                        f"{r.traffic:.0%} traffic) since {r.started_at}", "rollout", r.version))
+        since, note = _start(r)
+        out.append(Hold(since, f"rollout of {r.version} is {r.status} (stage {r.stage}, "
+                        f"{r.traffic:.0%} traffic) since {r.started_at}{note}", "rollout", r.version))
     for r in journal.pending_verdicts():
-        out.append(Hold(_utc(r.started_at), f"the deferred verdict on {r.version} (promoted over "
+        since, note = _start(r)
+        out.append(Hold(since, f"the deferred verdict on {r.version} (promoted over "
                         f"{r.production or 'none'}) is due {r.verdict_due_at}: it re-reads its rollout's rows "
-                        f"since {r.started_at}", "verdict", r.version))
+                        f"since {r.started_at}{note}", "verdict", r.version))
     return out
 
 
@@ -291,7 +304,9 @@ def _plan_registry(registry, journal, p: RetentionPlan, endpoint_versions: Itera
         if r.status in CLEANABLE and (r.extra or {}).get("artifacts_removed_at"):
             continue  # already cleaned: nothing left to keep
         reason = {"production": "production", "previous": KEEP_PREVIOUS_REASON,
-                  "candidate": "candidate: not cleanable", "canary": "canary: not cleanable"}.get(str(r.status), "")
+                  "candidate": "candidate: not cleanable", "canary": "canary: not cleanable",
+                  "archived": "archived: cleaning deferred this run",
+                  "rejected": "rejected: cleaning deferred this run"}.get(str(r.status), "")
         if r.version in needed:
             reason = f"{reason}; {needed[r.version]}" if reason else needed[r.version]
         p.registry_kept.append({"version": r.version, "status": str(r.status), "reason": reason or "kept"})

@@ -134,6 +134,11 @@ def test_running_rollout_and_pending_verdict_windows_are_kept(world, frame):
     p3 = retention.plan(store, reg, journal, settings, NOW)
     assert p3.holds == [] and {day(45), day(42)} <= {x["day"] for x in p3.delete_partitions}
 
+    # a rollout whose start cannot be read holds everything rather than guess
+    journal.start("1.6.0", "1.3.0", "canary", {}, "not a time", traffic=0.1)
+    p4 = retention.plan(store, reg, journal, settings, NOW)
+    assert p4.delete_partitions == [] and "start time is unreadable" in p4.kept_partitions[0]["reason"]
+
 
 def test_registry_retention_is_deferred_while_a_rollout_needs_an_archived_version(world):
     store, reg, journal = world["store"], world["reg"], world["journal"]
@@ -144,6 +149,9 @@ def test_registry_retention_is_deferred_while_a_rollout_needs_an_archived_versio
     result = retention.apply(store, reg, journal, world["settings"], NOW, actor="janitor")
     assert result["registry_removed"] == []
     assert reg.artifact_dir("1.0.0").is_dir() and reg.artifact_dir("1.4.0").is_dir()
+    kept = {k["version"]: k["reason"] for k in p.registry_kept}
+    assert kept["1.0.0"].startswith("archived: cleaning deferred this run; the deferred verdict on 1.3.0 may roll")
+    assert kept["1.4.0"] == "rejected: cleaning deferred this run"
     # a version routed on the endpoint is kept the same way
     p2 = retention.plan(store, reg, RolloutJournal(world["home"] / "other"), world["settings"], NOW,
                         endpoint_versions={"1.4.0"})
