@@ -151,7 +151,9 @@ def test_e2e_drift_event_to_a_decision_with_nobody_in_the_loop(prefect_api, loop
         assert reg.get(version).status == "rejected" and reg.production().version == "1.0.0"
     assert "Suspended" in _history(str(canary.id))
     journal = RolloutJournal(home).get(version)
-    assert journal is not None and journal.plan == EMERGENCY
+    assert journal is not None and journal.status in ("promoted", "rolled_back"), journal
+    stage = journal.plan["stages"][0]  # the canary's own record (its plan's dict form) or ours
+    assert (stage["traffic"], stage["duration_s"]) == (0.5, 8), journal.plan
     # nothing else was started: one retrain, one rollout, one canary
     assert len(runs_of("retrain/retrain-on-drift", t0)) == 1
     assert len(runs_of("rollout-on-registered/rollout-on-registered", t0)) == 1
@@ -171,9 +173,20 @@ def test_e2e_a_candidate_needing_approval_waits_suspended_on_the_form(prefect_ap
     reg.register(make_record("1.1.0", "candidate", trigger="scheduled", gate=gate), loop["models"]["dirs"]["good"],
                  actor="test")
     t0 = time.time() - 1
-    run = run_deployment("rollout-on-registered/rollout-on-registered", timeout=0,
-                         parameters={"version": "1.1.0", "status": "candidate", "trigger": "scheduled",
-                                     "home": str(home)})
+    params = {"version": "1.1.0", "status": "candidate", "trigger": "scheduled", "home": str(home)}
+
+    # someone who is not an approver answers: refused, the version stays a candidate, no canary
+    refused = str(run_deployment("rollout-on-registered/rollout-on-registered", timeout=0, parameters=params).id)
+    wait_state(refused, {"Suspended"}, 120, log)
+    resume_flow_run(refused, run_input={"approver": "intern", "approve": True, "reason": "looks fine"})
+    fr = final(refused, 120, log)
+    assert fr.state.name == "Completed", fr.state.message
+    out = run_result(fr, loop["env"])
+    assert out["outcome"] == "not-approved" and "intern is not an approver" in out["reason"], out
+    assert LocalRegistry(home / "registry").get("1.1.0").status == "candidate"
+    assert RolloutJournal(home).get("1.1.0").status == "rolled_back"
+
+    run = run_deployment("rollout-on-registered/rollout-on-registered", timeout=0, parameters=params)
     run_id = str(run.id)
     wait_state(run_id, {"Suspended"}, 120, log)
     time.sleep(3)
