@@ -48,6 +48,7 @@ from retrainer.settings import load_settings
 
 LEGACY_ENV = "RETRAINER_NOTIFY_BLOCK"
 LOGGER = "retrainer.notify"
+DEFAULT_TIMEOUT_S = 15.0
 _APPRISE_TYPE = {"info": "info", "warning": "warning", "critical": "failure"}
 
 
@@ -136,7 +137,7 @@ def _send_one(name: str, notice: Notice, out: dict[str, str | None]) -> None:
         out[name] = _problem(name, exc)
 
 
-def send(notice: Notice, blocks: list[str], timeout_s: float = 15.0) -> dict[str, Any]:
+def send(notice: Notice, blocks: list[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Send `notice` through each named block in parallel, waiting at most `timeout_s` in all.
     Returns {"sent": [names], "failed": {name: problem}}; never raises."""
     out: dict[str, str | None] = {}
@@ -145,12 +146,20 @@ def send(notice: Notice, blocks: list[str], timeout_s: float = 15.0) -> dict[str
         ctx = contextvars.copy_context()  # the caller's Prefect settings (API URL) and run context
         t = threading.Thread(target=ctx.run, args=(_send_one, name, notice, out), daemon=True,
                              name=f"notify-{name}")
-        t.start()
+        try:
+            t.start()
+        except RuntimeError as exc:  # no thread to be had: report it like any failing block
+            out[name] = _problem(name, exc)
+            continue
         threads.append((name, t))
     deadline = time.monotonic() + timeout_s
     for _, t in threads:
         t.join(max(0.0, deadline - time.monotonic()))
     sent, failed = [], {}
+    started = {name for name, _ in threads}
+    for name, problem in list(out.items()):  # a copy: threads still running may add to `out`
+        if name not in started:
+            failed[name] = problem
     for name, t in threads:
         if t.is_alive() or name not in out:
             failed[name] = f"notify block {name!r} did not answer within {timeout_s:g}s (left running, not waited for)"
@@ -200,7 +209,7 @@ def notify(kind: str, settings=None, **fields: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - bad settings must not stop the notice
         log.error("notify: settings unreadable (%s); using RETRAINER_NOTIFY_BLOCK or the log", exc)
         settings = None
-    if settings is not None:
+    if getattr(settings, "model_name", None):
         fields.setdefault("model", settings.model_name)
     error = None
     try:
@@ -210,7 +219,7 @@ def notify(kind: str, settings=None, **fields: Any) -> dict[str, Any]:
         log.error("notify: %s", error)
         notice = _fallback(kind, fields, error)
     blocks = configured_blocks(settings)
-    timeout_s = settings.notify.timeout_s if settings is not None else 15.0
+    timeout_s = float(getattr(getattr(settings, "notify", None), "timeout_s", None) or DEFAULT_TIMEOUT_S)
     result = send(notice, blocks, timeout_s) if blocks else {"sent": [], "failed": {}}
     for problem in result["failed"].values():
         log.error(problem)
