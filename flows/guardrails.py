@@ -22,12 +22,11 @@ def guardrails(home: str | None = None) -> dict[str, Any]:
 
     results = watch_rollouts(backend, settings)
     breaches = [r for r in results if r.action == "rolled_back"]
-    for r in breaches:
-        report_breach(r, settings)
+    notices = [report_breach(r, settings) for r in breaches]
 
     for r in results:
         print(f"{r.version}: {r.action.upper()} - {r.reason}")
     if not results:
         print("no running rollout")
     return {"looked_at": len(results), "rolled_back": [r.version for r in breaches],
-            "results": [r.to_dict() for r in results]}
+            "results": [r.to_dict() for r in results], "notices": notices}

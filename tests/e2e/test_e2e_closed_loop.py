@@ -216,36 +216,58 @@ def test_e2e_a_candidate_needing_approval_waits_suspended_on_the_form(prefect_ap
 
 
 def test_e2e_guardrails_deployment_rolls_a_breaching_canary_back(prefect_api, loop):
+    """A canary deployment run waits Suspended (its next check an hour away); error rows appear on
+    green; one run of the guardrails deployment rolls the candidate back (endpoint first), and
+    resumes the suspended canary run, which ends at once with that rollback."""
     from prefect.deployments import run_deployment
 
-    from retrainer import clock, rollout
-    from retrainer.backends.local import LocalEndpoint
     from retrainer.deid import Pseudonymizer
     from retrainer.predstore import PredictionStore
     from retrainer.serving import read_routing, routing_path
     from retrainer.settings import Settings
 
-    home = loop["tmp"] / "guardrails" / "home"
-    reg = make_registry(home, loop["models"]["dirs"], [("1.0.0", "mid")], [("1.1.0", "good")])
+    home, log = loop["tmp"] / "guardrails" / "home", loop["log"]
+    make_registry(home, loop["models"]["dirs"], [("1.0.0", "mid")], [("1.1.0", "good")])
     settings = Settings(home=home, serving={"admin_token": TOKEN, "port": int(loop["env"]["RETRAINER_SERVING__PORT"])})
-    RolloutJournal(home).start("1.1.0", "1.0.0", "canary", EMERGENCY, clock.utcnow(), traffic=0.5)
-    rollout.start_canary(reg, LocalEndpoint(settings), "1.1.0", 0.5, actor="test", reason="test")
+    long_plan = {"stages": [{"traffic": 0.5, "duration_s": 7200, "check_interval_s": 3600}], "resume_grace_s": 300}
+    canary_id = str(run_deployment("canary/canary", timeout=0, parameters={
+        "candidate": "1.1.0", "plan": long_plan, "home": str(home), "actor": "e2e"}).id)
+    wait_state(canary_id, {"Suspended"}, 120, log)
+    journal = RolloutJournal(home)
+    if journal.get("1.1.0") is None:  # a canary flow that does not write the journal yet
+        journal.start("1.1.0", "1.0.0", "canary", long_plan, read_run(canary_id).start_time, traffic=0.5,
+                      flow_run_id=canary_id)
+    assert journal.get("1.1.0").status == "running" and journal.get("1.1.0").flow_run_id == canary_id
     rows = loop["models"]["traffic"].iloc[:300]
     PredictionStore(home).append(rows, np.full(len(rows), 0.2), version="1.1.0", variant="green", latency_ms=3.0,
                                  pseudonymizer=Pseudonymizer(KEY.encode()), error=np.ones(len(rows), dtype=bool))
+    t0 = time.monotonic()
     for _ in range(3):  # concurrency 1 with CANCEL_NEW: a scheduled look running right now cancels ours
         run = run_deployment("guardrails/guardrails", timeout=0, parameters={"home": str(home)})
-        fr = final(str(run.id), 120, loop["log"])
+        fr = final(str(run.id), 120, log)
         if fr.state.name != "Cancelled":
             break
     assert fr.state.name == "Completed", fr.state.message
     out = run_result(fr, loop["env"])
     assert out["rolled_back"] == ["1.1.0"], out
-    assert out["results"][0]["reason"].startswith("guardrail: error rate: 300 errors in 300 requests")
+    res = out["results"][0]
+    assert res["reason"].startswith("guardrail: error rate: 300 errors in 300 requests"), res["reason"]
+    assert "GUARDRAIL BREACH" in out["notices"][0]["notice"] and out["notices"][0]["resumed_canary"] is True
     reg = LocalRegistry(home / "registry")
-    assert reg.get("1.1.0").status == "rejected" and reg.audit()[-1]["actor"] == "guardrails"
+    assert reg.get("1.1.0").status == "rejected" and reg.production().version == "1.0.0"
+    rejected = [e for e in reg.audit() if e.get("to") == "rejected"]
+    assert rejected[0]["actor"] == "guardrails" and rejected[0]["reason"].startswith("guardrail: error rate")
     assert [(s.variant, s.version, s.weight) for s in read_routing(routing_path(settings))][0] == ("blue", "1.0.0", 1.0)
-    assert RolloutJournal(home).get("1.1.0").status == "rolled_back"
+
+    # the suspended canary was resumed with the rollback and ended now, not an hour later
+    canary = final(canary_id, 120, log)
+    took = time.monotonic() - t0
+    assert canary.state.name == "Completed", canary.state.message
+    decision = run_result(canary, loop["env"])
+    assert decision["action"] == "rollback" and decision["actor"] == "guardrails", decision
+    assert "by guardrails: guardrail: error rate" in decision["reason"], decision["reason"]
+    assert journal.get("1.1.0").status == "rolled_back"
+    assert took < 600  # far less than the canary's next check (3,600 s away)
     print(f"guardrails deployment run: created -> started {(fr.start_time - fr.created).total_seconds():.1f} s, "
-          f"ran {(fr.end_time - fr.start_time).total_seconds():.1f} s; look {out['results'][0]['check_ms']:.0f} ms, "
-          f"switch {out['results'][0]['switch_ms']:.0f} ms")
+          f"ran {(fr.end_time - fr.start_time).total_seconds():.1f} s; look {res['check_ms']:.0f} ms, "
+          f"switch {res['switch_ms']:.0f} ms; suspended canary ended {took:.1f} s after the guardrails run was created")
