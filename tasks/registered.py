@@ -70,11 +70,7 @@ def _first_traffic(sel: Selection, settings: Settings) -> float:
 def ask_for_approval(record: ModelRecord, sel: Selection, settings: Settings) -> dict[str, Any]:
     """Journal status waiting-approval, a `rollout.needs_approval` notice and an artifact, once."""
     run_id = str(flow_run.id) if flow_run.id else None
-    prod = None
-    try:
-        prod = (record.metrics.get("production") or {}).get("version")
-    except AttributeError:
-        pass
+    prod = ((record.metrics or {}).get("production") or {}).get("version")
     RolloutJournal(settings.home).start(record.version, prod, _strategy(sel), sel.plan or {}, clock.utcnow(),
                                         traffic=0.0, status="waiting-approval", flow_run_id=run_id)
     command = f"retrainer approve {run_id} --approver NAME [--reject] --reason WHY" if run_id else None
@@ -126,7 +122,7 @@ def start_canary_run(record: ModelRecord, sel: Selection, settings: Settings, ap
     if home:
         params["home"] = home
     journal = RolloutJournal(settings.home)
-    prod = (record.metrics.get("production") or {}).get("version")
+    prod = ((record.metrics or {}).get("production") or {}).get("version")
     journal.start(record.version, prod, _strategy(sel), sel.plan or {}, clock.utcnow(),
                   traffic=_first_traffic(sel, settings), status="running")
     try:
