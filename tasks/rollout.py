@@ -110,8 +110,15 @@ def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str
                                  key=artifact_key("canary-power", candidate),
                                  description=f"canary {candidate}: power statement at the start")
     if settings is not None:
-        RolloutJournal(settings.home).start(candidate, info["production"], plan.strategy, plan.to_dict(), now,
-                                            traffic=info["traffic"], flow_run_id=_flow_run_id())
+        journal = RolloutJournal(settings.home)
+        rec = journal.get(candidate)
+        fields = dict(production=info["production"], strategy=plan.strategy, plan=plan.to_dict(),
+                      traffic=float(info["traffic"]), flow_run_id=_flow_run_id())
+        if rec is not None and rec.active:  # e.g. written by flows/rollout.py while it waited for an approval
+            journal.update(candidate, "started", status="running", started_at=now.isoformat(), stage=0, **fields)
+        else:
+            journal.start(candidate, fields.pop("production"), fields.pop("strategy"), fields.pop("plan"), now,
+                          **fields)
     return CanaryStart(candidate=info["candidate"], production=info["production"], traffic=info["traffic"],
                        started_at=now.isoformat(), progress_artifact=str(progress_id),
                        endpoint=info["endpoint"], power=power, strategy=plan.strategy)

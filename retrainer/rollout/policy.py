@@ -19,6 +19,21 @@ matured labels) and calls `check(...)`, which returns a `Decision`:
   "rollback", or "human" (a `hold`: the run waits `human_timeout_hours` for a person's decision and
   rolls back if none comes). An inconclusive verdict is never promoted automatically.
 
+The plan's strategy (`plan.RolloutPlan.strategy`) adds to this, on the same checks:
+
+* **stage criteria** (linear and any stage with `criteria`): evaluated on the candidate's rows since
+  the stage began with the same one-sided tests (`live.stage_criteria`); one shown broken rolls back
+  at once ("stage 2 criteria: p95 latency: 412 requests, ..."); an intermediate stage advances at its
+  end only when its criteria held on at least `min_requests` requests, otherwise it is extended
+  check by check up to `max_duration_hours`, then `inconclusive` decides;
+* **shadow**: one stage at weight 0 (the candidate scored in shadow on every request); at its end
+  the non-inferiority verdict, and a promotion is the blue/green cutover to 100%;
+* **ab**: from `min_duration` on, the A/B test's winner (`ab.evaluate`) promotes (candidate) or
+  rolls back (production); no winner by `max_duration`: rollback, production stays;
+* **immediate**: promote at the first check (the approval was required at the start);
+* a candidate the registry already has **rejected** (the 5-minute guardrails deployment, a person)
+  ends the rollout with a rollback saying who rejected it.
+
 Every decision carries its evidence (`Decision.evidence`): each guardrail's n, estimate and bound,
 the label-free estimate with its interval, and the verdict with its n, positives, Δ and interval.
 `manual(...)` records a human override as a Decision.

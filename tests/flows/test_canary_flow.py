@@ -91,6 +91,15 @@ def test_promote_path(prefect_api, monkeypatch, tmp_path, models):
     # Each routing change names who made it and why: the canary's start, then its promotion.
     assert any(e["actor"] == "test-suite" and e["reason"].startswith("canary 1.2.0 at 50%: ") for e in routing)
     assert routing[-1]["actor"] == "canary-policy" and routing[-1]["reason"].startswith("promote 1.2.0: ")
+    # the rollout journal: started, every check, the decision with the deferred verdict's due time
+    from retrainer.rollout.journal import RolloutJournal
+
+    rec = RolloutJournal(home).get("1.2.0")
+    assert rec.status == "promoted" and rec.strategy == "canary" and rec.production == "1.1.0"
+    assert rec.decision == "promote" and rec.reason == result["reason"] and rec.flow_run_id
+    assert rec.verdict_due_at == result["deferred_verdict"]["due_at"] and rec.next_check_at is None
+    events = [e["event"] for e in rec.history]
+    assert events[0] == "started" and events[-1] == "decision" and events.count("check") == result["checks"]
     print(f"promote path: {time.monotonic() - t0:.1f} s, diff {result['auc_diff']:+.4f} CI "
           f"[{result['ci']['low']:+.4f}, {result['ci']['high']:+.4f}]")
 
@@ -127,6 +136,10 @@ def test_guardrail_breach_rolls_back_at_once(prefect_api, monkeypatch, tmp_path,
     assert result["decisions"][-1]["elapsed_s"] < 60
     assert LocalRegistry(home / "registry").get("1.1.0").status == "rejected"
     assert variants == [("blue", "1.0.0", 1.0)]
+    from retrainer.rollout.journal import RolloutJournal
+
+    rec = RolloutJournal(home).get("1.1.0")
+    assert rec.status == "rolled_back" and rec.reason.startswith("guardrail: ") and rec.verdict_due_at is None
 
 
 def test_without_matured_labels_the_canary_extends_to_its_maximum_then_rolls_back(prefect_api, monkeypatch,

@@ -229,3 +229,26 @@ def test_a_version_the_gate_sent_for_review_needs_an_approver():
     with pytest.raises(RolloutError, match="intern is not an approver"):
         check_approval(review, "intern", ["ml-lead"])
     check_approval(review, "ml-lead", ["ml-lead"])
+    # a plan that requires an approval (immediate) asks for one even when the gate did not
+    with pytest.raises(RolloutError, match="an immediate rollout needs a named approver"):
+        check_approval(make_record("1.3.0"), None, ["ml-lead"], required="an immediate rollout")
+    with pytest.raises(RolloutError, match="intern is not an approver"):
+        check_approval(make_record("1.3.0"), "intern", ["ml-lead"], required="an immediate rollout")
+    check_approval(make_record("1.3.0"), "ml-lead", ["ml-lead"], required="an immediate rollout")
+
+
+def test_a_tracked_stage_decides_like_the_elapsed_time_on_a_one_stage_plan():
+    # the flow passes the stage it is in; for the default one-stage plan nothing changes
+    for hours in (0, 6, 71.9, 72, 80):
+        a = check(PLAN, T0, at(hours), live(), SETTINGS)
+        b = check(PLAN, T0, at(hours), live(), SETTINGS, stage=0, stage_started_at=T0)
+        assert (a.action, a.reason, a.traffic, a.next_check_at) == (b.action, b.reason, b.traffic, b.next_check_at)
+
+
+def test_a_multi_stage_plan_without_criteria_advances_on_time():
+    two = RolloutPlan((Stage(0.05, timedelta(hours=2), timedelta(hours=1)),
+                       Stage(0.5, timedelta(hours=2), timedelta(hours=1))))
+    assert check(two, T0, at(1), live(), SETTINGS).traffic == 0.05
+    d = check(two, T0, at(2), live(), SETTINGS, stage=0, stage_started_at=T0)
+    assert d.action == "continue" and d.traffic == 0.5 and d.details["advance_to"] == 1
+    assert check(two, T0, at(2), live(), SETTINGS).traffic == 0.5  # by elapsed time: already stage 2
