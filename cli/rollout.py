@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from retrainer.errors import RolloutError
@@ -108,14 +109,14 @@ def act(action: str, reason: str, actor: str, home: str | None = None, flow_run_
 
 def cmd_canary_start(a) -> int:
     """Run the canary flow for the newest (or the named) candidate in this process."""
-    from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
-
     plan = None
     if a.plan:
         from retrainer.rollout.plan import RolloutPlan  # noqa: PLC0415 - heavy: pandas via retrainer.rollout
 
         RolloutPlan.from_file(a.plan)  # a bad plan: one error line, before Prefect starts or anything changes
-        plan = a.plan
+        plan = str(Path(a.plan).resolve())
+    from flows.canary import canary  # noqa: PLC0415 - heavy: prefect
+
     result = canary(candidate=a.candidate, plan=plan, actor=a.actor or user(), approved_by=a.approved_by)
     if a.json:
         print_json(result)

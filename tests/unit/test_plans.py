@@ -138,6 +138,10 @@ def test_cli_validate(tmp_path, capsys):
     assert main(["rollout", "validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: rollout plan {bad}: stages out of order")
+    # `canary start --plan` validates before anything starts or changes
+    assert main(["canary", "start", "--plan", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: rollout plan {bad}: stages out of order")
 
 
 # ------------------------------------------------------------------------------------------------
