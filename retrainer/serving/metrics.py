@@ -163,15 +163,15 @@ class ShadowTap:
         self._capture = capture
         self._metrics = metrics
 
-    def put(self, variant: str, version: str, records: list, scores, latency_ms: float, ts, *, shadow: bool = False,
-            request_id: str | None = None, rows: list[int] | None = None, error: bool = False) -> None:
-        if shadow:
+    def put(self, variant: str, version: str, records: list, scores, latency_ms: float, ts, **kw) -> None:
+        """`CaptureQueue.put`; keyword arguments are passed on as they are (whatever the queue takes)."""
+        if kw.get("shadow"):
             try:
-                self._metrics.shadow_scored(variant, version, request_id, rows, scores, error)
+                self._metrics.shadow_scored(variant, version, kw.get("request_id"), kw.get("rows"), scores,
+                                            bool(kw.get("error")))
             except Exception:  # noqa: BLE001 - metrics never stop a capture
                 pass
-        self._capture.put(variant, version, records, scores, latency_ms, ts, shadow=shadow, request_id=request_id,
-                          rows=rows, error=error)
+        self._capture.put(variant, version, records, scores, latency_ms, ts, **kw)
 
     def __getattr__(self, name: str):
         return getattr(self._capture, name)
