@@ -5,12 +5,13 @@ Every threshold the project uses is a field here with its documented default.
 """
 from __future__ import annotations
 
+import math
 import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from .errors import ConfigError
@@ -131,6 +132,24 @@ class CanarySettings(_Section):
     deferred_verdict: bool = True  # re-check a promotion when the canary period's labels mature
 
 
+class RolloutSettings(_Section):
+    """How a registered candidate is rolled out without a person (`flows/rollout.py`) and how often
+    its guardrails are checked (`flows/guardrails.py`).
+
+    `plan`: the plan file (relative paths from the repo root) for candidates of ordinary triggers;
+    `emergency_plan`: the one for candidates whose trigger is in `emergency_triggers` (None: `plan`).
+    A plan file that does not exist means the canary's default plan (`canary` settings).
+    `guardrail_interval_s`: the guardrails deployment's cadence, and the number of looks it tests
+    over (Bonferroni); `approval_timeout_s`: how long a rollout waits for a human when the gate
+    asked for one; `canary_deployment`: the deployment that runs the rollout."""
+    plan: str = "rollout-plans/canary.yaml"
+    emergency_plan: str | None = None
+    emergency_triggers: list[str] = Field(default_factory=lambda: ["drift", "performance", "concept"])
+    guardrail_interval_s: float = Field(300.0, gt=0)
+    approval_timeout_s: int = Field(7 * 24 * 3600, ge=1)
+    canary_deployment: str = "canary/canary"
+
+
 class ServingSettings(_Section):
     """The local endpoint. There is no default admin token: serving refuses to start without one of
     at least 32 bytes (see `serving.contract.check_serving_settings`). `host` stays on loopback
@@ -150,6 +169,41 @@ class ServingSettings(_Section):
     # ("all"), or not at all ("off"); the scores are captured with `shadow` = true for paired checks
     shadow: Literal["off", "candidate", "all"] = "candidate"
     shadow_backlog_rows: int = Field(100_000, ge=1)  # rows waiting for shadow scoring; oldest dropped beyond
+
+
+class NotifySettings(_Section):
+    """Where notices go (`retrainer.notify` words them, `tasks/notify.py` sends them): Prefect
+    notification blocks by "<block-type-slug>/<block-name>", e.g. ["slack-webhook/ml-alerts",
+    "email/ml-admins", "custom-webhook/pager"]; env RETRAINER_NOTIFY__BLOCKS as a JSON list or
+    comma-separated. Empty: the legacy RETRAINER_NOTIFY_BLOCK (one name) if set, else the log.
+    Each block gets at most `timeout_s` seconds; a failing block is logged and never stops a flow."""
+    blocks: list[str] | str = Field(default_factory=list)  # str: comma-separated (validated to a list)
+    timeout_s: float = Field(15.0, gt=0, le=300)
+
+    @field_validator("blocks", mode="before")
+    @classmethod
+    def _split(cls, v):
+        if isinstance(v, str):
+            v = [b for b in (p.strip() for p in v.split(",")) if b]
+        return v
+
+    @field_validator("blocks")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            slug, _, block = name.partition("/")
+            if not slug or not block:
+                raise ValueError(f"{name!r} is not '<block-type-slug>/<block-name>' (e.g. 'slack-webhook/ml-alerts')")
+        return v
+
+
+class PredictionSettings(_Section):
+    """The prediction store's retention (`retrainer.retention`, the `retention` deployment): day
+    partitions whose every row is older than `retention_days` are deleted (and audited), unless a
+    running rollout or a pending deferred verdict still needs them. The default, 400 days, keeps the
+    30-day labels and a year of monitoring; values below label_delay + canary.max_duration_hours
+    (in days, rounded up) are refused, since the canary's verdict needs its matured rows."""
+    retention_days: int = Field(400, ge=1)
 
 
 class AWSSettings(_Section):
@@ -191,8 +245,11 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     drift: DriftSettings = DriftSettings()
     canary: CanarySettings = CanarySettings()
+    rollout: RolloutSettings = RolloutSettings()
     serving: ServingSettings = ServingSettings()
     aws: AWSSettings = AWSSettings()
+    notify: NotifySettings = NotifySettings()
+    predictions: PredictionSettings = PredictionSettings()
 
     @field_validator("model_name")
     @classmethod
@@ -216,6 +273,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not a positive duration like 30d, 48h or 90m (an outcome cannot "
                              "be known before its prediction)") from None
 
+    @model_validator(mode="after")
+    def _retention_covers_the_canary(self):
+        need = min_retention_days(self.label_delay, self.canary.max_duration_hours)
+        if self.predictions.retention_days < need:
+            raise ValueError(
+                f"predictions.retention_days={self.predictions.retention_days} is below label_delay "
+                f"({self.label_delay.total_seconds() / 86400:g} d) + canary.max_duration_hours "
+                f"({self.canary.max_duration_hours / 24:g} d) = {need} days: a canary's matured rows would be "
+                f"deleted before its verdict; use at least {need}")
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
@@ -230,6 +298,12 @@ class Settings(BaseSettings):
         return self.home / "registry"
 
 
+def min_retention_days(label_delay: timedelta, max_duration_hours: float) -> int:
+    """The shortest prediction retention (whole days) that keeps a canary's rows until its labels
+    have matured: label_delay + the canary's maximum duration, rounded up."""
+    return math.ceil((label_delay.total_seconds() + max_duration_hours * 3600) / 86400)
+
+
 def load_settings(**overrides) -> Settings:
     """Load settings, turning any problem into one ConfigError line."""
     path = os.environ.get("RETRAINER_CONFIG")
@@ -239,7 +313,9 @@ def load_settings(**overrides) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        where = ".".join(str(p) for p in err["loc"])
+        if not where:  # a check across sections (model validator): its message names the fields
+            raise ConfigError(f"bad settings: {err['msg'].removeprefix('Value error, ')}") from None
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise ConfigError(f"bad setting {where}: {err['msg']}{more}") from None
     except Exception as exc:  # a YAML syntax error, an unreadable file
