@@ -9,9 +9,13 @@ from typing import Any
 from prefect import flow
 
 from retrainer.clock import utcnow
+from retrainer.notify import trigger_fields
+from retrainer.report.package import save_drift_report
+from retrainer.status import save_monitor_summary
 from retrainer.triggers.config import as_utc
 from retrainer.triggers.evaluate import choose
 from tasks.monitoring import emit_chosen, evaluate_triggers, gather_inputs, load_trigger_config, publish_evaluations
+from tasks.notify import notify
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 
@@ -29,15 +33,25 @@ def monitor(home: str | None = None, now: str | None = None, emit: bool = True) 
     evaluations = evaluate_triggers(config, inputs)
     chosen = choose(evaluations)
     publish_evaluations(evaluations, inputs, chosen)
+    if inputs.drift_report is not None:  # the latest PSI per feature, for the evidence package's plot
+        save_drift_report(settings.home, inputs.drift_report, production_version=inputs.production_version,
+                          at=clock.isoformat())
     emitted = emit_chosen(chosen, evaluations, settings, config, clock, emit)
+    if emitted["emitted"]:  # one notice per emitted event: the event's cooldown also spaces the notices
+        also = [e.name for e in evaluations if e.fired and e is not chosen]
+        notify("trigger.fired", settings, **trigger_fields(chosen.name, chosen.numbers, chosen.reason),
+               action=f"retrain requested (event {emitted['event']})" + (f"; also fired: {', '.join(also)}"
+                                                                          if also else ""))
 
     for e in evaluations:
         print(f"{e.name:<24} {'FIRED' if e.fired else 'ok':<6} {e.reason}")
     print(f"reported: {chosen.name if chosen else 'none'}; {emitted['reason']}"
           + (f"; emitted {emitted['event']}" if emitted["emitted"] else ""))
-    return {"now": clock.isoformat(), "production_version": inputs.production_version,
-            "fired": [e.name for e in evaluations if e.fired], "reported": chosen.name if chosen else None,
-            **emitted, "evaluations": [e.to_dict() for e in evaluations]}
+    result = {"now": clock.isoformat(), "production_version": inputs.production_version,
+              "fired": [e.name for e in evaluations if e.fired], "reported": chosen.name if chosen else None,
+              **emitted, "evaluations": [e.to_dict() for e in evaluations]}
+    save_monitor_summary(settings.home, result)  # the last result, for `retrainer status` and GET /status
+    return result
 
 
 def _parse_now(now: str | None) -> datetime:

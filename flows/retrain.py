@@ -18,12 +18,14 @@ from typing import Any
 from prefect import flow
 from prefect.input import RunInput
 
+from retrainer.errors import ValidationFailed
 from retrainer.triggers import Trigger
 from tasks.approval import approvers, publish_approval, request_approval
 from tasks.lifecycle import (
     build_reference_profile,
     check_duplicate,
     current_run_created_at,
+    emit_registered,
     evaluate_models,
     load_data,
     publish_report,
@@ -33,10 +35,20 @@ from tasks.lifecycle import (
     train_candidate,
     validate_data,
 )
+from tasks.notify import notify, result_of, settings_of_run
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
 
-@flow(name="retrain", log_prints=True)
+def _on_failure(flow, flow_run, state) -> None:
+    """retrain.failed (a validation failure was already notified as validation.failed)."""
+    if isinstance(result_of(state), ValidationFailed):
+        return
+    params = getattr(flow_run, "parameters", None) or {}
+    notify("retrain.failed", settings_of_run(flow_run), error=state.message or "failed",
+           flow_run=flow_run.name, trigger=params.get("trigger"))
+
+
+@flow(name="retrain", log_prints=True, on_failure=[_on_failure])
 def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "retrainer",
             context: dict[str, Any] | None = None, home: str | None = None) -> dict[str, Any]:
     """`data` defaults to settings.training_data (deployments never pass paths); `context` is
@@ -50,7 +62,13 @@ def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "
 
     with retrain_slot(settings):
         frame, files = load_data(data)
-        validation = validate_data(frame, settings)
+        try:
+            validation = validate_data(frame, settings)
+        except ValidationFailed as exc:
+            failures = exc.result.failure_lines() if exc.result is not None else [str(exc)]
+            notify("validation.failed", settings, failures=failures, data=data, rows=len(frame),
+                   suite=settings.validation.suite, trigger=trigger)
+            raise
         split = split_data(frame, settings)
         duplicate = check_duplicate(backend, split, settings, trigger, created_at)
         if duplicate.duplicate:
@@ -63,12 +81,21 @@ def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "
         record = register_model(backend, model_dir, frame, files, split, metrics, validation,
                                 trigger, settings, actor, context)
         publish_report(record)
+        emit_registered(record, settings)  # retrainer.model.registered: the rollout automation's cue
 
     prod = metrics.production
     evidence = (record.gate.get("evidence") or {}).get("reason")
     print(f"registered {record.version} as {record.status}: {record.gate['reason']}")
     if evidence:
         print(f"gate evidence: {evidence}")
+    if record.status == "rejected":
+        notify("model.rejected", settings, version=record.version, reason=record.gate["reason"], evidence=evidence,
+               trigger=trigger, policy=settings.gate.policy)
+    else:
+        notify("model.registered", settings, version=record.version, evidence=evidence or record.gate["reason"],
+               trigger=trigger, policy=settings.gate.policy,
+               status=f"{record.status}, needs approval" if record.gate.get("needs_approval") else str(record.status),
+               production=prod and prod["version"])
     return {"version": record.version, "outcome": "registered", "status": record.status, "bump": record.bump,
             "auc": metrics.candidate["auc"], "production_version": prod and prod["version"],
             "production_auc": prod and prod["auc"], "gate": record.gate["reason"],

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.canary import notify, result_of
+from tasks.notify import notify, result_of, settings_of_run
 from tasks.rollout import deferred_verdict as verdict_task
 from tasks.runtime import backend_for, install_log_filter, settings_for
 
@@ -22,16 +22,22 @@ VERDICT_FLOW = "deferred-verdict"
 
 def _on_completion(flow, flow_run, state) -> None:
     out = result_of(state)
-    if isinstance(out, dict) and "outcome" in out:
-        notify(f"deferred verdict on {out.get('version')}: {str(out['outcome']).upper()}: {out.get('reason')}",
-               f"retrainer {flow.name}")
-    else:
-        notify(f"flow run {flow_run.name} completed", f"retrainer {flow.name}")
+    params = getattr(flow_run, "parameters", None) or {}
+    if not (isinstance(out, dict) and "outcome" in out):
+        out = {"version": params.get("version"), "outcome": "completed", "reason": "the run's result is unreadable"}
+    ev = out.get("evidence") or {}
+    interval = (ev["low"], ev["high"]) if ev.get("low") is not None and ev.get("high") is not None else None
+    notify("verdict", settings_of_run(flow_run), version=out.get("version") or "?", outcome=out["outcome"],
+           reason=out.get("reason"), n=ev.get("n_candidate"), positives=ev.get("pos_candidate"),
+           delta=ev.get("delta"), interval=interval, level=ev.get("level"), flow_run=flow_run.name,
+           action=f"production rolled back to {out.get('previous')}" if out["outcome"] == "rolled_back" else None)
 
 
 def _on_failure(flow, flow_run, state) -> None:
-    notify(f"flow run {flow_run.name} FAILED: {state.message}. Re-run it with `retrainer canary verdict ...`",
-           f"retrainer {flow.name} failed")
+    params = getattr(flow_run, "parameters", None) or {}
+    notify("verdict", settings_of_run(flow_run), version=params.get("version") or "?", outcome="failed",
+           reason=f"flow run {flow_run.name} FAILED: {state.message}",
+           action="re-run it with `retrainer canary verdict ...`")
 
 
 @flow(name=VERDICT_FLOW, log_prints=True, persist_result=True, on_completion=[_on_completion],

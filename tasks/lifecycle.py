@@ -14,6 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
+from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from retrainer import clock, evaluation, lifecycle, triggers
@@ -86,6 +87,34 @@ def publish_report(record: ModelRecord) -> None:
         key="champion-challenger", description=f"{record.version} vs production {prod_version or '-'}")
     create_markdown_artifact(markdown=lifecycle.version_card(record),
                              key=artifact_key("model", record.version), description="version card")
+
+
+REGISTERED_EVENT = "retrainer.model.registered"
+
+
+def registered_payload(record: ModelRecord, trigger: str | None = None) -> dict[str, Any]:
+    """What `retrainer.model.registered` carries: the version, its status, the gate's evidence
+    summary (method, n, positives, delta, interval, needs_approval) and the trigger."""
+    gate = record.gate or {}
+    ev = gate.get("evidence") or {}
+    return {"version": record.version, "status": str(record.status), "trigger": trigger or record.trigger,
+            "gate": {"policy": gate.get("policy"), "eligible": gate.get("eligible"),
+                     "needs_approval": bool(gate.get("needs_approval")), "reason": gate.get("reason"),
+                     "method": ev.get("method"), "n": ev.get("n_candidate"), "positives": ev.get("pos_candidate"),
+                     "delta": ev.get("delta"), "interval": [ev.get("low"), ev.get("high")] if ev else None,
+                     "level": ev.get("level")}}
+
+
+@task(name="emit-registered", **IN_PROCESS)
+def emit_registered(record: ModelRecord, settings: Settings) -> str | None:
+    """Emit `retrainer.model.registered` on resource retrainer.model.<model_name> (the monitor's
+    convention), with the version's status as a resource label too, so the rollout automation
+    matches candidates only; rejected versions are announced as well. Returns the event id."""
+    resource = {"prefect.resource.id": triggers.config.resource_id(settings.model_name),
+                "prefect.resource.name": settings.model_name,
+                "retrainer.version": record.version, "retrainer.status": str(record.status)}
+    event = emit_event(event=REGISTERED_EVENT, resource=resource, payload=registered_payload(record))
+    return str(event.id) if event else None
 
 
 # ---- triggers: reference profile, duplicate protection, one retrain at a time per model ---------
