@@ -24,7 +24,7 @@ import sys
 from retrainer.errors import RetrainerError
 from retrainer.perms import restrict_umask
 
-from . import backtest, compare, data, lifecycle, registry, rollout, serve
+from . import backtest, compare, data, lifecycle, notify, registry, report, retention, rollout, serve, status
 
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
@@ -32,8 +32,9 @@ EXIT_INTERRUPTED = 130
 # The commands in the order `retrainer --help` lists them.
 COMMANDS = (data.add_data, data.add_validate, lifecycle.add_retrain, lifecycle.add_approve, lifecycle.add_monitor,
             lifecycle.add_triggers, lifecycle.add_demo, registry.add_registry, lifecycle.add_drift, data.add_labels,
-            serve.add_serve, rollout.add_canary, rollout.add_rollback, compare.add_compare,
-            backtest.add_backtest)
+            serve.add_serve, rollout.add_canary, rollout.add_rollout, rollout.add_rollback, compare.add_compare,
+            backtest.add_backtest, notify.add_notify, report.add_report,
+            retention.add_retention, status.add_status)
 
 
 def build_parser() -> argparse.ArgumentParser:
