@@ -40,8 +40,10 @@ from prefect import flow, get_run_logger, task
 
 from retrainer import clock
 from retrainer.rollout import Decision, RolloutPlan
+from retrainer.rollout.ab import results_document
 from retrainer.rollout.journal import RolloutJournal
 from tasks.notify import notify
+from tasks.report import publish_evidence_package
 from tasks.rollout import (
     AppliedDecision,
     CanaryStart,
@@ -182,7 +184,7 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
         notice("rollout.rolled_back", "final", dict(version=version, reason=final.reason, actor=final.actor,
                                                     production=started.production, **ev))
     print(f"{rollout_plan.strategy} {version}: {final.action.upper()} ({final.actor}): {final.reason}")
-    return {"candidate": version, "production_before": started.production, "action": final.action,
+    result = {"candidate": version, "production_before": started.production, "action": final.action,
             "actor": final.actor, "manual": final.manual, "reason": final.reason,
             "strategy": rollout_plan.strategy, "plan": rollout_plan.to_dict(),
             "auc_diff": final.auc_diff, "ci": final.ci, "checks": len(decisions), "extensions": extensions,
@@ -194,6 +196,15 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
                            "elapsed_s": x.elapsed.total_seconds(), "stage": x.details.get("stage"),
                            "traffic": x.traffic} for x in decisions],
             "endpoint": applied.endpoint}
+    ab = (final.evidence or {}).get("ab")
+    ab_doc = None if not ab else results_document(
+        ab, versions={"candidate": version, "production": started.production},
+        split={"candidate": started.traffic, "production": 1 - started.traffic},
+        started_at=started.started_at, decided_at=final.decided_at or clock.utcnow())
+    package = publish_evidence_package(version, started.production, rollout_plan, decisions, result,
+                                       settings=settings, backend=backend, ab_results=ab_doc)
+    print(f"evidence package: {package.get('path') or package.get('error')}")
+    return {**result, "evidence_package": package.get("path")}
 
 
 def _plan_path(value: str) -> str:

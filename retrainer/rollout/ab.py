@@ -501,21 +501,25 @@ def _iso(t) -> str:
     return str(t)
 
 
-def results_document(result: ABResult, *, versions: dict, split: dict, started_at, decided_at) -> dict[str, Any]:
-    """The content of `ab-test-results.json`."""
+def results_document(result: ABResult | dict[str, Any], *, versions: dict, split: dict, started_at,
+                     decided_at) -> dict[str, Any]:
+    """The content of `ab-test-results.json`, from an `ABResult` or its `to_dict()` (a decision's
+    evidence carries the dict)."""
+    r = result.to_dict() if isinstance(result, ABResult) else dict(result)
+    winner = r.get("winner")
     return {
         "test": "A/B",
-        "metric": result.metric,
-        "method": result.method,
-        "decided": result.decided,
-        "winner": result.winner,
-        "winner_version": versions.get(result.winner) if result.winner else None,
-        "reason": result.reason,
+        "metric": r.get("metric"),
+        "method": r.get("method"),
+        "decided": r.get("decided"),
+        "winner": winner,
+        "winner_version": versions.get(winner) if winner else None,
+        "reason": r.get("reason"),
         "versions": dict(versions),
         "split": dict(split),
         "started_at": _iso(started_at),
         "decided_at": _iso(decided_at),
-        "result": result.to_dict(),
+        "result": r,
     }
 
 
