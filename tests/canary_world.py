@@ -3,6 +3,7 @@ app on a real uvicorn server (loopback, free port), simulated traffic and delaye
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -97,6 +98,14 @@ class LiveServer(BackgroundServer):
                 raise AssertionError(f"variant {name} never got traffic: {self.variants()}")
             time.sleep(0.1)
 
+    def wait_for_loaded(self, name: str, timeout: float = 60) -> None:
+        """Until variant `name` is loaded (any weight, 0 included: a shadow candidate)."""
+        deadline = time.monotonic() + timeout
+        while not any(v[0] == name for v in self.variants()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"variant {name} never loaded: {self.variants()}")
+            time.sleep(0.1)
+
     def send(self, frame: pd.DataFrame, batch: int = 50) -> dict[str, int]:
         """POST the rows through /invocations; returns predictions per variant."""
         counts: dict[str, int] = {}
@@ -126,3 +135,32 @@ def ingest_labels(home: Path, frame: pd.DataFrame, tmp: Path) -> int:
 
 def compressed(duration_s: float, interval_s: float, traffic: float = 0.5) -> dict:
     return {"stages": [{"traffic": traffic, "duration_s": duration_s, "check_interval_s": interval_s}]}
+
+
+class Traffic(threading.Thread):
+    """Sends `frame`'s rows through the server in batches, round and round, until `stop()`:
+    live traffic for rollouts whose stages need requests of their own. `counts`: answers per variant."""
+
+    def __init__(self, server: LiveServer, frame: pd.DataFrame, batch: int = 40, pause: float = 0.05):
+        super().__init__(daemon=True)
+        self.server, self.frame, self.batch, self.pause = server, frame, batch, pause
+        self.counts: dict[str, int] = {}
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        recs = records(self.frame)
+        with httpx.Client(base_url=self.server.url, timeout=30) as client:
+            i = 0
+            while not self._stop_event.is_set():
+                part = recs[i:i + self.batch] or recs[:self.batch]
+                i = (i + self.batch) % len(recs)
+                r = client.post("/invocations", json={"instances": part})
+                if r.status_code == 200:
+                    for p in r.json()["predictions"]:
+                        self.counts[p["variant"]] = self.counts.get(p["variant"], 0) + 1
+                self._stop_event.wait(self.pause)
+
+    def stop(self) -> dict[str, int]:
+        self._stop_event.set()
+        self.join(30)
+        return dict(self.counts)

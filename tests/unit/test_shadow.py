@@ -148,7 +148,7 @@ def test_shadow_rows_are_keyed_and_only_the_routed_answer_is_returned(world, tmp
 
 @pytest.mark.parametrize("mode, routing, expected", [
     ("off", [("blue", "1.1.0", 0.5), ("green", "1.2.0", 0.5)], {"blue", "green"}),
-    ("candidate", [("blue", "1.1.0", 1.0), ("green", "1.2.0", 0.0)], {"blue"}),
+    ("candidate", [("blue", "1.1.0", 1.0), ("green", "1.2.0", 0.0)], {"blue", "green"}),
     ("all", [("blue", "1.1.0", 1.0), ("previous-1", "1.0.0", 0.0)], {"blue", "previous-1"}),
 ], ids=["off", "candidate-green-at-0", "all-includes-standby"])
 def test_shadow_modes(world, tmp_path, mode, routing, expected):
@@ -163,7 +163,10 @@ def test_shadow_modes(world, tmp_path, mode, routing, expected):
     stored = store.read()
     assert set(stored["variant"]) == expected
     n_shadow = int(stored["shadow"].eq(True).sum())
-    assert n_shadow == (10 if mode == "all" else 0)
+    # "candidate": a loaded green at weight 0 (the shadow strategy) is scored in shadow on every row
+    assert n_shadow == (0 if mode == "off" else 10)
+    if mode == "candidate":
+        assert set(stored.loc[stored["shadow"].eq(True), "variant"]) == {"green"}
     if mode == "all":
         assert set(stored.loc[stored["shadow"].eq(True), "variant"]) == {"previous-1"}
         assert store.variant_stats().keys() == {"blue"}
