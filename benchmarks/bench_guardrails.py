@@ -20,11 +20,9 @@ while blue's stays at 0. The guardrail watch (`retrainer.rollout.guardrail_watch
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench_rollback import Server  # noqa: E402
 
 from retrainer import clock, rollout  # noqa: E402
 from retrainer.predstore import PredictionStore  # noqa: E402
@@ -48,25 +48,6 @@ from tests.helpers import free_port, make_record  # noqa: E402
 
 TOKEN = "bench-guardrails-token-0123456789abcdef"  # serving needs >= 32 bytes
 KEY = secrets.token_hex(32)
-
-
-class Server:
-    def __init__(self, home: Path, port: int, log: Path):
-        env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": KEY, "PYTHONPATH": str(REPO)}
-        code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
-                f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), "
-                f"host='127.0.0.1', port={port})")
-        self.log = open(log, "a")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 class Sender(threading.Thread):
@@ -166,7 +147,7 @@ def main() -> int:
     store = PredictionStore(home)
     recs = records(models["traffic"].iloc[:2000])
     healthy = [{"instances": [r]} for r in recs]
-    server = Server(home, port, tmp / "server.log")
+    server = Server(home, port, tmp / "server.log", key=KEY, token=TOKEN)
     out = []
     try:
         endpoint.wait_healthy(60)

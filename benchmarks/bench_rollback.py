@@ -38,10 +38,13 @@ TOKEN = "bench-rollback-token-0123456789abcdef"  # serving needs >= 32 bytes
 
 
 class Server:
-    def __init__(self, home: Path, port: int, log: Path):
-        env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": secrets.token_hex(32), "PYTHONPATH": str(REPO)}
+    """`retrainer.serving.serve` in its own process on 127.0.0.1:`port` (a random pseudonym key
+    unless `key` is given; admin token `token`)."""
+
+    def __init__(self, home: Path, port: int, log: Path, *, key: str | None = None, token: str = TOKEN):
+        env = {**os.environ, "RETRAINER_PSEUDONYM_KEY": key or secrets.token_hex(32), "PYTHONPATH": str(REPO)}
         code = ("from retrainer.settings import Settings; from retrainer.serving import serve; "
-                f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {TOKEN!r}}}), "
+                f"serve(Settings(home={str(home)!r}, serving={{'admin_token': {token!r}}}), "
                 f"host='127.0.0.1', port={port})")
         self.log = open(log, "a")
         self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=self.log, stderr=subprocess.STDOUT,

@@ -410,25 +410,20 @@ def apply(store, registry, journal, settings, now: datetime | None = None, *, ac
 
     tag = uuid.uuid4().hex[:8]
     moved: list[Path] = []
-    deleted_parts, deleted_labels = [], []
-    for part in p.delete_partitions:
-        src = Path(store.predictions_dir) / f"date={part['day']}"
+
+    def move_aside(src: Path) -> bool:
+        """Rename `src` to a hidden name readers skip; False when it is already gone."""
         dst = src.with_name(f"{DELETING}{tag}-{src.name}")
         try:
             os.replace(src, dst)
         except FileNotFoundError:
-            continue
+            return False
         moved.append(dst)
-        deleted_parts.append(part)
-    for lf in p.delete_label_files:
-        src = Path(store.labels_dir) / lf["file"]
-        dst = src.with_name(f"{DELETING}{tag}-{src.name}")
-        try:
-            os.replace(src, dst)
-        except FileNotFoundError:
-            continue
-        moved.append(dst)
-        deleted_labels.append(lf)
+        return True
+
+    deleted_parts = [part for part in p.delete_partitions
+                     if move_aside(Path(store.predictions_dir) / f"date={part['day']}")]
+    deleted_labels = [lf for lf in p.delete_label_files if move_aside(Path(store.labels_dir) / lf["file"])]
     event = None
     if moved:
         event = {"time": _iso(now), "actor": actor, "kind": "retention", "reason": reason,

@@ -155,3 +155,16 @@ class PoolWorker:
         self.log.close()
 
     stop = kill
+
+
+def wait_for(predicate, timeout: float, what: str, log=None, tail: int = 4000):
+    """Poll `predicate` every second until it returns something truthy (returned), or fail after
+    `timeout` s naming `what`, with the tail of the worker's `log` file when given."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    detail = f"; worker log tail:\n{Path(log).read_text()[-tail:]}" if log is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{detail}")

@@ -23,7 +23,7 @@ from retrainer.rollout.journal import RolloutJournal
 from tests.canary_world import KEY, TOKEN, build_models, make_registry
 from tests.e2e.test_e2e_canary import _history, _prefect, read_run, wait_state
 from tests.e2e.test_e2e_evidence import processes_of, registration_comparison, run_result
-from tests.helpers import BIN, REPO, PoolWorker, copy_months, free_port, make_record
+from tests.helpers import BIN, REPO, PoolWorker, copy_months, free_port, make_record, wait_for
 
 POOL = "retrainer-e2e-loop"
 DEPLOYMENTS = ("retrain-on-drift", "rollout-on-registered", "canary", "canary-tick", "guardrails")
@@ -73,16 +73,6 @@ def runs_of(deployment: str, since: float) -> list:
         dep = client.read_deployment_by_name(deployment)
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
     return sorted([r for r in runs if r.created.timestamp() >= since], key=lambda r: r.created)
-
-
-def wait_for(predicate, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}; worker log tail:\n{log.read_text()[-4000:]}")
 
 
 def final(run_id: str, timeout: float, log: Path):

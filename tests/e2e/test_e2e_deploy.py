@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import BIN, REPO, copy_months
+from tests.helpers import BIN, REPO, copy_months, wait_for
 
 KEY = "e2e-pseudonym-key-0123456789abcdef"
 RETRAINING = ["retrain-monthly", "retrain-on-drift", "retrain-on-performance", "retrain-on-concept-drift",
@@ -74,16 +74,6 @@ def deployment_runs(name: str, since: float) -> list:
         dep = client.read_deployment_by_name(name)
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
     return [r for r in runs if r.created.timestamp() >= since]
-
-
-def wait_for(predicate, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}; worker log tail:\n{log.read_text()[-3000:]}")
 
 
 def registry():
