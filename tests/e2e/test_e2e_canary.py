@@ -89,7 +89,8 @@ def wait_state(run_id: str, names: set[str], timeout: float, log: Path | None = 
         time.sleep(0.5)
 
 
-def simulate_traffic(home: Path, models: dict, candidate_model: str, production_model: str, n: int = 2000) -> None:
+def simulate_traffic(home: Path, models: dict, candidate_model: str, production_model: str, n: int = 2000,
+                     labels: bool = True) -> None:
     """Half the patients to each arm (the plan's 50%), real scores of the real models, then labels."""
     from retrainer.deid import Pseudonymizer
     from retrainer.predstore import PredictionStore
@@ -105,7 +106,8 @@ def simulate_traffic(home: Path, models: dict, candidate_model: str, production_
         scores = training.load_model(models["dirs"][model]).predict(part)
         store.append(part, scores, version=versions[variant], variant=variant, latency_ms=2.0,
                      pseudonymizer=pz, ts=pd.Timestamp.now(tz="UTC"))
-    ingest_labels(home, rows, home.parent)
+    if labels:
+        ingest_labels(home, rows, home.parent)
 
 
 def _history(run_id: str) -> list[str]:
@@ -156,6 +158,48 @@ def test_e2e_canary_rolls_back(prefect_api, e2e):
     assert [e["to"] for e in reg.audit() if e["version"] == "1.2.0"] == ["candidate", "canary", "rejected"]
     assert "inferior: matured routed arms" in reg.audit()[-1]["reason"]
     print(f"e2e rollback: suspended after {t_susp:.1f} s, completed after {took:.1f} s")
+
+
+# A linear plan whose second stage (100%) allows a p95 of 1 ms: the simulated requests take 2 ms.
+LINEAR = {"strategy": "linear", "resume_grace_s": 300, "stages": [
+    {"traffic": 0.1, "duration_s": 10, "check_interval_s": TICK_SECONDS,
+     "criteria": {"p95_latency_ms": 150, "min_requests": 100}},
+    {"traffic": 1.0, "duration_s": 10, "check_interval_s": TICK_SECONDS,
+     "criteria": {"p95_latency_ms": 1, "min_requests": 100}}]}
+
+
+def test_e2e_linear_plan_fails_its_second_stage_and_rolls_back(prefect_api, e2e):
+    """A multi-stage rollout as a deployment run on the worker: stage 1 holds and advances (the
+    endpoint moves to 100%), stage 2's criteria fail on its own requests, the run rolls back."""
+    from prefect.deployments import run_deployment
+
+    from retrainer.rollout.journal import RolloutJournal
+
+    home = e2e["tmp"] / "linear" / "home"
+    make_registry(home, e2e["models"]["dirs"], [("1.0.0", "mid"), ("1.1.0", "good")], [("1.2.0", "good2")])
+    t0 = time.monotonic()
+    run_id = str(run_deployment("canary/canary", parameters={"plan": LINEAR, "home": str(home), "actor": "e2e"},
+                                timeout=0).id)
+    wait_state(run_id, {"Suspended"}, 180, e2e["tmp"] / "worker.log")
+    simulate_traffic(home, e2e["models"], "good2", "good")      # stage 1's requests (2 ms each)
+    journal = RolloutJournal(home)
+    deadline = time.monotonic() + 120
+    while (journal.get("1.2.0") is None or journal.get("1.2.0").stage < 1) and time.monotonic() < deadline:
+        assert not read_run(run_id).state.is_final(), read_run(run_id).state.message
+        time.sleep(0.5)
+    assert journal.get("1.2.0").stage == 1 and journal.get("1.2.0").traffic == 1.0
+    simulate_traffic(home, e2e["models"], "good2", "good", labels=False)  # stage 2's requests
+    wait_state(run_id, {"Completed"}, 240, e2e["tmp"] / "worker.log")
+    reg = LocalRegistry(home / "registry")
+    assert reg.get("1.2.0").status == "rejected" and reg.production().version == "1.1.0"
+    reason = reg.audit()[-1]["reason"]
+    assert "stage 2 criteria: p95 latency" in reason, reason
+    rec = journal.get("1.2.0")
+    assert rec.status == "rolled_back" and rec.strategy == "linear"
+    assert [e["event"] for e in rec.history].count("stage") == 1
+    states = _history(run_id)
+    assert states.count("Suspended") >= 2, states
+    print(f"e2e linear: rolled back at stage 2 after {time.monotonic() - t0:.1f} s; {reason}")
 
 
 def test_e2e_worker_killed_while_suspended(prefect_api, e2e):

@@ -1,4 +1,4 @@
-"""Under load, a canary start, a promotion and a rollback: zero failed requests.
+"""Under load, a whole linear rollout (5/25/50/100%), a promotion and a rollback: zero failed requests.
 
 A real uvicorn server of the serving app (`retrainer.serving.serve`, capture on) runs in a
 subprocess on 127.0.0.1; an asyncio client paces single-row requests at RATE per second for
@@ -22,6 +22,7 @@ import pytest
 from benchmarks.loadgen import http_request as _request
 from retrainer import rollout
 from retrainer.registry import LocalRegistry
+from retrainer.rollout import RolloutPlan
 from retrainer.serving import LocalEndpoint
 from retrainer.settings import Settings
 from tests.canary_world import AUTH, KEY, TOKEN, build_models, make_registry, records
@@ -101,10 +102,16 @@ def live_server(tmp_path):
         log.close()
 
 
-def test_promotion_and_rollback_under_load(live_server):
+def test_linear_rollout_promotion_and_rollback_under_load(live_server):
+    """Protocol 24's linear plan (rollout-plans/protocol24-linear.yaml: 5/25/50/100%), stage by
+    stage with the weight changes its flow makes, then the promotion and a rollback, under 400
+    requests per second: no request fails, and each stage answers its share from the candidate."""
     port, settings = live_server["port"], live_server["settings"]
     reg = LocalRegistry(settings.registry_dir)
     endpoint = LocalEndpoint(settings)
+    plan = RolloutPlan.from_file(REPO / "rollout-plans" / "protocol24-linear.yaml")
+    shares = [st.traffic for st in plan.stages]
+    assert plan.strategy == "linear" and shares == [0.05, 0.25, 0.5, 1.0]
     rows = records(live_server["models"]["traffic"].iloc[:500])
     bodies = [(f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(b)}\r\n\r\n").encode() + b
@@ -112,15 +119,19 @@ def test_promotion_and_rollback_under_load(live_server):
     events: dict[str, float] = {}
 
     def operations():
-        time.sleep(6)
-        events["canary_issued"] = time.perf_counter()
-        rollout.start_canary(reg, endpoint, "1.1.0", 0.10, actor="load-test", reason="canary under load")
-        events["canary"] = time.perf_counter()
-        time.sleep(6)
+        time.sleep(4)
+        for i, share in enumerate(shares):
+            events[f"stage{i}_issued"] = time.perf_counter()
+            if i == 0:
+                rollout.start_canary(reg, endpoint, "1.1.0", share, actor="load-test", reason="linear under load")
+            else:
+                rollout.set_canary_traffic(reg, endpoint, "1.1.0", share, actor="load-test")
+            events[f"stage{i}"] = time.perf_counter()
+            time.sleep(4)
         events["promote_issued"] = time.perf_counter()
         rollout.promote_canary(reg, endpoint, "1.1.0", actor="load-test", reason="promote under load")
         events["promote"] = time.perf_counter()
-        time.sleep(8)
+        time.sleep(4)
         events["rollback_issued"] = time.perf_counter()
         res = rollout.rollback_production(reg, endpoint, None, actor="load-test", reason="rollback under load")
         events["rollback"] = time.perf_counter()
@@ -130,13 +141,15 @@ def test_promotion_and_rollback_under_load(live_server):
     ops.start()
     stats = asyncio.run(paced_load(port, bodies, RATE, SECONDS, CONNECTIONS))
     ops.join(30)
-    assert {"canary", "promote", "rollback"} <= set(events), events
+    assert {"stage3", "promote", "rollback"} <= set(events), events
 
     log = stats.pop("log")
-    # by request: sent before the change was made / sent after the admin call returned
-    before = {(v, ver) for t0, t1, v, ver in log if t1 < events["canary_issued"]}
-    canary = {(v, ver) for t0, t1, v, ver in log if events["canary"] < t0 and t1 < events["promote_issued"]}
-    promoted = {(v, ver) for t0, t1, v, ver in log if events["promote"] < t0 and t1 < events["rollback_issued"]}
+
+    def answered(start: str, end: str) -> list[tuple[str, str]]:
+        """(variant, version) of requests sent after `start` returned and answered before `end` was issued."""
+        return [(v, ver) for t0, t1, v, ver in log if events[start] < t0 and t1 < events[end]]
+
+    before = {(v, ver) for t0, t1, v, ver in log if t1 < events["stage0_issued"]}
     after = {(v, ver) for t0, t1, v, ver in log if t0 > events["rollback"]}
     print(f"\nload: {stats['ok']} ok, {len(stats['failures'])} failed, {stats['rps']:.0f} rps over "
           f"{stats['wall_s']:.1f} s, p50 {stats['p50_ms']:.2f} ms, p99 {stats['p99_ms']:.2f} ms, "
@@ -144,8 +157,13 @@ def test_promotion_and_rollback_under_load(live_server):
     assert stats["failures"] == [], stats["failures"][:5]
     assert stats["rps"] >= 300 and stats["ok"] >= 300 * SECONDS * 0.95
     assert before == {("blue", "1.0.0")}
-    assert canary == {("blue", "1.0.0"), ("green", "1.1.0")}
-    assert promoted == {("blue", "1.1.0")}
+    for i, share in enumerate(shares):
+        got = answered(f"stage{i}", f"stage{i + 1}_issued" if i + 1 < len(shares) else "promote_issued")
+        green = sum(1 for v, ver in got if (v, ver) == ("green", "1.1.0")) / len(got)
+        print(f"stage {i + 1}: planned {share:.0%}, answered by the candidate {green:.1%} of {len(got)}")
+        assert len(got) > 500 and abs(green - share) < 0.08, (i, share, green)
+        assert set(got) <= {("blue", "1.0.0"), ("green", "1.1.0")}
+    assert set(answered("promote", "rollback_issued")) == {("blue", "1.1.0")}
     assert after == {("blue", "1.0.0")}
     assert reg.production().version == "1.0.0" and reg.get("1.1.0").status == "previous"
     state = httpx.get(f"http://127.0.0.1:{port}/admin/variants", headers=AUTH).json()

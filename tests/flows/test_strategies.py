@@ -4,15 +4,18 @@ server, with plan files compressed to seconds and real traffic through the real 
 ab, immediate (refused without an approver), and a candidate rejected elsewhere mid-rollout."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+import yaml
 
 from retrainer.errors import RolloutError
 from retrainer.registry import LocalRegistry
 from retrainer.rollout.journal import RolloutJournal
 from tests.canary_world import LiveServer, Traffic, build_models, ingest_labels, make_registry, set_env
 from tests.flows.test_canary_flow import FlowThread
+from tests.unit.test_report import png_size
 
 CHAIN = [("1.0.0", "good2"), ("1.1.0", "shuffled")]  # production 1.1.0 is weak: a good candidate wins
 CANDIDATE = ("1.2.0", "good")
@@ -92,6 +95,17 @@ def test_linear_passes_both_stages_and_promotes(prefect_api, monkeypatch, tmp_pa
     assert rec.stage == 1 and rec.plan["stages"][1]["traffic"] == 1.0
     assert [e["event"] for e in rec.history].count("stage") == 1 and rec.history[-1]["event"] == "decision"
     assert result["cutover_ms"] is not None and result["cutover_ms"] > 0
+    # the evidence package of this real rollout: every file, every picture a valid 800 x 500 PNG
+    pkg = home / "evidence" / "1.2.0"
+    assert result["evidence_package"] == str(pkg)
+    for name in ("trigger-config.yaml", "rollout-plan.yaml", "model-comparison.md", "deployment-checklist.md",
+                 "manifest.json"):
+        assert (pkg / name).stat().st_size > 0, name
+    for name in ("roc.png", "calibration.png", "psi.png", "canary-metrics.png", "traffic.png"):
+        assert png_size(pkg / name) == (800, 500), name
+    assert yaml.safe_load((pkg / "rollout-plan.yaml").read_text())["strategy"] == "linear"
+    checklist = (pkg / "deployment-checklist.md").read_text()
+    assert "promote" in checklist and "stage 2" in checklist.lower()
 
 
 def test_linear_fails_its_second_stage_criteria_and_rolls_back(prefect_api, monkeypatch, tmp_path, models):
@@ -150,6 +164,8 @@ def test_ab_candidate_wins_and_is_promoted(prefect_api, monkeypatch, tmp_path, m
     ab = result["evidence"]["ab"]
     assert ab["metric"] == "auc" and ab["winner"] == "candidate" and ab["decided"] and ab["low"] > 0
     assert LocalRegistry(home / "registry").production().version == "1.2.0"
+    doc = json.loads((home / "evidence" / "1.2.0" / "ab-test-results.json").read_text())
+    assert doc["winner"] == "candidate" and doc["winner_version"] == "1.2.0" and doc["result"]["low"] > 0
 
 
 def test_immediate_needs_an_approver(prefect_api, monkeypatch, tmp_path, models):
@@ -162,7 +178,7 @@ def test_immediate_needs_an_approver(prefect_api, monkeypatch, tmp_path, models)
     plan = "rollout-plans/immediate.yaml"  # the shipped file, relative to the repository root
     with server:
         before = server.variants()
-        with pytest.raises(RolloutError, match="an immediate rollout .* needs a named approver"):
+        with pytest.raises(RolloutError, match="an immediate rollout.* needs a named approver"):
             canary(candidate="1.2.0", plan=plan, home=str(home))
         assert server.variants() == before and reg.get("1.2.0").status == "candidate"
         with pytest.raises(RolloutError, match="somebody is not an approver"):
