@@ -92,7 +92,7 @@ def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str
     later check)."""
     immediate = plan.strategy == "immediate"
     traffic = 1.0 if immediate else plan.stages[0].traffic
-    why = (f"an immediate rollout (plan {plan.source})" if immediate
+    why = ((f"an immediate rollout (plan {plan.source})" if plan.source else "an immediate rollout") if immediate
            else (f"plan {plan.source or plan.strategy}" if plan.approval else None))
     info = rollout.start_canary(backend.registry, backend.endpoint, candidate, traffic, actor=actor,
                                 reason=f"{plan.strategy} at {traffic:.0%} for {format_duration(plan.duration)}",

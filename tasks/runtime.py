@@ -23,9 +23,17 @@ from retrainer.settings import Settings, load_settings  # noqa: E402
 # Task options, named once.
 # IN_PROCESS: runs every time it is called; its result stays in memory (data frames, models).
 IN_PROCESS = dict(cache_policy=NO_CACHE, persist_result=False)
+def transient_failure(task, task_run, state) -> bool:
+    """Retry a failed step unless it was refused (a `RetrainerError`: bad input, a missing
+    approval, a wrong status): a refusal gives the same answer every time."""
+    exc = state.data if isinstance(getattr(state, "data", None), BaseException) else None
+    return not isinstance(exc, RetrainerError)
+
+
 # ONCE_PER_RUN: with `cache_key_fn=per_run(...)`, a step with a side effect runs once per flow run
-# however often the run is resumed (a resumed run re-executes its flow from the top); retried twice.
-ONCE_PER_RUN = dict(persist_result=True, retries=2, retry_delay_seconds=2)
+# however often the run is resumed (a resumed run re-executes its flow from the top); a transient
+# failure is retried twice, a refusal is not.
+ONCE_PER_RUN = dict(persist_result=True, retries=2, retry_delay_seconds=2, retry_condition_fn=transient_failure)
 
 
 def per_run(step: str, *index_params: str):
