@@ -67,17 +67,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @task(name="rollout-notice", cache_key_fn=per_run("notice", "key"), **ONCE_PER_RUN)
-def notice(kind: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """One notice per flow run and `key` (a resumed run does not send it again)."""
-    return notify(kind, **fields)
-
-
-def result_of(state) -> Any:
-    """A finished run's result for a notification hook, or None when it cannot be read."""
-    try:
-        return state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001 - a result that cannot be read still gets a notification
-        return None
+def notice(settings, kind: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """One notice per flow run and `key` (a resumed run does not send it again), through the
+    run's own settings' notify blocks."""
+    return notify(kind, settings, **fields)
 
 
 def _on_failure(flow, flow_run, state) -> None:
@@ -110,9 +103,9 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
     settings.approvers)."""
     install_log_filter()
     logger = get_run_logger()
-    rollout_plan = RolloutPlan.load(_plan_path(plan) if isinstance(plan, str) else plan, None if plan else
-                                    settings_for(home))  # validation first: a bad plan changes nothing
     settings = settings_for(home)
+    rollout_plan = RolloutPlan.load(_plan_path(plan) if isinstance(plan, str) else plan,
+                                    None if plan else settings)  # validated before anything changes
     backend = backend_for(settings)
 
     version = pick_candidate(backend, candidate)
@@ -123,9 +116,9 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
           f"traffic; {summary}")
     if started.power:
         print(started.power["text"])
-    notice("rollout.started", "started", dict(version=version, production=started.production,
-                                               strategy=rollout_plan.strategy, plan=summary,
-                                               traffic=started.traffic, actor=actor))
+    notice(settings, "rollout.started", "started", dict(version=version, production=started.production,
+                                                        strategy=rollout_plan.strategy, plan=summary,
+                                                        traffic=started.traffic, actor=actor))
 
     decisions: list[Decision] = []
     extensions = 0
@@ -151,8 +144,8 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
         if d.action == "continue" and d.traffic is not None and abs(d.traffic - traffic) > 1e-9:
             set_traffic(backend, version, d.traffic, index, stage, settings)
             traffic = d.traffic
-            notice("rollout.stage", f"stage-{index}", dict(version=version, stage=stage + 1, traffic=d.traffic,
-                                                             reason=d.reason))
+            notice(settings, "rollout.stage", f"stage-{index}",
+                   dict(version=version, stage=stage + 1, traffic=d.traffic, reason=d.reason))
         grace = rollout_plan.resume_grace.total_seconds() if rollout_plan.resume_grace else None
         answer = wait_for_check(index, d.next_check_at, grace)
         if answer.action != "continue":
@@ -163,12 +156,12 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
 
     final = decisions[-1]
     if final.action == "rollback" and not final.manual and final.reason.startswith(("guardrail", "stage ")):
-        notice("guardrail.breach", "breach", dict(version=version, reason=final.reason,
-                                                  measured=_measured(final), action="rolled back"))
+        notice(settings, "guardrail.breach", "breach", dict(version=version, reason=final.reason,
+                                                            measured=_measured(final), action="rolled back"))
     if final.action == "promote":
-        notice("update.planned", "planned", dict(version=version, planned_at=clock.utcnow().isoformat(),
-                                                 production=started.production,
-                                                 change=f"{rollout_plan.strategy}: {final.reason}"))
+        notice(settings, "update.planned", "planned", dict(version=version, planned_at=clock.utcnow().isoformat(),
+                                                           production=started.production,
+                                                           change=f"{rollout_plan.strategy}: {final.reason}"))
     applied = AppliedDecision.of(apply_decision(backend, version, final))
     publish_report(version, decisions, applied)
     verdict_run = None
@@ -178,11 +171,11 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
     journal_decision(settings, version, final, applied, (verdict_run or {}).get("due_at"))
     ev = _evidence_fields(final)
     if final.action == "promote":
-        notice("rollout.promoted", "final", dict(version=version, reason=final.reason, actor=final.actor,
-                                                 previous=started.production, **ev))
+        notice(settings, "rollout.promoted", "final", dict(version=version, reason=final.reason, actor=final.actor,
+                                                           previous=started.production, **ev))
     else:
-        notice("rollout.rolled_back", "final", dict(version=version, reason=final.reason, actor=final.actor,
-                                                    production=started.production, **ev))
+        notice(settings, "rollout.rolled_back", "final", dict(version=version, reason=final.reason, actor=final.actor,
+                                                              production=started.production, **ev))
     print(f"{rollout_plan.strategy} {version}: {final.action.upper()} ({final.actor}): {final.reason}")
     result = {"candidate": version, "production_before": started.production, "action": final.action,
             "actor": final.actor, "manual": final.manual, "reason": final.reason,
