@@ -25,11 +25,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .schema import IDENTIFIERS, KEYS
+from . import schema as S
 
 Severity = Literal["info", "warning", "critical"]
 PREFIX = "[retrainer]"
-_FORBIDDEN = frozenset(IDENTIFIERS) | frozenset(KEYS)
+
+
+def _forbidden() -> frozenset[str]:
+    """Field names a notice refuses: the active model's identifiers and keys."""
+    return frozenset(S.IDENTIFIERS) | frozenset(S.KEYS)
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,7 @@ def render(kind: str, **fields: Any) -> Notice:
     spec = KINDS.get(kind)
     if spec is None:
         raise ValueError(f"unknown notification kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-    bad = sorted(k for k in fields if k.lower() in _FORBIDDEN)
+    bad = sorted(k for k in fields if k.lower() in _forbidden())
     if bad:
         raise ValueError(f"notice {kind!r} refuses patient-level field(s) {', '.join(bad)}: notices never carry "
                          "patient identifiers")

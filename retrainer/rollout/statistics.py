@@ -6,8 +6,8 @@ labelled-predictions frame of the prediction store.
 """
 from __future__ import annotations
 
+from .. import schema as S
 from ..evidence.auc import delong_auc_variance, unpaired_delong
-from ..schema import LABEL
 
 __all__ = ["auc_difference_ci", "ci_from_labelled", "delong_auc_variance"]
 
@@ -29,5 +29,5 @@ def ci_from_labelled(frame, candidate: str = "green", production: str = "blue",
     columns variant, score, readmitted_30d)."""
     c = frame[frame["variant"] == candidate]
     p = frame[frame["variant"] == production]
-    return auc_difference_ci(c[LABEL].to_numpy(), c["score"].to_numpy(dtype=float),
-                             p[LABEL].to_numpy(), p["score"].to_numpy(dtype=float), level)
+    return auc_difference_ci(c[S.LABEL].to_numpy(), c["score"].to_numpy(dtype=float),
+                             p[S.LABEL].to_numpy(), p["score"].to_numpy(dtype=float), level)
