@@ -23,6 +23,7 @@ import sys
 
 from retrainer.errors import RetrainerError
 from retrainer.perms import restrict_umask
+from retrainer.spec import DEFAULT_MODEL, active_model, load_spec
 
 from . import backtest, compare, data, lifecycle, notify, registry, report, retention, rollout, serve, status
 
@@ -40,25 +41,55 @@ COMMANDS = (data.add_data, data.add_validate, lifecycle.add_retrain, lifecycle.a
 def build_parser() -> argparse.ArgumentParser:
     """The `retrainer` parser with every command; each sets `func`, the function that runs it."""
     p = argparse.ArgumentParser(prog="retrainer", description="Retrain, validate, version and roll out "
-                                "a readmission risk model with Prefect.")
+                                "production models (one spec per model in models/) with Prefect.")
+    p.add_argument("--model", metavar="NAME", default=None,
+                   help="the model to work on: a spec in models/ (default: RETRAINER_MODEL_NAME, else "
+                        f"{DEFAULT_MODEL}); also accepted after the command")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    _model_option_everywhere(sub)
     return p
+
+
+def _model_option_everywhere(sub: argparse._SubParsersAction) -> None:
+    """`--model NAME` after any command or sub-command too (`retrainer retrain --model X`)."""
+    for parser in set(sub.choices.values()):
+        if not any("--model" in a.option_strings for a in parser._actions):
+            parser.add_argument("--model", metavar="NAME", default=argparse.SUPPRESS,
+                                help="the model to work on (a spec in models/)")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _model_option_everywhere(action)
+
+
+def select_model(name: str | None) -> str:
+    """Make `name` the model of this command (and of every process it starts): its spec is read
+    first, so an unknown model is one error line before anything runs."""
+    if name:
+        load_spec(name)
+        os.environ["RETRAINER_MODEL_NAME"] = name
+    return active_model()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default: sys.argv), run the command and return its exit code."""
     old_umask = restrict_umask()
+    old_model = os.environ.get("RETRAINER_MODEL_NAME")
     try:
         return _run(argv)
-    finally:
-        os.umask(old_umask)  # matters only when main() is called in process (tests)
+    finally:  # both matter only when main() is called in process (tests)
+        os.umask(old_umask)
+        if old_model is None:
+            os.environ.pop("RETRAINER_MODEL_NAME", None)
+        else:
+            os.environ["RETRAINER_MODEL_NAME"] = old_model
 
 
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        select_model(getattr(args, "model", None))
         return args.func(args)
     except RetrainerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,10 +14,10 @@ from tasks.runtime import install_log_filter, settings_for
 
 @flow(name="backtest", log_prints=True)
 def backtest(data: str, policy: str | None = None, warmup: int = 3, max_iter: int = 100, canary_rows: int = 1000,
-             home: str | None = None) -> dict[str, Any]:
+             home: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Replay the monthly Parquet files in `data`; returns {"summary", "table", "retrains"}."""
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     result = replay(data, settings, policy, warmup, max_iter, canary_rows)
     publish(result)
     print(result.format_summary())

@@ -77,7 +77,8 @@ def _on_failure(flow, flow_run, state) -> None:
     """A failed rollout run: its journal record (if any) -> failed, and an ERROR log line (the
     notice catalogue has no "rollout failed" kind yet)."""
     try:
-        settings = settings_for((flow_run.parameters or {}).get("home"))
+        params = flow_run.parameters or {}
+        settings = settings_for(params.get("home"), params.get("model"))
         journal = RolloutJournal(settings.home)
         for rec in journal.active():
             if rec.flow_run_id == str(flow_run.id):
@@ -95,7 +96,7 @@ def _on_failure(flow, flow_run, state) -> None:
 
 @flow(name=CANARY_FLOW, log_prints=True, persist_result=True, on_failure=[_on_failure])
 def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = None, actor: str = "retrainer",
-           home: str | None = None, approved_by: str | None = None) -> dict[str, Any]:
+           home: str | None = None, approved_by: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Roll `candidate` (default: the newest candidate) out by `plan` (a YAML file's path, relative
     paths from the repo root; its dict form; default: settings.canary) and promote or roll it back.
     Returns the decision, its evidence and every check. A version whose gate policy asked for a
@@ -103,7 +104,7 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
     settings.approvers)."""
     install_log_filter()
     logger = get_run_logger()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     rollout_plan = RolloutPlan.load(_plan_path(plan) if isinstance(plan, str) else plan,
                                     None if plan else settings)  # validated before anything changes
     backend = backend_for(settings)
@@ -167,7 +168,8 @@ def canary(candidate: str | None = None, plan: dict[str, Any] | str | None = Non
     verdict_run = None
     if final.action == "promote" and settings.canary.deferred_verdict:
         verdict_run = schedule_deferred_verdict(version, started.production, started.started_at,
-                                                final.decided_at or clock.utcnow(), settings.label_delay, home)
+                                                final.decided_at or clock.utcnow(), settings.label_delay, home,
+                                                model=settings.model_name)
     journal_decision(settings, version, final, applied, (verdict_run or {}).get("due_at"))
     ev = _evidence_fields(final)
     if final.action == "promote":

@@ -15,9 +15,9 @@ from tasks.runtime import backend_for, install_log_filter, settings_for
 
 
 @flow(name="guardrails", log_prints=True, persist_result=True)
-def guardrails(home: str | None = None) -> dict[str, Any]:
+def guardrails(home: str | None = None, model: str | None = None) -> dict[str, Any]:
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     backend = backend_for(settings)
 
     results = watch_rollouts(backend, settings)

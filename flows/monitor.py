@@ -20,11 +20,12 @@ from tasks.runtime import backend_for, install_log_filter, settings_for
 
 
 @flow(name="monitor", log_prints=True)
-def monitor(home: str | None = None, now: str | None = None, emit: bool = True) -> dict[str, Any]:
+def monitor(home: str | None = None, now: str | None = None, emit: bool = True,
+            model: str | None = None) -> dict[str, Any]:
     """`now` (ISO time, UTC if naive) replaces the clock, for back-testing; `emit=False` evaluates
     and publishes without emitting events."""
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     backend = backend_for(settings)
     clock = _parse_now(now)
 

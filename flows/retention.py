@@ -17,10 +17,11 @@ from tasks.runtime import backend_for, install_log_filter, settings_for
 
 @flow(name="retention", log_prints=True)
 def retention(home: str | None = None, dry_run: bool = False, actor: str = "retention",
-              reason: str = "scheduled retention", now: str | None = None) -> dict[str, Any]:
+              reason: str = "scheduled retention", now: str | None = None,
+              model: str | None = None) -> dict[str, Any]:
     """`dry_run`: plan and report only. `now` (ISO, UTC if naive) replaces the clock."""
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     backend = backend_for(settings)
     clock = as_utc(now) if now else utcnow()
     if dry_run:

@@ -50,12 +50,13 @@ def _on_failure(flow, flow_run, state) -> None:
 
 @flow(name="retrain", log_prints=True, on_failure=[_on_failure])
 def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "retrainer",
-            context: dict[str, Any] | None = None, home: str | None = None) -> dict[str, Any]:
+            context: dict[str, Any] | None = None, home: str | None = None,
+            model: str | None = None) -> dict[str, Any]:
     """`data` defaults to settings.training_data (deployments never pass paths); `context` is
     kept in the version's lineage (an automation passes the triggering event's payload). Prefect
     refuses a `trigger` outside `Trigger` before the run starts (the CLI checks it first)."""
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     backend = backend_for(settings)
     data = data or str(settings.training_data)
     created_at = current_run_created_at()
@@ -111,7 +112,7 @@ class ApprovalInput(RunInput):
 
 @flow(name="retrain-manual", log_prints=True)
 def manual_retrain(requested_by: str, reason: str = "", data: str | None = None, home: str | None = None,
-                   approval_timeout_s: int = 24 * 3600) -> dict[str, Any]:
+                   approval_timeout_s: int = 24 * 3600, model: str | None = None) -> dict[str, Any]:
     """A retrain someone asked for, run only after an approver (settings.approvers) says yes.
 
     In a deployment run the flow is suspended (no process waits; on resume it re-runs from the top,
@@ -122,7 +123,7 @@ def manual_retrain(requested_by: str, reason: str = "", data: str | None = None,
     approval_timeout_s fails the run (Prefect's pause timeout).
     """
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     allowed = approvers(settings)
     approval = request_approval(ApprovalInput, settings, requested_by, reason, approval_timeout_s, allowed)
     decision = publish_approval(approval, requested_by, allowed)
@@ -131,7 +132,7 @@ def manual_retrain(requested_by: str, reason: str = "", data: str | None = None,
         return {"version": None, "outcome": "not-approved", "approved": False, "status": "rejected",
                 "reason": decision.reason, "requested_by": requested_by, "approver": approval.approver}
     print(decision.reason)
-    summary = retrain(data=data, trigger="manual", actor=approval.approver, home=home, context={
+    summary = retrain(data=data, trigger="manual", actor=approval.approver, home=home, model=model, context={
         "requested_by": requested_by, "request_reason": reason, "approved_by": approval.approver,
         "approval_reason": approval.reason})
     return {**summary, "approved": True, "requested_by": requested_by, "approver": approval.approver}

@@ -17,14 +17,14 @@ from tasks.runtime import backend_for, install_log_filter, settings_for
 
 @flow(name="rollback", log_prints=True)
 def rollback(to: str | None = None, reason: str = "manual rollback", actor: str = "operator",
-             home: str | None = None) -> dict[str, Any]:
+             home: str | None = None, model: str | None = None) -> dict[str, Any]:
     """Return production to `to` (default: the most recent kept previous version).
 
     Returns {"version", "replaced", "switch_ms", "total_ms", "endpoint"}; fails with a one-line
     RolloutError when the target is not a kept previous version or is already production.
     """
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     backend = backend_for(settings)
     result = rollback_production(backend, to, actor, reason)
     print(f"rolled back to {result['version']} (was {result['replaced']}); command to 100% traffic "

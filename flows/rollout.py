@@ -32,11 +32,12 @@ from tasks.runtime import backend_for, install_log_filter, settings_for
 
 @flow(name="rollout-on-registered", log_prints=True, persist_result=True)
 def rollout_on_registered(version: str, status: str | None = None, trigger: str | None = None,
-                          event_id: str | None = None, home: str | None = None) -> dict[str, Any]:
+                          event_id: str | None = None, home: str | None = None,
+                          model: str | None = None) -> dict[str, Any]:
     """`version` (and, from the event, its `status` and `trigger` at registration, `event_id`);
     the registry's record decides, not the event."""
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     backend = backend_for(settings)
     out: dict[str, Any] = {"version": version, "event_id": event_id, "trigger": trigger}
 

@@ -43,11 +43,11 @@ def _on_failure(flow, flow_run, state) -> None:
 @flow(name=VERDICT_FLOW, log_prints=True, persist_result=True, on_completion=[_on_completion],
       on_failure=[_on_failure])
 def deferred_verdict(version: str, previous: str | None, window_start: str, window_end: str,
-                     home: str | None = None) -> dict[str, Any]:
+                     home: str | None = None, model: str | None = None) -> dict[str, Any]:
     """The realised paired comparison of `version` against `previous` on predictions made in
     [window_start, window_end), and the action it calls for."""
     install_log_filter()
-    settings = settings_for(home)
+    settings = settings_for(home, model)
     backend = backend_for(settings)
     out = verdict_task(backend, settings, version, previous, datetime.fromisoformat(window_start),
                        datetime.fromisoformat(window_end))

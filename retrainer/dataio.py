@@ -72,25 +72,40 @@ class Split:
         return {name: {"rows": len(getattr(self, name)), "months": m} for name, m in self.months.items()}
 
 
+_PERIOD_FORMAT = {"days": "%Y-%m-%d", "weeks": "%Y-%m-%d", "months": "%Y-%m"}
+
+
+def periods_of(ts: pd.Series, unit: str) -> pd.Series:
+    """The period label of each timestamp: its day, the Monday of its week, or its month."""
+    if unit == "weeks":
+        ts = ts.dt.normalize() - pd.to_timedelta(ts.dt.weekday, unit="D")
+    return ts.dt.strftime(_PERIOD_FORMAT[unit])
+
+
 def time_split(df: pd.DataFrame, split: SplitSettings) -> Split:
-    """Train on older months, validate on the next, test on the most recent. Never shuffled."""
+    """Train on older periods, validate on the next, test on the most recent. Never shuffled.
+
+    Periods are whole days, weeks (Monday first) or months (`split.unit`); with `split.train` set
+    only that many periods before validation train (a rolling window), else every older one."""
     ts = pd.to_datetime(df[S.TIMESTAMP])
-    month = ts.dt.strftime("%Y-%m")
-    months = sorted(month.unique())
-    need = split.min_train_months + split.validation_months + split.test_months
-    if len(months) < need:
-        raise DataError(f"time-based split needs at least {need} months of data "
-                        f"({split.min_train_months} train + {split.validation_months} validation + "
-                        f"{split.test_months} test); the batch covers {len(months)}")
-    test_m = months[-split.test_months:]
-    val_m = months[-(split.test_months + split.validation_months):-split.test_months]
-    train_m = months[:-(split.test_months + split.validation_months)]
+    period = periods_of(ts, split.unit)
+    periods = sorted(period.unique())
+    need = split.periods_needed
+    if len(periods) < need:
+        train_part = f"{split.train}" if split.train else f"at least {split.min_train}"
+        raise DataError(f"time-based split needs at least {need} {split.unit} of data "
+                        f"({train_part} train + {split.validation} validation + {split.test} test); "
+                        f"the batch covers {len(periods)}")
+    test_p = periods[-split.test:]
+    val_p = periods[-(split.test + split.validation):-split.test]
+    older = periods[:-(split.test + split.validation)]
+    train_p = older[-split.train:] if split.train else older
     order = np.argsort(ts.to_numpy(), kind="stable")
     df = df.iloc[order].reset_index(drop=True)
-    month = month.iloc[order].reset_index(drop=True)
+    period = period.iloc[order].reset_index(drop=True)
     return Split(
-        train=df[month.isin(train_m)].reset_index(drop=True),
-        validation=df[month.isin(val_m)].reset_index(drop=True),
-        test=df[month.isin(test_m)].reset_index(drop=True),
-        months={"train": train_m, "validation": val_m, "test": test_m},
+        train=df[period.isin(train_p)].reset_index(drop=True),
+        validation=df[period.isin(val_p)].reset_index(drop=True),
+        test=df[period.isin(test_p)].reset_index(drop=True),
+        months={"train": train_p, "validation": val_p, "test": test_p},
     )

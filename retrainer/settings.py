@@ -11,7 +11,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from .errors import ConfigError
@@ -25,21 +34,54 @@ class _Section(BaseModel):
 
 
 class SplitSettings(_Section):
-    """Time-based split: the most recent `test_months` test, the `validation_months` before that
-    validate, everything older trains. Never shuffled across time."""
-    validation_months: int = Field(1, ge=1)
-    test_months: int = Field(1, ge=1)
-    min_train_months: int = Field(1, ge=1)
+    """Time-based split in whole `unit`s (days, weeks or months; the model spec's `split`): the
+    most recent `test` units test, the `validation` units before them validate, and the `train`
+    units before those train (None: everything older, at least `min_train`). Never shuffled across
+    time. The readmission names `validation_months`, `test_months`, `min_train_months` still work."""
+    unit: Literal["days", "weeks", "months"] = "months"
+    train: int | None = Field(None, ge=1)
+    validation: int = Field(1, ge=1, validation_alias=AliasChoices("validation", "validation_months"))
+    test: int = Field(1, ge=1, validation_alias=AliasChoices("test", "test_months"))
+    min_train: int = Field(1, ge=1, validation_alias=AliasChoices("min_train", "min_train_months"))
+
+    @property
+    def validation_months(self) -> int:
+        return self.validation
+
+    @property
+    def test_months(self) -> int:
+        return self.test
+
+    @property
+    def min_train_months(self) -> int:
+        return self.min_train
+
+    @property
+    def periods_needed(self) -> int:
+        return (self.train or self.min_train) + self.validation + self.test
 
 
 class ModelSettings(_Section):
-    """HistGradientBoostingClassifier hyperparameters."""
+    """HistGradientBoostingClassifier hyperparameters (the `hist_gradient_boosting_classifier`
+    entry point's parameters)."""
     learning_rate: float = Field(0.06, gt=0, le=1)
     max_iter: int = Field(250, ge=1, le=5000)
     max_leaf_nodes: int = Field(31, ge=2)
     min_samples_leaf: int = Field(40, ge=1)
     l2_regularization: float = Field(1.0, ge=0)
     random_state: int = 42
+
+
+class TrainingParams(BaseModel):
+    """The training entry point's parameters (the model spec's `training.params`, overridable here:
+    RETRAINER_MODEL__MAX_ITER=300). Free-form: the entry point validates its own (see
+    `retrainer.training`); `model_dump()` is what the model is trained with and hashed by."""
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_model(cls, v):
+        return v.model_dump() if isinstance(v, BaseModel) else v
 
 
 class GateFloors(_Section):
@@ -240,7 +282,7 @@ class Settings(BaseSettings):
     # predictions older than this count as labelled evidence ("matured"). "30d", "48h", "90m".
     label_delay: timedelta = timedelta(days=30)
     split: SplitSettings = SplitSettings()
-    model: ModelSettings = ModelSettings()
+    model: TrainingParams = Field(default_factory=lambda: TrainingParams(**ModelSettings().model_dump()))
     gate: GateSettings = GateSettings()
     validation: ValidationSettings = ValidationSettings()
     drift: DriftSettings = DriftSettings()
@@ -284,18 +326,92 @@ class Settings(BaseSettings):
                 f"deleted before its verdict; use at least {need}")
         return self
 
+    @model_validator(mode="after")
+    def _namespace_by_model(self):
+        """Every model but the default keeps its state in `<home>/models/<name>/` (registry,
+        prediction store, rollouts, evidence) and reads its training window from
+        `data/<name>/training` unless told otherwise; the default model keeps today's paths."""
+        from .spec import DEFAULT_MODEL  # noqa: PLC0415 - cycle: spec's loader imports errors only
+
+        if self.model_name != DEFAULT_MODEL:
+            tail = ("models", self.model_name)
+            if tuple(self.home.parts[-2:]) != tail:
+                self.home = self.home.joinpath(*tail)
+            if self.training_data == Path("data/training"):
+                self.training_data = Path("data") / self.model_name / "training"
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
         path = os.environ.get("RETRAINER_CONFIG") or DEFAULT_CONFIG
         sources = [init_settings, env_settings]
-        if Path(path).is_file():
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=path) if Path(path).is_file() else None
+        if yaml_source is not None:
+            sources.append(yaml_source)
+        sources.append(SpecDefaults(settings_cls, init_settings, env_settings, yaml_source))
         return tuple(sources)
 
     @property
     def registry_dir(self) -> Path:
         return self.home / "registry"
+
+    @property
+    def spec(self):
+        """The model spec (`models/<model_name>.yaml`): a `retrainer.spec.ModelSpec`."""
+        from .spec import load_spec  # noqa: PLC0415 - cycle: settings is imported by spec's users
+
+        return load_spec(self.model_name)
+
+
+class SpecDefaults(PydanticBaseSettingsSource):
+    """The lowest-priority settings source: what the model's spec says (label delay, split,
+    training params, triggers file, rollout plan, gate thresholds, endpoint name). Explicit
+    settings (arguments, RETRAINER_* variables, retrainer.yaml) override it."""
+
+    def __init__(self, settings_cls, *sources):
+        super().__init__(settings_cls)
+        self._sources = [s for s in sources if s is not None]
+
+    def get_field_value(self, field, field_name):  # required by the base class; __call__ does the work
+        return None, field_name, False
+
+    def _model_name(self) -> str:
+        from .spec import DEFAULT_MODEL  # noqa: PLC0415 - cycle
+
+        for source in self._sources:
+            try:
+                name = source().get("model_name")
+            except Exception:  # a broken source reports itself when pydantic-settings calls it
+                name = None
+            if name:
+                return str(name)
+        return DEFAULT_MODEL
+
+    def __call__(self) -> dict:
+        from .spec import REPO_ROOT as SPEC_ROOT  # noqa: PLC0415 - cycle
+        from .spec import load_spec  # noqa: PLC0415 - cycle
+
+        name = self._model_name()
+        if not all(c.isalnum() or c in "-_" for c in name):
+            return {}  # the model_name validator reports it
+        spec = load_spec(name)
+        out: dict = {
+            "label_delay": spec.label_delay,
+            "split": spec.split.model_dump(),
+            "model": dict(spec.training.params),
+            "aws": {"endpoint_name": spec.name},
+        }
+        if spec.triggers:
+            out["triggers_file"] = SPEC_ROOT / spec.triggers
+        if spec.rollout_plan:
+            out["rollout"] = {"plan": spec.rollout_plan}
+        if spec.task == "binary_classification":
+            gate = {"max_auc_drop": spec.metrics.gate.tolerance}
+            if spec.metrics.gate.min is not None:
+                gate["min_auc"] = spec.metrics.gate.min
+            out["gate"] = gate
+        return out
 
 
 def min_retention_days(label_delay: timedelta, max_duration_hours: float) -> int:
@@ -311,6 +427,8 @@ def load_settings(**overrides) -> Settings:
         raise ConfigError(f"settings file {path} (RETRAINER_CONFIG) does not exist")
     try:
         return Settings(**overrides)
+    except ConfigError:  # an unknown model or a bad spec: its own line
+        raise
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])

@@ -190,8 +190,9 @@ def settings_of_run(flow_run):
     """The settings a flow run used (its `home` parameter), for its hooks; None if unreadable
     (`notify` then loads the defaults itself)."""
     try:
-        home = (getattr(flow_run, "parameters", None) or {}).get("home")
-        return load_settings(**({"home": home} if home else {}))
+        params = getattr(flow_run, "parameters", None) or {}
+        home, model = params.get("home"), params.get("model")
+        return load_settings(**({"home": home} if home else {}), **({"model_name": model} if model else {}))
     except Exception:  # noqa: BLE001 - a hook must not fail on settings
         return None
 

@@ -121,6 +121,7 @@ def start_canary_run(record: ModelRecord, sel: Selection, settings: Settings, ap
         params["approved_by"] = approved_by
     if home:
         params["home"] = home
+    params["model"] = settings.model_name
     journal = RolloutJournal(settings.home)
     prod = ((record.metrics or {}).get("production") or {}).get("version")
     journal.start(record.version, prod, _strategy(sel), sel.plan or {}, clock.utcnow(),

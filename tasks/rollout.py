@@ -291,13 +291,13 @@ EARLY_START = timedelta(seconds=60)
 
 @task(name="schedule-deferred-verdict", cache_key_fn=per_run("verdict-schedule"), persist_result=True)
 def schedule_deferred_verdict(version: str, previous: str | None, window_start: str, window_end: datetime,
-                              label_delay: timedelta, home: str | None) -> dict[str, Any]:
+                              label_delay: timedelta, home: str | None, model: str | None = None) -> dict[str, Any]:
     """Create ONE scheduled run of the deferred-verdict deployment at the time the canary period's
     labels mature (a scheduled run holds no worker until then). Without that deployment (a plain
     local run) the result says which command to run when the labels are in."""
     due = verdict.due_at(window_end, label_delay)
     params = {"version": version, "previous": previous, "window_start": window_start,
-              "window_end": window_end.isoformat(), "home": home}
+              "window_end": window_end.isoformat(), "home": home, "model": model}
     command = (f"retrainer canary verdict {version} --previous {previous} --start {window_start} "
                f"--end {window_end.isoformat()}")
     name = os.environ.get("RETRAINER_VERDICT_DEPLOYMENT", VERDICT_DEPLOYMENT)
@@ -306,7 +306,7 @@ def schedule_deferred_verdict(version: str, previous: str | None, window_start: 
             dep = client.read_deployment_by_name(name)
             run = client.create_flow_run_from_deployment(
                 dep.id, parameters=params, state=Scheduled(scheduled_time=due),
-                idempotency_key=f"deferred-verdict-{version}-{window_start}")
+                idempotency_key="-".join(["deferred-verdict", *([model] if model else []), version, window_start]))
         get_run_logger().info("deferred verdict on %s scheduled for %s (flow run %s)", version, due, run.id)
         return {"due_at": due.isoformat(), "flow_run_id": str(run.id), "command": command}
     except ObjectNotFound:

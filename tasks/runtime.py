@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from retrainer.backends import Backend, get_backend  # noqa: E402
 from retrainer.errors import RetrainerError  # noqa: E402
 from retrainer.settings import Settings, load_settings  # noqa: E402
+from retrainer.spec import activate  # noqa: E402
 
 # Task options, named once.
 # IN_PROCESS: runs every time it is called; its result stays in memory (data frames, models).
@@ -70,8 +71,13 @@ def install_log_filter() -> None:
                 h.addFilter(_FILTER)
 
 
-def settings_for(home: str | None = None) -> Settings:
-    return load_settings(**({"home": home} if home else {}))
+def settings_for(home: str | None = None, model: str | None = None) -> Settings:
+    """The run's settings for `model` (None: RETRAINER_MODEL_NAME, else the default model), with
+    that model made active for the run and the tasks it submits (`retrainer.spec.activate`)."""
+    overrides = {**({"home": home} if home else {}), **({"model_name": model} if model else {})}
+    settings = load_settings(**overrides)
+    activate(settings.model_name)
+    return settings
 
 
 def backend_for(settings: Settings) -> Backend:
