@@ -47,10 +47,12 @@ def cmd_retrain(a) -> int:
     elif summary.get("outcome") in ("skipped", "not-approved"):
         print(f"\n{summary['status']}: {summary.get('reason', '')}")
     else:
-        prod = (f" vs production {summary['production_version']} {summary['production_auc']:.4f}"
+        metric = summary.get("metric", "auc")
+        value, prod_value = summary.get(metric), summary.get(f"production_{metric}")
+        prod = (f" vs production {summary['production_version']} {_fmt4(prod_value)}"
                 if summary.get("production_version") else "")
         print(f"\n{summary['version']} registered as {summary['status']} ({summary['bump']}); "
-              f"test AUC {summary['auc']:.4f}{prod}")
+              f"test {_metric_name(metric)} {_fmt4(value)}{prod}")
         print(f"gate: {summary.get('gate', '-')}")
         if summary.get("needs_approval"):
             print("needs approval before its rollout: retrainer canary start --approved-by NAME")
@@ -165,3 +167,11 @@ def add_drift(sub) -> None:
     dr.add_argument("--json", action="store_true")
     dr.add_argument("--fail-on-drift", action="store_true", help="exit 4 when drift is detected")
     dr.set_defaults(func=cmd_drift)
+
+
+def _metric_name(metric: str) -> str:
+    return metric.upper() if metric in ("auc", "mae", "rmse") else metric.capitalize()
+
+
+def _fmt4(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -19,19 +19,22 @@ def _registry():
 
 def cmd_registry_list(a) -> int:
     """One line per registered version (or JSON)."""
+    from retrainer.spec import active  # noqa: PLC0415 - the model chosen by --model
+
+    metric = active().spec.metrics.primary  # the model's primary metric: auc, spearman, ...
     records = _registry().list()
     if a.json:
         print_json([{"version": r.version, "status": r.status, "created_at": r.created_at,
-                     "trigger": r.trigger, "auc": r.metrics.get("candidate", {}).get("auc"),
+                     "trigger": r.trigger, metric: r.metrics.get("candidate", {}).get(metric),
                      "parent": r.parent, "bump": r.bump} for r in records])
         return 0
     if not records:
         print("no versions registered")
         return 0
-    print(f"{'VERSION':<10} {'STATUS':<11} {'AUC':>7}  {'TRIGGER':<11} {'BUMP':<6} CREATED")
+    print(f"{'VERSION':<10} {'STATUS':<11} {metric.upper()[:8]:>8}  {'TRIGGER':<11} {'BUMP':<6} CREATED")
     for r in records:
-        auc = r.metrics.get("candidate", {}).get("auc")
-        print(f"{r.version:<10} {r.status:<11} {auc if auc is None else format(auc, '.4f'):>7}  "
+        value = r.metrics.get("candidate", {}).get(metric)
+        print(f"{r.version:<10} {r.status:<11} {value if value is None else format(value, '.4f'):>8}  "
               f"{r.trigger:<11} {r.bump:<6} {r.created_at}")
     return 0
 

@@ -97,9 +97,10 @@ def retrain(data: str | None = None, trigger: Trigger = "manual", actor: str = "
                trigger=trigger, policy=settings.gate.policy,
                status=f"{record.status}, needs approval" if record.gate.get("needs_approval") else str(record.status),
                production=prod and prod["version"])
+    primary = settings.spec.metrics.primary  # auc for readmission, spearman for lead scoring
     return {"version": record.version, "outcome": "registered", "status": record.status, "bump": record.bump,
-            "auc": metrics.candidate["auc"], "production_version": prod and prod["version"],
-            "production_auc": prod and prod["auc"], "gate": record.gate["reason"],
+            "metric": primary, primary: metrics.candidate.get(primary), "production_version": prod and prod["version"],
+            f"production_{primary}": prod and prod.get(primary), "gate": record.gate["reason"],
             "needs_approval": bool(record.gate.get("needs_approval")), "evidence": evidence, "trigger": trigger}
 
 
