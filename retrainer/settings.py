@@ -330,9 +330,12 @@ class Settings(BaseSettings):
     def _namespace_by_model(self):
         """Every model but the default keeps its state in `<home>/models/<name>/` (registry,
         prediction store, rollouts, evidence) and reads its training window from
-        `data/<name>/training` unless told otherwise; the default model keeps today's paths."""
+        `data/<name>/training` unless told otherwise; the default model keeps today's paths.
+        `{model}` in `training_data` is replaced by the model's name."""
         from .spec import DEFAULT_MODEL  # noqa: PLC0415 - cycle: spec's loader imports errors only
 
+        if "{model}" in str(self.training_data):  # one setting for every model: /data/{model}/training
+            self.training_data = Path(str(self.training_data).replace("{model}", self.model_name))
         if self.model_name != DEFAULT_MODEL:
             tail = ("models", self.model_name)
             if tuple(self.home.parts[-2:]) != tail:

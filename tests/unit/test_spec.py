@@ -126,6 +126,8 @@ def test_settings_take_their_defaults_from_the_spec_and_explicit_settings_win(mo
     over = load_settings(home=str(tmp_path), model_name="lead-scoring")
     assert over.split.train == 3 and over.split.unit == "days"
     assert over.model.model_dump()["max_depth"] == "4" and over.model.model_dump()["n_estimators"] == 300
+    templated = load_settings(home=str(tmp_path), model_name="lead-scoring", training_data="/d/{model}/train")
+    assert templated.training_data == Path("/d/lead-scoring/train")
     # re-validating already namespaced settings does not nest twice
     again = Settings(**{**over.model_dump(), "home": over.home})
     assert again.home == over.home
