@@ -15,11 +15,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.context import FlowRunContext  # noqa: E402
 
 from retrainer.backends import Backend, get_backend  # noqa: E402
 from retrainer.errors import RetrainerError  # noqa: E402
 from retrainer.settings import Settings, load_settings  # noqa: E402
-from retrainer.spec import activate  # noqa: E402
+from retrainer.spec import add_resolver  # noqa: E402
 
 # Task options, named once.
 # IN_PROCESS: runs every time it is called; its result stays in memory (data frames, models).
@@ -72,12 +73,23 @@ def install_log_filter() -> None:
 
 
 def settings_for(home: str | None = None, model: str | None = None) -> Settings:
-    """The run's settings for `model` (None: RETRAINER_MODEL_NAME, else the default model), with
-    that model made active for the run and the tasks it submits (`retrainer.spec.activate`)."""
+    """The run's settings for `model` (None: RETRAINER_MODEL_NAME, else the default model); an
+    unknown model is one ConfigError line here, before the run does anything."""
     overrides = {**({"home": home} if home else {}), **({"model_name": model} if model else {})}
-    settings = load_settings(**overrides)
-    activate(settings.model_name)
-    return settings
+    return load_settings(**overrides)
+
+
+def model_of_current_run() -> str | None:
+    """The `model` parameter of the running flow (a task sees its flow's), or None. Registered as
+    a `retrainer.spec` resolver, so `retrainer.schema` answers for the run's model inside the run
+    and its tasks, and for nobody once the run is over."""
+    ctx = FlowRunContext.get()
+    if ctx is None:
+        return None
+    return (ctx.parameters or {}).get("model")
+
+
+add_resolver(model_of_current_run)
 
 
 def backend_for(settings: Settings) -> Backend:

@@ -14,7 +14,7 @@ import os
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import ValidationError
@@ -25,7 +25,7 @@ from .model import LOWER_IS_BETTER, TASK_METRICS, ModelSpec
 
 __all__ = ["ModelSpec", "Contract", "DEFAULT_MODEL", "LOWER_IS_BETTER", "TASK_METRICS", "SpecError",
            "models_dir", "spec_path", "load_spec", "contract", "available_models", "activate",
-           "set_process_model", "active_model", "active", "resolve_entry_point"]
+           "set_process_model", "active_model", "active", "resolve_entry_point", "add_resolver", "using"]
 
 DEFAULT_MODEL = "readmission-30d"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -132,10 +132,28 @@ def contract(name_or_path: str | Path) -> Contract:
 
 _ACTIVE: contextvars.ContextVar[str | None] = contextvars.ContextVar("retrainer_model", default=None)
 _PROCESS: list[str | None] = [None]
+_RESOLVERS: list[Callable[[], str | None]] = []
+
+
+def add_resolver(resolver: Callable[[], str | None]) -> None:
+    """Register a function that names the model of the current context, or None (the Prefect
+    side registers one that reads the running flow's `model` parameter, so a flow run's model
+    ends with the run instead of leaking into its caller)."""
+    if resolver not in _RESOLVERS:
+        _RESOLVERS.append(resolver)
 
 
 def active_model() -> str:
-    return _ACTIVE.get() or _PROCESS[0] or os.environ.get("RETRAINER_MODEL_NAME") or DEFAULT_MODEL
+    """`using`/`activate` in this context, else a resolver's answer (the running flow's `model`),
+    else the process's model, else RETRAINER_MODEL_NAME, else the default model."""
+    name = _ACTIVE.get()
+    if name:
+        return name
+    for resolve in _RESOLVERS:
+        name = resolve()
+        if name:
+            return name
+    return _PROCESS[0] or os.environ.get("RETRAINER_MODEL_NAME") or DEFAULT_MODEL
 
 
 def active() -> Contract:
