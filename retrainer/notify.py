@@ -31,7 +31,7 @@ Severity = Literal["info", "warning", "critical"]
 PREFIX = "[retrainer]"
 
 
-def _forbidden() -> frozenset[str]:
+def forbidden_fields() -> frozenset[str]:
     """Field names a notice refuses: the active model's identifiers and keys."""
     return frozenset(S.IDENTIFIERS) | frozenset(S.KEYS)
 
@@ -261,7 +261,7 @@ def render(kind: str, **fields: Any) -> Notice:
     spec = KINDS.get(kind)
     if spec is None:
         raise ValueError(f"unknown notification kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-    bad = sorted(k for k in fields if k.lower() in _forbidden())
+    bad = sorted(k for k in fields if k.lower() in forbidden_fields())
     if bad:
         raise ValueError(f"notice {kind!r} refuses patient-level field(s) {', '.join(bad)}: notices never carry "
                          "patient identifiers")

@@ -43,7 +43,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 from pydantic import Field, SecretStr
 
-from retrainer.notify import _FORBIDDEN, Notice, fmt, render
+from retrainer.notify import Notice, fmt, forbidden_fields, render
 from retrainer.settings import load_settings
 
 LEGACY_ENV = "RETRAINER_NOTIFY_BLOCK"
@@ -173,7 +173,7 @@ def send(notice: Notice, blocks: list[str], timeout_s: float = DEFAULT_TIMEOUT_S
 def _fallback(kind: str, fields: dict[str, Any], error: str) -> Notice:
     model = fmt(fields.get("model") or "model")
     lines = [f"(this notice could not be worded: {error})"]
-    lines += [f"{k}: {fmt(v)}" for k, v in fields.items() if k.lower() not in _FORBIDDEN and v is not None]
+    lines += [f"{k}: {fmt(v)}" for k, v in fields.items() if k.lower() not in forbidden_fields() and v is not None]
     return Notice(kind=kind, subject=f"[retrainer] {model}: {kind}", body="\n".join(lines) + "\n",
                   severity="warning")
 
