@@ -13,15 +13,19 @@ from .common import print_json
 
 
 def cmd_data_generate(a) -> int:
-    """Write monthly Parquet files of synthetic admissions to `--out`."""
-    from retrainer.datagen import GenerationSpec, generate  # noqa: PLC0415 - heavy: pandas
+    """Write the active model's synthetic data (its spec's `data.generator`) to `--out`: monthly
+    admissions for readmission-30d, daily leads for lead-scoring."""
+    from retrainer.datagen import generate_for_model  # noqa: PLC0415 - heavy: pandas
+    from retrainer.spec import active_model, load_spec  # noqa: PLC0415 - the model chosen by --model
 
+    model = active_model()
+    unit = load_spec(model).split.unit.rstrip("s")
     try:
-        paths = generate(a.out, GenerationSpec(months=a.months, rows_per_month=a.rows_per_month,
-                                               seed=a.seed, start=a.start, drift_from=a.drift_from))
+        paths = generate_for_model(model, a.out, periods=a.periods, rows_per_period=a.rows_per_period,
+                                   seed=a.seed, start=a.start, drift_from=a.drift_from)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    print(f"wrote {len(paths)} monthly files ({a.rows_per_month} rows each) to {a.out}")
+    print(f"wrote {len(paths)} files of {model} data (one per {unit}) to {a.out}")
     return 0
 
 
@@ -61,14 +65,18 @@ def cmd_labels_ingest(a) -> int:
 def add_data(sub) -> None:
     """`retrainer data generate`."""
     data = sub.add_parser("data", help="synthetic data").add_subparsers(dest="sub", required=True)
-    g = data.add_parser("generate", help="write monthly Parquet files of synthetic admissions")
+    g = data.add_parser("generate", help="write the model's synthetic data: monthly admissions "
+                        "(readmission-30d), daily leads (lead-scoring)")
     g.add_argument("--out", required=True)
-    g.add_argument("--months", type=int, default=12)
-    g.add_argument("--rows-per-month", type=int, default=5000)
+    g.add_argument("--periods", "--months", "--days", type=int, default=None, dest="periods",
+                   help="how many months (readmission, default 12) or days (lead-scoring, default 28)")
+    g.add_argument("--rows-per-period", "--rows-per-month", "--rows-per-day", type=int, default=None,
+                   dest="rows_per_period", help="rows per month (default 5000) or per weekday (default 2000)")
     g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--start", default="2024-01", help="first month, YYYY-MM (default 2024-01)")
-    g.add_argument("--drift-from", type=int, default=None, metavar="MONTH",
-                   help="1-based month from which features and the label relationship drift")
+    g.add_argument("--start", default=None, help="first month YYYY-MM (readmission, default 2024-01) or "
+                   "first day YYYY-MM-DD (lead-scoring, default 2024-03-04)")
+    g.add_argument("--drift-from", type=int, default=None, metavar="PERIOD",
+                   help="1-based month or day from which features and the label relationship drift")
     g.set_defaults(func=cmd_data_generate)
 
 

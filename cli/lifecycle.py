@@ -105,7 +105,7 @@ def cmd_triggers_check(a) -> int:
 
 def cmd_demo(a) -> int:
     """The whole lifecycle on generated data (`cli/demo.py`)."""
-    return run(rows_per_month=a.rows_per_month)
+    return run(rows_per_period=a.rows_per_period)
 
 
 def add_retrain(sub) -> None:
@@ -155,7 +155,8 @@ def add_demo(sub) -> None:
     """`retrainer demo`."""
     d = sub.add_parser("demo", help="the whole lifecycle on generated data, on a clock the demo moves "
                        "(everything it writes is under RETRAINER_HOME)")
-    d.add_argument("--rows-per-month", type=int, default=4000)
+    d.add_argument("--rows-per-period", "--rows-per-month", type=int, default=None, dest="rows_per_period",
+                   help="rows per generated month (readmission: 4000) or day (lead-scoring: 2000)")
     d.set_defaults(func=cmd_demo)
 
 

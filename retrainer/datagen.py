@@ -160,3 +160,25 @@ def generate(out: str | Path, spec: GenerationSpec) -> list[Path]:
         frame.to_parquet(path, index=False, row_group_size=min(100_000, max(1, len(frame))))
         paths.append(path)
     return paths
+
+
+def generate_model_data(out: str | Path, *, periods: int = 12, rows_per_period: int = 5000, seed: int = 7,
+                        start: str = "2024-01", drift_from: int | None = None) -> list[Path]:
+    """The readmission spec's `data.generator`: `generate` under the generic keyword names every
+    model's generator takes (a period is a month here)."""
+    return generate(out, GenerationSpec(months=periods, rows_per_month=rows_per_period, seed=seed,
+                                        start=str(start)[:7], drift_from=drift_from))
+
+
+def generate_for_model(model: str, out: str | Path, **kw) -> list[Path]:
+    """Synthetic data for `model` from its spec's `data.generator` ("module:function", called with
+    out, periods, rows_per_period, seed, drift_from, start), with that model active."""
+    from .spec import SpecError, load_spec, resolve_entry_point, using  # noqa: PLC0415 - cycle: spec -> settings
+
+    spec = load_spec(model)
+    if not spec.data.generator:
+        raise SpecError(f"model {model!r} has no data.generator in its spec: bring your own data "
+                        f"(retrainer --model {model} retrain --data DIR)")
+    fn = resolve_entry_point(spec.data.generator, "data generator")
+    with using(model):
+        return fn(out, **{k: v for k, v in kw.items() if v is not None})

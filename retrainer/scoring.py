@@ -39,8 +39,6 @@ from . import schema as S
 
 SMALL_BATCH = 16
 
-_NUMERIC = frozenset(S.NUMERIC_FEATURES)
-_BOOL = frozenset(S.BOOLEAN_FEATURES)
 
 # ---------------------------------------------------------------------------------------------
 # Compiled forest
@@ -169,11 +167,16 @@ class FastScorer:
     small batches) or "sklearn" (classifier only).
     """
 
-    def __init__(self, pipeline, *, verify: bool = True):
+    def __init__(self, pipeline, *, verify: bool = True, task: str = "binary_classification", contract=None):
         self.pipeline = pipeline
+        self.task = task
+        con = contract if contract is not None else S.contract()
+        self._numeric, self._bool = frozenset(con.NUMERIC_FEATURES), frozenset(con.BOOLEAN_FEATURES)
         pre = pipeline.steps[0][1]
         clf = pipeline.steps[-1][1]
         self.classifier = clf
+        if not hasattr(pre, "transformers_"):
+            raise TypeError("the pipeline does not start with a fitted ColumnTransformer")
         columns: list[str] = []
         categories: dict[str, tuple[str, ...]] = {}
         for name, trans, cols in pre.transformers_:
@@ -184,29 +187,40 @@ class FastScorer:
                 for c, cats in zip(cols, trans.categories_):
                     categories[c] = tuple(str(v) for v in cats)
             columns.extend(cols)
-        unknown = [c for c in columns if c not in S.FEATURES]
+        unknown = [col for col in columns if col not in con.FEATURES]
         if unknown:
             raise ValueError(f"pipeline uses columns outside the contract: {unknown}")
         self.columns: tuple[str, ...] = tuple(columns)
         self.categories = categories
         self._index = {c: i for i, c in enumerate(columns)}
         self._cat_maps = {c: {v: float(k) for k, v in enumerate(cats)} for c, cats in categories.items()}
-        self._plan = [(self._index[c], c, "cat" if c in categories else "bool" if c in _BOOL else "num")
-                      for c in columns]
+        self._plan = [(self._index[col], col, "cat" if col in categories else "bool" if col in self._bool else "num")
+                      for col in columns]
         self._forest: _Forest | None = None
         self.mode = "sklearn"
-        try:
-            self._forest = self._compile()
-            self.mode = "compiled"
-        except (AttributeError, KeyError, ValueError, TypeError, IndexError):
-            self._forest = None
+        if task == "binary_classification":  # only a HistGradientBoosting classifier compiles
+            try:
+                self._forest = self._compile()
+                self.mode = "compiled"
+            except (AttributeError, KeyError, ValueError, TypeError, IndexError):
+                self._forest = None
         if verify and self._forest is not None and not self.self_check():
             self._forest, self.mode = None, "sklearn"
 
     @classmethod
-    def from_model(cls, loaded_model, *, verify: bool = True) -> "FastScorer":
-        """From a `training.LoadedModel` (or anything with a `.pipeline`)."""
-        return cls(loaded_model.pipeline, verify=verify)
+    def from_model(cls, loaded_model, *, verify: bool = True):
+        """From a `training.LoadedModel`: a FastScorer for a built-in pipeline (compiled for the
+        HistGradientBoosting classifier, the pipeline's own model on a numpy matrix otherwise), or a
+        `PipelineScorer` (pandas, the model's own `predict`) for anything else."""
+        from .spec import contract  # noqa: PLC0415 - cycle: spec -> settings
+
+        task = getattr(loaded_model, "task", "binary_classification")
+        name = getattr(loaded_model, "model_name", None)
+        c = contract(name) if name else S.contract()
+        try:
+            return cls(loaded_model.pipeline, verify=verify, task=task, contract=c)
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return PipelineScorer(loaded_model)
 
     # -- conversion -------------------------------------------------------------------------
     def matrix(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -233,7 +247,9 @@ class FastScorer:
 
     # -- scoring ----------------------------------------------------------------------------
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
-        """Positive-class probabilities for a matrix made by `matrix`."""
+        """Positive-class probabilities (a classifier) or predictions for a matrix made by `matrix`."""
+        if self.task != "binary_classification":
+            return np.asarray(self.classifier.predict(X), dtype=np.float64).reshape(-1)
         if self._forest is not None and X.shape[0] <= SMALL_BATCH:
             return _expit(self._forest.raw(X))
         return self._sklearn_proba(X)
@@ -280,7 +296,7 @@ class FastScorer:
     def probe_records(self) -> list[dict[str, Any]]:
         """Rows exercising every category, NaN in every column, and an unseen category."""
         base = {c: 1.0 for c in self.columns}
-        for c in _BOOL:
+        for c in self._bool:
             base[c] = True
         rows = []
         longest = max((len(v) for v in self.categories.values()), default=1)
@@ -289,7 +305,7 @@ class FastScorer:
             for c, cats in self.categories.items():
                 rec[c] = cats[k % len(cats)] if k < longest else "__unseen__"
             for m, c in enumerate(self.columns):
-                if c in _NUMERIC:
+                if c in self._numeric:
                     rec[c] = float((k * 7 + m * 3) % 50)
             rows.append(rec)
         for c in self.columns:
@@ -306,3 +322,27 @@ class FastScorer:
         fast = np.concatenate([_expit(self._forest.raw(X[i:i + SMALL_BATCH]))
                                for i in range(0, len(X), SMALL_BATCH)])
         return bool(np.allclose(fast, self._sklearn_proba(X), rtol=1e-9, atol=1e-12))
+
+
+class PipelineScorer:
+    """The fallback for a model FastScorer cannot take apart (a custom entry point's pipeline):
+    request records become a DataFrame and the model's own `LoadedModel.predict` scores them.
+    Slower (pandas per request; `benchmarks/bench_serving.py` measures it), never different."""
+
+    mode = "pipeline"
+
+    def __init__(self, loaded_model):
+        from .spec import contract  # noqa: PLC0415 - cycle
+
+        self.model = loaded_model
+        self.pipeline = loaded_model.pipeline
+        self.columns = contract(loaded_model.model_name).FEATURES
+
+    def predict(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        import pandas as pd  # noqa: PLC0415 - heavy: pandas
+
+        frame = pd.DataFrame.from_records(list(records), columns=list(self.columns))
+        return self.model.predict(frame)
+
+    def self_check(self, records=None) -> bool:
+        return True

@@ -1,15 +1,29 @@
-"""Training: one standalone entry point with file inputs and a model-directory output.
+"""Training: the model's spec names a training entry point; one standalone `train` runs it with
+file inputs and a model-directory output.
 
 The same function runs locally (the default backend) and as a SageMaker script-mode job:
 `python -m retrainer.training` reads SageMaker's container contract (SM_MODEL_DIR,
-SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION, SM_HPS) and calls `train()`.
+SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION, SM_HPS, whose `model_spec` carries the spec) and calls
+`train()`.
 
-The model is a scikit-learn Pipeline: a ColumnTransformer that selects the contract's features
-(identifiers are dropped before anything else) and ordinal-encodes categoricals with fixed
-category lists, then a HistGradientBoostingClassifier. Deterministic for given data and settings.
+An entry point (`training.entry_point: "package.module:function"` in `models/<name>.yaml`) is
+called as `fn(data: TrainingData, params: dict)` and returns a fitted scikit-learn-compatible
+estimator or pipeline: `predict_proba` for a classifier, `predict` for regression and ranking.
+Built in:
+
+* `hist_gradient_boosting_classifier`: a ColumnTransformer that selects the contract's features
+  (identifiers are dropped before anything else) and ordinal-encodes categoricals with fixed
+  category lists, then a HistGradientBoostingClassifier (the readmission model);
+* `xgboost_regressor`: the same encoding, then xgboost's XGBRegressor, its output clipped to the
+  spec's prediction range (the business rule, e.g. scores in [1, 5]);
+* `xgboost_ranker`: the same encoding, then XGBRanker with one query per day of the timestamp.
+
+Deterministic for given data and parameters. Nothing is written to the model directory unless
+the entry point returned a model that predicts.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -20,57 +34,170 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import schema as S
 from .dataio import read_parquet
-from .errors import DataError
+from .errors import DataError, RetrainerError
 from .settings import ModelSettings
+from .spec import DEFAULT_MODEL, Contract, ModelSpec, SpecError, active_model, contract, load_spec
+from .spec import resolve_entry_point as _resolve
 
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 
 
-def drop_identifiers(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=[c for c in S.IDENTIFIERS if c in df.columns])
+def _contract_for(spec: ModelSpec) -> Contract:
+    """The contract of `spec`: the shared one when it is the spec on disk, else its own (a spec
+    that travelled with a SageMaker job)."""
+    try:
+        c = contract(spec.name)
+        if c.spec == spec:
+            return c
+    except SpecError:
+        pass
+    return Contract(spec)
 
 
-def feature_frame(df: pd.DataFrame) -> pd.DataFrame:
+def drop_identifiers(df: pd.DataFrame, c: Contract | None = None) -> pd.DataFrame:
+    c = c or contract(active_model())
+    return df.drop(columns=[col for col in c.IDENTIFIERS if col in df.columns])
+
+
+def feature_frame(df: pd.DataFrame, c: Contract | None = None) -> pd.DataFrame:
     """The model's input: identifiers dropped, then the contract's features in a fixed order."""
-    df = drop_identifiers(df)
-    missing = [c for c in S.FEATURES if c not in df.columns]
+    c = c or contract(active_model())
+    df = drop_identifiers(df, c)
+    missing = [col for col in c.FEATURES if col not in df.columns]
     if missing:
         raise DataError(f"missing feature column(s): {', '.join(missing)}")
-    return df[list(S.FEATURES)]
+    return df[list(c.FEATURES)]
 
 
-def build_pipeline(params: dict[str, Any]):
+@dataclass(frozen=True)
+class TrainingData:
+    """What an entry point gets: the contract's feature frames and labels of the time split's
+    train and validation parts, the query ids (the timestamp's day) for ranking, the contract
+    and the spec."""
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_validation: pd.DataFrame
+    y_validation: np.ndarray
+    groups_train: np.ndarray
+    groups_validation: np.ndarray
+    contract: Contract
+    spec: ModelSpec
+
+
+def _encoder(c: Contract):
     from sklearn.compose import ColumnTransformer  # noqa: PLC0415 - heavy: sklearn
-    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - heavy: sklearn
-    from sklearn.pipeline import Pipeline  # noqa: PLC0415 - heavy: sklearn
     from sklearn.preprocessing import OrdinalEncoder  # noqa: PLC0415 - heavy: sklearn
 
-    cats = list(S.CATEGORICAL_FEATURES)
-    encoder = OrdinalEncoder(categories=[list(S.CATEGORIES[c]) for c in cats],
+    cats = list(c.CATEGORICAL_FEATURES)
+    encoder = OrdinalEncoder(categories=[list(c.CATEGORIES[col]) for col in cats],
                              handle_unknown="use_encoded_value", unknown_value=np.nan,
                              encoded_missing_value=np.nan, dtype=np.float64)
-    pre = ColumnTransformer([("categorical", encoder, cats),
-                             ("numeric", "passthrough", list(S.NUMERIC_FEATURES) + list(S.BOOLEAN_FEATURES))],
-                            remainder="drop", verbose_feature_names_out=False)
+    return ColumnTransformer([("categorical", encoder, cats),
+                              ("numeric", "passthrough", list(c.NUMERIC_FEATURES) + list(c.BOOLEAN_FEATURES))],
+                             remainder="drop", verbose_feature_names_out=False)
+
+
+def _params(model: type[BaseModel], params: dict[str, Any], entry: str) -> dict[str, Any]:
+    try:
+        return model(**params).model_dump()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise SpecError(f"training.params.{where} for {entry}: {err['msg']}") from None
+
+
+def build_pipeline(params: dict[str, Any], c: Contract | None = None):
+    """The readmission pipeline: fixed categorical encoding, then HistGradientBoostingClassifier."""
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - heavy: sklearn
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415 - heavy: sklearn
+
+    c = c or contract(active_model())
     clf = HistGradientBoostingClassifier(
         learning_rate=params["learning_rate"], max_iter=params["max_iter"],
         max_leaf_nodes=params["max_leaf_nodes"], min_samples_leaf=params["min_samples_leaf"],
         l2_regularization=params["l2_regularization"], random_state=params["random_state"],
-        categorical_features=list(range(len(cats))), early_stopping=False)
-    return Pipeline([("features", pre), ("model", clf)])
+        categorical_features=list(range(len(c.CATEGORICAL_FEATURES))), early_stopping=False)
+    return Pipeline([("features", _encoder(c)), ("model", clf)])
 
 
-def _xy(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    if S.LABEL not in df.columns:
-        raise DataError(f"missing label column {S.LABEL}")
-    y = df[S.LABEL].to_numpy()
+def hist_gradient_boosting_classifier(data: TrainingData, params: dict[str, Any]):
+    """Built-in entry point: today's readmission model (parameters: `settings.ModelSettings`)."""
+    p = _params(ModelSettings, params, "hist_gradient_boosting_classifier")
+    pipe = build_pipeline(p, data.contract)
+    return pipe.fit(data.X_train, data.y_train)
+
+
+class XGBoostParams(BaseModel):
+    """Parameters of the built-in XGBoost entry points (xgboost's names and meanings)."""
+    model_config = ConfigDict(extra="forbid")
+    n_estimators: int = Field(300, ge=1, le=20_000)
+    max_depth: int = Field(6, ge=1, le=32)
+    learning_rate: float = Field(0.08, gt=0, le=1)
+    subsample: float = Field(1.0, gt=0, le=1)
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    min_child_weight: float = Field(1.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    random_state: int = 42
+    n_jobs: int = Field(2, ge=1)
+
+
+def _xgb_pipeline(data: TrainingData, estimator):
+    from sklearn.pipeline import Pipeline  # noqa: PLC0415 - heavy: sklearn
+
+    return Pipeline([("features", _encoder(data.contract)), ("model", estimator)])
+
+
+def xgboost_regressor(data: TrainingData, params: dict[str, Any]):
+    """Built-in entry point: categoricals ordinal-encoded with the contract's categories, then
+    XGBRegressor (squared error); predictions clipped to the spec's prediction range if it has one."""
+    import xgboost  # noqa: PLC0415 - heavy: xgboost
+
+    from .estimators import ClippedRegressor  # noqa: PLC0415 - heavy: sklearn
+
+    p = _params(XGBoostParams, params, "xgboost_regressor")
+    est = xgboost.XGBRegressor(objective="reg:squarederror", tree_method="hist", **p)
+    lo, hi = data.spec.predictions.min, data.spec.predictions.max
+    if lo is not None or hi is not None:
+        est = ClippedRegressor(est, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+    return _xgb_pipeline(data, est).fit(data.X_train, data.y_train)
+
+
+def xgboost_ranker(data: TrainingData, params: dict[str, Any]):
+    """Built-in entry point: the same encoding, then XGBRanker (pairwise) with one query per day."""
+    import xgboost  # noqa: PLC0415 - heavy: xgboost
+
+    p = _params(XGBoostParams, params, "xgboost_ranker")
+    est = xgboost.XGBRanker(objective="rank:pairwise", tree_method="hist", **p)
+    order = np.argsort(data.groups_train, kind="stable")  # XGBRanker wants each query's rows together
+    return _xgb_pipeline(data, est).fit(data.X_train.iloc[order], data.y_train[order],
+                                        model__qid=data.groups_train[order])
+
+
+def _xy(df: pd.DataFrame, spec: ModelSpec, c: Contract) -> tuple[pd.DataFrame, np.ndarray]:
+    if c.LABEL not in df.columns:
+        raise DataError(f"missing label column {c.LABEL}")
+    y = df[c.LABEL].to_numpy()
+    if spec.task == "binary_classification":
+        if len(np.unique(y)) < 2:
+            raise DataError(f"{c.LABEL} has a single class; cannot train")
+        return feature_frame(df, c), y.astype(np.int64)
+    y = pd.to_numeric(df[c.LABEL], errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(y).all():
+        raise DataError(f"{c.LABEL} has missing or non-numeric values; cannot train")
     if len(np.unique(y)) < 2:
-        raise DataError(f"{S.LABEL} has a single class; cannot train")
-    return feature_frame(df), y.astype(np.int64)
+        raise DataError(f"{c.LABEL} is constant; cannot train")
+    return feature_frame(df, c), y
+
+
+def _groups(df: pd.DataFrame, c: Contract) -> np.ndarray:
+    """Query ids for ranking: the day of each row's timestamp (days since 1970)."""
+    if c.TIMESTAMP not in df.columns:
+        return np.zeros(len(df), dtype=np.int64)
+    return pd.to_datetime(df[c.TIMESTAMP]).to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
 def _read(paths) -> pd.DataFrame:
@@ -80,39 +207,106 @@ def _read(paths) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def train(train_data, validation_data, model_dir: str | Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Fit on `train_data`, score `validation_data`, write the model to `model_dir`.
+def scores_of(model, X: pd.DataFrame, task: str) -> np.ndarray:
+    """What a fitted model answers: P(positive) for a classifier, its prediction otherwise."""
+    if task == "binary_classification":
+        return np.asarray(model.predict_proba(X), dtype=np.float64)[:, 1]
+    return np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
 
-    `train_data`/`validation_data` are Parquet paths (file or folder) or DataFrames.
-    Returns the metadata written to model.json (schema, params, validation AUC, timings).
-    """
+
+def validation_metric(task: str, metric: str, y: np.ndarray, s: np.ndarray) -> float | None:
+    """The spec's primary metric on the validation rows (model.json records it)."""
+    if metric == "auc":
+        from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - heavy: sklearn
+
+        return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else None
+    if metric == "spearman":
+        from scipy.stats import spearmanr  # noqa: PLC0415 - heavy: scipy
+
+        r = spearmanr(y, s).statistic
+        return None if not np.isfinite(r) else float(r)
+    if metric == "mae":
+        return float(np.mean(np.abs(y - s)))
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((y - s) ** 2)))
+    if metric == "brier":
+        return float(np.mean((s - y) ** 2))
+    return None
+
+
+def _check_model(model, task: str, entry: str) -> None:
+    if model is None:
+        raise SpecError(f"training entry point {entry} returned None, not a fitted model")
+    need = "predict_proba" if task == "binary_classification" else "predict"
+    if not callable(getattr(model, need, None)):
+        raise SpecError(f"training entry point {entry} returned a {type(model).__name__}, which has no "
+                        f"{need}() (a {task} model must have one)")
+
+
+def train(train_data, validation_data, model_dir: str | Path, params: dict[str, Any],
+          spec: ModelSpec | None = None) -> dict[str, Any]:
+    """Fit the spec's entry point on `train_data`, score `validation_data`, write the model to
+    `model_dir` (only once the model is fitted and predicts).
+
+    `train_data`/`validation_data` are Parquet paths (file or folder) or DataFrames; `spec`
+    defaults to the active model's. Returns the metadata written to model.json (model, task,
+    entry point, schema, params, the validation value of the primary metric, timings)."""
     import joblib  # noqa: PLC0415 - heavy: joblib
     import sklearn  # noqa: PLC0415 - heavy: sklearn
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - heavy: sklearn
 
+    spec = spec or load_spec(active_model())
+    c = _contract_for(spec)
+    entry = spec.training.entry_point
+    fn = _resolve(entry, "training entry point")
     tr, va = _read(train_data), _read(validation_data)
-    X, y = _xy(tr)
-    Xv, yv = _xy(va)
-    pipe = build_pipeline(params)
+    X, y = _xy(tr, spec, c)
+    Xv, yv = _xy(va, spec, c)
+    data = TrainingData(X, y, Xv, yv, _groups(tr, c), _groups(va, c), c, spec)
     t0 = time.perf_counter()
-    pipe.fit(X, y)
+    try:
+        model = fn(data, dict(params))
+    except RetrainerError:
+        raise
+    except Exception as exc:  # the user's code failed: one line, nothing written
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise SpecError(f"training entry point {entry} failed: {type(exc).__name__}: {msg}") from None
     fit_s = time.perf_counter() - t0
-    val_auc = float(roc_auc_score(yv, pipe.predict_proba(Xv)[:, 1]))
+    _check_model(model, spec.task, entry)
+    try:
+        sv = scores_of(model, Xv, spec.task)
+    except Exception as exc:
+        raise SpecError(f"the model from {entry} cannot score the validation rows: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    metric = spec.metrics.primary
+    value = validation_metric(spec.task, metric, yv, sv)
     model_dir = Path(model_dir)
+    blob = io.BytesIO()
+    try:  # serialised before anything is written: a model that cannot be saved leaves no trace
+        joblib.dump(model, blob)
+    except Exception as exc:
+        raise SpecError(f"the model from {entry} cannot be saved: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     model_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(pipe, model_dir / MODEL_FILE)
-    schema = S.feature_schema()
+    (model_dir / MODEL_FILE).write_bytes(blob.getvalue())
+    schema = c.feature_schema()
+    last = model.steps[-1][1] if hasattr(model, "steps") else model
     meta = {
-        "features": list(S.FEATURES),
+        "model": spec.name,
+        "task": spec.task,
+        "entry_point": entry,
+        "features": list(c.FEATURES),
         "feature_schema": schema,
-        "schema_hash": S.schema_hash(schema),
+        "schema_hash": c.schema_hash(schema),
         "params": params,
         "train_rows": int(len(tr)),
         "validation_rows": int(len(va)),
-        "validation_auc": round(val_auc, 6),
+        "validation_metric": {"name": metric, "value": None if value is None else round(value, 6)},
+        f"validation_{metric}": None if value is None else round(value, 6),
         "fit_seconds": round(fit_s, 3),
         "sklearn_version": sklearn.__version__,
     }
+    if type(last).__name__ == "ClippedRegressor":  # retrainer.estimators (not imported unless used)
+        meta["clip"] = [last.low, last.high]
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
 
@@ -122,9 +316,19 @@ class LoadedModel:
     pipeline: Any
     meta: dict[str, Any]
 
+    @property
+    def model_name(self) -> str:
+        return self.meta.get("model", DEFAULT_MODEL)  # artifacts from before model specs: readmission
+
+    @property
+    def task(self) -> str:
+        return self.meta.get("task", "binary_classification")
+
     def predict(self, df: pd.DataFrame) -> np.ndarray:
-        """Readmission risk scores for rows of `df` (identifiers may be present; they are dropped)."""
-        return self.pipeline.predict_proba(feature_frame(df))[:, 1]
+        """Scores for rows of `df` (identifiers may be present; they are dropped): readmission risk
+        for a classifier, the predicted value for regression and ranking. Uses the contract of
+        the model the artifact was trained for, whatever model is active."""
+        return scores_of(self.pipeline, feature_frame(df, contract(self.model_name)), self.task)
 
 
 def load_model(model_dir: str | Path) -> LoadedModel:
@@ -144,10 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     train_dir = os.environ.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")
     val_dir = os.environ.get("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation")
     hps = json.loads(os.environ.get("SM_HPS", "{}") or "{}")
-    params = ModelSettings(**{k: v for k, v in hps.items() if k in ModelSettings.model_fields}).model_dump()
+    # The job names its model; its spec travels in the source directory (models/*.yaml beside the
+    # package: backends/sagemaker/trainer.py `source_files`).
+    name = hps.pop("model_name", None) or DEFAULT_MODEL
     try:
-        meta = train(train_dir, val_dir, model_dir, params)
-    except DataError as exc:
+        meta = train(train_dir, val_dir, model_dir, hps, spec=load_spec(name))
+    except RetrainerError as exc:
         # SageMaker surfaces /opt/ml/output/failure as the job's FailureReason.
         out = Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")).parent
         try:
@@ -157,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"validation_auc": meta["validation_auc"], "train_rows": meta["train_rows"]}))
+    metric = meta["validation_metric"]
+    print(json.dumps({f"validation_{metric['name']}": metric["value"], "train_rows": meta["train_rows"]}))
     return 0
 
 

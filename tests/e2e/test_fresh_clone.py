@@ -51,5 +51,5 @@ def test_readme_demo_command_from_a_fresh_clone(prefect_server, tmp_path):
     outside = [line for line in written if line.strip() and not line[3:].startswith((".retrainer/", ".venv"))
                and "__pycache__" not in line and ".egg-info" not in line]
     assert outside == [], outside
-    assert (clone / ".retrainer" / "demo-data" / "months").is_dir()
+    assert (clone / ".retrainer" / "demo-data" / "periods").is_dir()
 

@@ -100,16 +100,21 @@ def _requirements() -> str:
         except metadata.PackageNotFoundError:
             return None
 
-    sk = ver("scikit-learn")
+    sk, xgb = ver("scikit-learn"), ver("xgboost-cpu") or ver("xgboost")
     return "\n".join([f"scikit-learn=={sk}" if sk else "scikit-learn", "pydantic>=2.7,<3",
-                      "pydantic-settings>=2.3,<3", "pyyaml>=6", "pyarrow>=17", ""])
+                      "pydantic-settings>=2.3,<3", "pyyaml>=6", "pyarrow>=17",
+                      f"xgboost-cpu=={xgb}" if xgb else "xgboost-cpu", ""])
 
 
 def source_files(package_dir: Path = PACKAGE_DIR) -> dict[str, bytes]:
-    """The script-mode source directory: the `retrainer` package (.py files), `train.py`,
+    """The script-mode source directory: the `retrainer` package (.py files), the model specs
+    (`models/*.yaml`, where `retrainer.spec` looks for them beside the package), `train.py`,
     `inference.py` and `requirements.txt`."""
+    from ...spec import models_dir  # noqa: PLC0415 - cycle: spec imports settings
+
     files = {f"retrainer/{p.relative_to(package_dir).as_posix()}": p.read_bytes()
              for p in sorted(package_dir.rglob("*.py")) if "__pycache__" not in p.parts}
+    files.update({f"models/{p.name}": p.read_bytes() for p in sorted(models_dir().glob("*.yaml"))})
     files["train.py"] = TRAIN_SHIM.encode()
     files["inference.py"] = INFERENCE_SHIM.encode()
     files["requirements.txt"] = _requirements().encode()
@@ -201,7 +206,8 @@ class SageMakerTrainer:
                 TrainingJobName=job,
                 AlgorithmSpecification={"TrainingImage": self.image_uri, "TrainingInputMode": "File"},
                 RoleArn=self.aws.require_role(),
-                HyperParameters=hyperparameters(params, submit_dir=f"s3://{bucket}/{src_key}", program="train.py",
+                HyperParameters=hyperparameters({**params, "model_name": self.model_name},
+                                                submit_dir=f"s3://{bucket}/{src_key}", program="train.py",
                                                 region=self.aws.region),
                 InputDataConfig=[channel("train"), channel("validation")],
                 OutputDataConfig={"S3OutputPath": f"s3://{bucket}/{base}/output"},
