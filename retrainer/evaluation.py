@@ -20,15 +20,25 @@ import numpy as np
 import pandas as pd
 
 from . import schema as S
+from .errors import ConfigError
 from .evidence import Evidence, compare_paired, delong_auc_variance
 from .settings import GateSettings
 
 # Comparisons at a boundary allow for the float error of a difference of rounded metrics
 # (0.84 / 0.80 - 1 is 0.04999999999999993): a value within EPS of its bound is at the bound.
 EPS = 1e-9
-# The column that identifies a patient in a training batch (a repeated patient makes the paired
-# comparison a bootstrap clustered on it).
-PATIENT_COLUMNS: tuple[str, ...] = tuple(k for k in S.KEYS if k != S.ADMISSION_ID)
+
+
+def _spec():
+    from .spec import active  # noqa: PLC0415 - cycle: spec -> settings
+
+    return active().spec
+
+
+def is_classifier() -> bool:
+    """Whether the active model is a binary classifier (AUC) rather than a regression or ranking
+    model (Spearman)."""
+    return _spec().task == "binary_classification"
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
@@ -65,7 +75,9 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
 
 
 def _slice_keys(df: pd.DataFrame) -> dict[str, pd.Series]:
-    return {"sex": df["sex"].astype("string"), "age_band": S.age_band(df["age"])}
+    """The spec's slices (readmission: sex and age band) of `df`, those whose column it has."""
+    c = S.contract()
+    return {name: c.slice_values(df, name) for name, col in c.SLICES.items() if col in df.columns}
 
 
 def slice_auc(df: pd.DataFrame, p: np.ndarray) -> dict[str, dict[str, float | None]]:
@@ -109,10 +121,33 @@ def latency(model, df: pd.DataFrame, single_rows: int = 50) -> dict[str, float]:
             "single_row_p95_ms": round(float(np.percentile(times, 95)), 3) if times else None}
 
 
+def slice_spearman(df: pd.DataFrame, p: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """Spearman per slice value (a regression model's slices)."""
+    from .evidence.correlation import spearman  # noqa: PLC0415 - heavy: scipy
+
+    y = df[S.LABEL].to_numpy(dtype=float)
+    out: dict[str, dict[str, float | None]] = {}
+    for name, key in _slice_keys(df).items():
+        out[name] = {}
+        for value in sorted(key.dropna().unique()):
+            m = (key == value).to_numpy()
+            r = spearman(y[m], p[m]) if m.sum() >= 4 else None
+            out[name][str(value)] = None if r is None else round(r, 6)
+    return out
+
+
 def evaluate(model, test: pd.DataFrame, scores: np.ndarray | None = None) -> dict[str, Any]:
-    """The metrics a version records; `scores` are the model's scores of `test` when the caller
-    already has them (they are not scored twice)."""
+    """The metrics a version records, by the active model's task (classification: AUC and the
+    rest at 0.5; regression and ranking: Spearman, MAE, RMSE); `scores` are the model's scores of
+    `test` when the caller already has them (they are not scored twice)."""
     p = model.predict(test) if scores is None else np.asarray(scores, dtype=float)
+    if not is_classifier():
+        from .evidence.correlation import regression_metrics  # noqa: PLC0415 - heavy: scipy
+
+        m = regression_metrics(test[S.LABEL].to_numpy(dtype=float), p)
+        m["slices"] = slice_spearman(test, p)
+        m["latency"] = latency(model, test)
+        return m
     y = test[S.LABEL].to_numpy()
     m = classification_metrics(y, p)
     m["slices"] = slice_auc(test, p)
@@ -122,8 +157,10 @@ def evaluate(model, test: pd.DataFrame, scores: np.ndarray | None = None) -> dic
 
 
 def patient_column(test: pd.DataFrame) -> str | None:
-    """The column identifying a patient in `test` (`schema.KEYS`), if it has one."""
-    return next((c for c in PATIENT_COLUMNS if c in test.columns), None)
+    """The entity column of `test` (the spec's `columns.entity`: a patient, an account), if it has
+    one: a repeated entity makes the paired comparison a bootstrap clustered on it."""
+    entity = S.ENTITY
+    return entity if entity and entity in test.columns else None
 
 
 def period_of(test: pd.DataFrame) -> str:
@@ -157,15 +194,22 @@ class Comparison:
         return {"candidate": self.candidate, "production": self.production}
 
     def paired(self, gate: GateSettings) -> Evidence | None:
-        """The paired comparison under `gate`'s tolerance (`max_auc_drop`), level and minimum
-        counts: the kept `evidence` when it was made under them, else re-made from the scores.
-        None without production."""
+        """The paired comparison under `gate`'s tolerance (`max_auc_drop`; a regression model's
+        spec's `metrics.gate.tolerance`), level and minimum counts: the kept `evidence` when it was
+        made under them, else re-made from the scores. None without production."""
         if self.production is None:
             return None
         e = self.evidence
-        made_here = e is not None and e.tolerance == gate.max_auc_drop and e.level == gate.level
+        tolerance = tolerance_of(gate)
+        made_here = e is not None and e.tolerance == tolerance and e.level == gate.level
         if made_here or self.y is None or self.s_candidate is None or self.s_production is None:
             return e
+        if not is_classifier():
+            from .evidence.correlation import compare_spearman_paired  # noqa: PLC0415 - heavy: scipy
+
+            return compare_spearman_paired(self.y, self.s_production, self.s_candidate, tolerance=tolerance,
+                                           level=gate.level, source=self.source, clusters=self.clusters,
+                                           min_rows=min_rows_of(gate))
         return compare_paired(self.y, self.s_production, self.s_candidate, tolerance=gate.max_auc_drop,
                               level=gate.level, source=self.source, clusters=self.clusters,
                               min_positives=gate.min_positives, min_negatives=gate.min_negatives)
@@ -183,13 +227,39 @@ def compare_on_test(candidate: dict[str, Any], production: dict[str, Any] | None
     period = period_of(test)
     cmp = Comparison(candidate=candidate, production=production,
                      source=f"registration test month {period}".strip(),
-                     y=test[S.LABEL].to_numpy().astype(int), s_candidate=np.asarray(s_candidate, dtype=float),
+                     y=test[S.LABEL].to_numpy().astype(int if is_classifier() else float),
+                     s_candidate=np.asarray(s_candidate, dtype=float),
                      s_production=None if s_production is None else np.asarray(s_production, dtype=float),
                      clusters=test[pid].to_numpy(object) if pid else None)
     return cmp.for_gate(gate or GateSettings())
 
 
 # ---- the gate -------------------------------------------------------------------------------
+
+def primary_metric() -> str:
+    return _spec().metrics.primary
+
+
+def tolerance_of(gate: GateSettings) -> float:
+    """The non-inferiority margin: `gate.max_auc_drop` for a classifier, the spec's
+    `metrics.gate.tolerance` for a regression or ranking model."""
+    return gate.max_auc_drop if is_classifier() else _spec().metrics.gate.tolerance
+
+
+def minimum_of(gate: GateSettings) -> float:
+    """The candidate's floor on the primary metric: `gate.min_auc` for a classifier, the spec's
+    `metrics.gate.min` (default 0) otherwise."""
+    if is_classifier():
+        return gate.min_auc
+    m = _spec().metrics.gate.min
+    return 0.0 if m is None else m
+
+
+def min_rows_of(gate: GateSettings) -> int:
+    """Labelled test rows a regression comparison needs before it decides: min_positives +
+    min_negatives (200 by default), the fewest rows the classification gate can decide on."""
+    return gate.min_positives + gate.min_negatives
+
 
 @dataclass
 class GateDecision:
@@ -200,11 +270,12 @@ class GateDecision:
 
     eligible: bool
     reason: str
-    candidate_auc: float | None
+    candidate_auc: float | None  # the primary metric's values (AUC, Spearman, ...): see `metric`
     production_auc: float | None
     min_auc: float
     max_auc_drop: float
     policy: str = "non-inferiority"
+    metric: str = "auc"
     needs_approval: bool = False
     evidence: dict[str, Any] | None = None
     p_value: float | None = None
@@ -232,6 +303,9 @@ def _rule(name: str, passed: bool | None, detail: str, **extra) -> dict[str, Any
 
 def _enough(e: Evidence, gate: GateSettings) -> str | None:
     """Why `e` has too few labels for the gate to judge on it (None: enough)."""
+    if e.metric != "auc":
+        need = min_rows_of(gate)
+        return None if e.candidate.n >= need else f"too few labelled test rows ({e.candidate.n}; need {need})"
     c = e.candidate
     if c.positives < gate.min_positives or c.negatives < gate.min_negatives:
         return (f"too few labels on the test set ({c.positives} positives, {c.negatives} negatives; need "
@@ -240,6 +314,9 @@ def _enough(e: Evidence, gate: GateSettings) -> str | None:
 
 
 def _interval(e: Evidence) -> str:
+    if e.metric != "auc":
+        return (f"paired ΔSpearman {e.delta:+.4f}, {e.level:.0%} CI [{e.low:+.4f}, {e.high:+.4f}] on "
+                f"{e.candidate.n:,} rows by {e.method}")
     return (f"paired ΔAUC {e.delta:+.4f}, {e.level:.0%} CI [{e.low:+.4f}, {e.high:+.4f}] on "
             f"{e.candidate.n:,} rows ({e.candidate.positives:,} positives) by {e.method}")
 
@@ -252,9 +329,10 @@ def _non_inferiority(e: Evidence | None, has_production: bool, gate: GateSetting
     short = _enough(e, gate)
     if short:
         return _rule("non-inferiority", False, short)
-    ok = e.low > -gate.max_auc_drop
+    tol = tolerance_of(gate)
+    ok = e.low > -tol
     return _rule("non-inferiority", ok, f"{_interval(e)}: lower bound {'>' if ok else '<='} "
-                                         f"-{gate.max_auc_drop:g}" + ("" if ok else " (not shown non-inferior)"))
+                                         f"-{tol:g}" + ("" if ok else " (not shown non-inferior)"))
 
 
 def _relative_improvement(c: float | None, p: float | None, has_production: bool,
@@ -349,16 +427,23 @@ def promotion_gate(candidate: dict[str, Any], production: dict[str, Any] | None,
     (production None: there is none yet, the candidate is judged on its own); `evidence` is their
     paired comparison (`Comparison.paired`). Every policy needs AUC >= `min_auc`; a rule marked
     `on_fail: approval` (task12's improvement) does not reject, it asks for a human review."""
-    c = candidate.get("auc")
-    p = production.get("auc") if production else None
+    metric = primary_metric()
+    name = "AUC" if metric == "auc" else metric.capitalize()
+    floor = minimum_of(gate)
+    c = candidate.get(metric)
+    p = production.get(metric) if production else None
     has_prod = production is not None
     p_value = one_sided_p(evidence) if has_prod else None
+    if metric != "auc" and gate.policy != "non-inferiority":
+        raise ConfigError(f"gate.policy {gate.policy!r} judges AUC; a {_spec().task} model is gated by "
+                          "non-inferiority on its primary metric (set gate.policy: non-inferiority)")
     rules: list[dict[str, Any]] = []
     if c is None:
-        rules.append(_rule("min-auc", False, "candidate AUC undefined on the test set (one class)"))
+        why = "one class" if metric == "auc" else "too few rows or constant scores"
+        rules.append(_rule(f"min-{metric}", False, f"candidate {name} undefined on the test set ({why})"))
     else:
-        ok = c >= gate.min_auc - EPS
-        rules.append(_rule("min-auc", ok, f"AUC {c:.4f} {'>=' if ok else 'below the minimum'} {gate.min_auc:.2f}"))
+        ok = c >= floor - EPS
+        rules.append(_rule(f"min-{metric}", ok, f"{name} {c:.4f} {'>=' if ok else 'below the minimum'} {floor:.2f}"))
     if gate.policy == "non-inferiority":
         rules.append(_non_inferiority(evidence, has_prod, gate))
     elif gate.policy == "task12":
@@ -383,11 +468,11 @@ def promotion_gate(candidate: dict[str, Any], production: dict[str, Any] | None,
     else:
         vs = f"; production {p:.4f} on the same test set" if p is not None else ""
         main = [r["detail"] for r in rules[1:] if r["passed"] and r["rule"] != "fairness"]
-        reason = (f"AUC {c:.4f} passes the {gate.policy} gate (minimum {gate.min_auc:.2f}){vs}"
+        reason = (f"{name} {c:.4f} passes the {gate.policy} gate (minimum {floor:.2f}){vs}"
                   + (f"; {'; '.join(main)}" if main and has_prod else ""))
-    return GateDecision(eligible, reason, c, p, gate.min_auc, gate.max_auc_drop, policy=gate.policy,
+    return GateDecision(eligible, reason, c, p, floor, tolerance_of(gate), policy=gate.policy,
                         needs_approval=needs_approval, evidence=evidence.to_dict() if evidence and has_prod else None,
-                        p_value=p_value, rules=rules)
+                        p_value=p_value, rules=rules, metric=metric)
 
 
 def gate_comparison(comparison: Comparison, gate: GateSettings) -> GateDecision:
@@ -399,7 +484,9 @@ def comparison_table(candidate: dict[str, Any], production: dict[str, Any] | Non
                      cand_version: str, prod_version: str | None) -> list[dict[str, Any]]:
     """Rows for a champion/challenger table artifact."""
     rows = []
-    keys = ["auc", "precision", "recall", "f1", "brier", "positive_rate", "predicted_positive_rate"]
+    keys = (["auc", "precision", "recall", "f1", "brier", "positive_rate", "predicted_positive_rate"]
+            if is_classifier() else ["spearman", "mae", "rmse", "mean_label", "mean_prediction"])
+    metric = primary_metric()
     for k in keys:
         c = candidate.get(k)
         p = production.get(k) if production else None
@@ -409,7 +496,7 @@ def comparison_table(candidate: dict[str, Any], production: dict[str, Any] | Non
     for sl, vals in candidate.get("slices", {}).items():
         for v, c in vals.items():
             p = production.get("slices", {}).get(sl, {}).get(v) if production else None
-            rows.append({"metric": f"auc[{sl}={v}]", f"candidate {cand_version}": c,
+            rows.append({"metric": f"{metric}[{sl}={v}]", f"candidate {cand_version}": c,
                          f"production {prod_version or '-'}": p,
                          "difference": None if c is None or p is None else round(c - p, 6)})
     return rows

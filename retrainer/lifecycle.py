@@ -127,9 +127,13 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
 def version_card(rec: ModelRecord) -> str:
     """Markdown card of a version for a Prefect artifact and `registry show`."""
     m = rec.metrics.get("candidate", rec.metrics)
+    if "spearman" in m and "auc" not in m:  # a regression or ranking model
+        headline = f"- test Spearman: **{m.get('spearman')}**; MAE {m.get('mae')}; RMSE {m.get('rmse')}; n {m.get('n')}"
+    else:
+        headline = f"- test AUC: **{m.get('auc')}**; Brier {m.get('brier')}; F1 {m.get('f1')}"
     lines = [f"# {rec.version} ({rec.status})", "",
              f"- trigger: **{rec.trigger}**; parent: {rec.parent or '-'}; bump: {rec.bump} ({rec.bump_reason})",
-             f"- test AUC: **{m.get('auc')}**; Brier {m.get('brier')}; F1 {m.get('f1')}",
+             headline,
              f"- gate: {rec.gate.get('reason', '-')}",
              *_gate_lines(rec.gate),
              f"- data: {rec.data.get('rows')} rows, {rec.data.get('start')} .. {rec.data.get('end')}; "
@@ -175,6 +179,8 @@ def calibration_on_validation(model_dir: str | Path, validation: pd.DataFrame) -
     from .evidence.cbpe import calibration_check  # noqa: PLC0415 - heavy: scipy
     from .training import load_model  # noqa: PLC0415 - heavy: scikit-learn
 
+    if S.TASK != "binary_classification":
+        return {"ok": False, "reason": f"calibration applies to classifiers; {S.MODEL} is a {S.TASK} model"}
     if validation is None or not len(validation):
         return {"ok": False, "reason": "no validation rows to check calibration on"}
     p = load_model(model_dir).predict(validation)

@@ -75,6 +75,7 @@ class Evidence:
     production: Counts = Counts(0, 0)
     paired: bool = True
     parts: tuple["Evidence", ...] = field(default=())
+    metric: str = "auc"  # what Δ is of; a regression model's evidence is on "spearman" (auc_* hold its values)
 
     @property
     def decided(self) -> bool:
@@ -83,7 +84,7 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("source", "verdict", "reason", "tolerance", "method", "level",
                                               "delta", "low", "high", "se", "auc_candidate", "auc_production",
-                                              "paired")}
+                                              "paired", "metric")}
         for arm in ("candidate", "production"):
             c: Counts = getattr(self, arm)
             out[f"n_{arm}"], out[f"pos_{arm}"], out[f"neg_{arm}"] = c.n, c.positives, c.negatives
@@ -94,7 +95,7 @@ class Evidence:
     def from_dict(cls, d: dict[str, Any]) -> "Evidence":
         """The inverse of `to_dict` (for evidence stored in a version's lineage)."""
         keys = ("source", "verdict", "reason", "tolerance", "method", "level", "delta", "low", "high", "se",
-                "auc_candidate", "auc_production", "paired")
+                "auc_candidate", "auc_production", "paired", "metric")
         return cls(**{k: d.get(k) for k in keys if k in d},
                    candidate=Counts(int(d.get("n_candidate", 0)), int(d.get("pos_candidate", 0))),
                    production=Counts(int(d.get("n_production", 0)), int(d.get("pos_production", 0))),
