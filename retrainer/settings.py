@@ -126,7 +126,7 @@ class GateSettings(_Section):
 
 
 class ValidationSettings(_Section):
-    suite: str = "readmission_batch"
+    suite: str | None = None  # None: generated from the model's spec (+ expectations/<model>.extra.json)
     expectations_dir: Path = REPO_ROOT / "expectations"
     min_rows: int = Field(500, ge=1)
     label_rate_min: float = Field(0.05, ge=0, le=1)
@@ -405,6 +405,11 @@ class SpecDefaults(PydanticBaseSettingsSource):
             "model": dict(spec.training.params),
             "aws": {"endpoint_name": spec.name},
         }
+        v = spec.validation
+        out["validation"] = {"min_rows": v.min_rows, "null_tolerance": v.null_tolerance,
+                             "lab_null_tolerance": v.nullable_tolerance}
+        if spec.label.rate is not None:
+            out["validation"].update(label_rate_min=spec.label.rate[0], label_rate_max=spec.label.rate[1])
         if spec.triggers:
             out["triggers_file"] = SPEC_ROOT / spec.triggers
         if spec.rollout_plan:

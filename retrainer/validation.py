@@ -39,15 +39,19 @@ from .settings import ValidationSettings
 _INDEX_KEY = "retrainer_index"  # injected into each expectation's meta to restore suite order
 _EXAMPLES = 3
 # Columns whose values are never reported: identifiers, join keys, timestamps.
-SENSITIVE_COLUMNS: frozenset[str] = frozenset((*S.IDENTIFIERS, *S.KEYS, S.TIMESTAMP))
 _VALUE_KINDS = ("int", "float", "bool")
+
+
+def sensitive_columns() -> frozenset[str]:
+    """Columns whose values are never reported: the active model's identifiers, keys, timestamp."""
+    return frozenset((*S.IDENTIFIERS, *S.KEYS, S.TIMESTAMP))
 
 
 def shows_values(column: str | None) -> bool:
     """Whether values of `column` may appear in a report: only numeric and boolean schema columns
     that are not identifiers, keys or timestamps. Identifier, timestamp and string columns
     (categories can hold free text) and columns outside the schema report counts only."""
-    return (column is not None and column not in SENSITIVE_COLUMNS
+    return (column is not None and column not in sensitive_columns()
             and S.COLUMN_TYPES.get(column) in _VALUE_KINDS)
 
 
@@ -56,11 +60,24 @@ def shows_values(column: str | None) -> bool:
 
 
 def suite_path(settings: ValidationSettings) -> Path:
+    """The suite's file, or, for the suite generated from the active model's spec, its spec."""
+    if settings.suite is None:
+        from .spec import spec_path  # noqa: PLC0415 - cycle: spec -> settings
+
+        return spec_path(S.MODEL)
     return Path(settings.expectations_dir) / f"{settings.suite}.json"
 
 
 def load_suite_config(settings: ValidationSettings) -> dict:
-    """The suite JSON as a dict (`gx.ExpectationSuite(**config)` builds it)."""
+    """The suite as a dict (`gx.ExpectationSuite(**config)` builds it): generated from the active
+    model's spec plus `expectations/<model>.extra.json` (settings.suite None, the default), or the
+    JSON file `<expectations_dir>/<suite>.json` when settings.suite names one."""
+    if settings.suite is None:
+        from .spec.suite import extra_path, generate_suite, load_extras  # noqa: PLC0415 - cycle
+
+        config = generate_suite(S.contract().spec, S.contract())
+        config["expectations"] += load_extras(extra_path(settings.expectations_dir, S.MODEL))
+        return config
     path = suite_path(settings)
     try:
         config = json.loads(path.read_text())

@@ -64,7 +64,7 @@ def test_clean_batch_passes(clean, clean_result):
     assert r.n_rows == len(clean) == 3000
     assert r.n_failed == 0 and r.failure_lines() == []
     assert r.n_expectations == len(r.results) > 100
-    assert r.suite == "readmission_batch"
+    assert r.suite == "readmission-30d"  # generated from models/readmission-30d.yaml
     summary = r.summary()
     assert json.loads(json.dumps(summary)) == summary
     assert summary["success"] is True and summary["gx_version"].startswith("1.")
@@ -250,7 +250,7 @@ def test_validate_or_raise(clean, settings, clean_result):
 
 def test_missing_or_broken_suite_is_a_config_error(clean, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        validate_frame(clean, ValidationSettings(expectations_dir=tmp_path), now=NOW)
+        validate_frame(clean, ValidationSettings(expectations_dir=tmp_path, suite="nowhere"), now=NOW)
     (tmp_path / "broken.json").write_text(json.dumps(
         {"name": "broken", "expectations": [{"type": "expect_no_such_thing", "kwargs": {}}]}))
     with pytest.raises(ConfigError, match="not a valid GX suite"):
