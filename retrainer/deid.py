@@ -68,21 +68,45 @@ RESTRICTED_ZIP3: frozenset[str] = frozenset({
     "878", "879", "884", "890", "893",
 })
 
-# Accepted names (after normalisation: lower case, non-alphanumerics -> "_") for the join keys,
-# and the hashing domain each is pseudonymised in (the same domain everywhere, so joins work).
-_KEY_ALIASES: dict[str, tuple[str, ...]] = {
-    ADMISSION_PSEUDONYM: (S.ADMISSION_ID, "encounter_id", "visit_id", "hadm_id", "admission_number"),
-    PATIENT_PSEUDONYM: ("patient_id", "subject_id", "person_id", "patient_number"),
-}
-_KEY_DOMAIN: dict[str, str] = {ADMISSION_PSEUDONYM: S.ADMISSION_ID, PATIENT_PSEUDONYM: "patient_id"}
+# Accepted names (after normalisation: lower case, non-alphanumerics -> "_") for the join keys of
+# the readmission contract; another model's keys are its spec's `columns.id` and `columns.entity`.
+_ROW_ALIASES_RA = ("admission_id", "encounter_id", "visit_id", "hadm_id", "admission_number")
+_ENTITY_ALIASES_RA = ("patient_id", "subject_id", "person_id", "patient_number")
 _ZIP_ALIASES = ("zip_code", "zip", "zipcode", "postal_code", "postcode", "zip5")
-_ADMISSION_TS_ALIASES = (S.TIMESTAMP, "admission_date", "admit_date", "admission_time", "admittime")
+_TS_ALIASES_RA = ("admission_ts", "admission_date", "admit_date", "admission_time", "admittime")
+
+
+def row_domain() -> str:
+    """The hashing domain of the row id's pseudonym: the active model's id column (readmission:
+    admission_id). Capture and label ingestion use the same, so labels join predictions."""
+    return S.ADMISSION_ID
+
+
+def entity_domain() -> str:
+    """The hashing domain of the entity's pseudonym (readmission: patient_id)."""
+    return S.ENTITY or "entity"
+
+
+def _key_aliases() -> dict[str, tuple[str, ...]]:
+    """Pseudonym column -> accepted source names, for the active model: its id and entity columns
+    (with the readmission aliases when they are readmission's)."""
+    row, entity = S.ADMISSION_ID, S.ENTITY
+    return {
+        ADMISSION_PSEUDONYM: (row, *(a for a in _ROW_ALIASES_RA if a != row and row == "admission_id")),
+        PATIENT_PSEUDONYM: (() if not entity else
+                            (entity, *(a for a in _ENTITY_ALIASES_RA if a != entity and entity == "patient_id"))),
+    }
+
+
+def _ts_aliases() -> tuple[str, ...]:
+    ts = S.TIMESTAMP
+    return (ts, *(a for a in _TS_ALIASES_RA if a != ts and ts == "admission_ts"))
+
 
 # Names of the Safe Harbor identifiers as they commonly appear in extracts. The allow-list already
 # drops them; this list makes `keep=` refuse them, and documents what we had in mind.
-IDENTIFIER_ALIASES: frozenset[str] = frozenset({
-    *S.IDENTIFIERS, *(a for aliases in _KEY_ALIASES.values() for a in aliases),
-    *_ZIP_ALIASES, *_ADMISSION_TS_ALIASES,
+_SAFE_HARBOR_NAMES: frozenset[str] = frozenset({
+    *_ROW_ALIASES_RA, *_ENTITY_ALIASES_RA, *_ZIP_ALIASES, *_TS_ALIASES_RA,
     # (A) names
     "name", "full_name", "first_name", "last_name", "given_name", "family_name", "surname",
     "middle_name", "maiden_name", "patient_name", "next_of_kin", "emergency_contact",
@@ -111,6 +135,18 @@ IDENTIFIER_ALIASES: frozenset[str] = frozenset({
     # (R) other unique identifiers, free text
     "notes", "clinical_notes", "free_text", "comment", "comments",
 })
+
+
+def identifier_aliases() -> frozenset[str]:
+    """Names `keep=` refuses: the common Safe Harbor identifier names plus the active model's
+    identifiers, keys and timestamp."""
+    return _SAFE_HARBOR_NAMES | {_norm(c) for c in (*S.IDENTIFIERS, *S.KEYS, S.TIMESTAMP)}
+
+
+def __getattr__(name: str):  # the old constant, for the active model
+    if name == "IDENTIFIER_ALIASES":
+        return identifier_aliases()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _norm(name) -> str:
@@ -239,7 +275,7 @@ def deidentify(df: pd.DataFrame, pseudonymizer: Pseudonymizer, *, keep: Iterable
     if not isinstance(df, pd.DataFrame):
         raise TypeError("deidentify expects a pandas DataFrame")
     keep = list(keep)
-    refused = [c for c in keep if _norm(c) in IDENTIFIER_ALIASES or c in PSEUDONYM_COLUMNS]
+    refused = [c for c in keep if _norm(c) in identifier_aliases() or c in PSEUDONYM_COLUMNS]
     if refused:
         raise ValueError(f"refusing to keep identifier column(s): {', '.join(map(str, refused))}")
     missing = [c for c in keep if c not in df.columns]
@@ -251,12 +287,13 @@ def deidentify(df: pd.DataFrame, pseudonymizer: Pseudonymizer, *, keep: Iterable
         by_norm.setdefault(_norm(col), col)
     frame = df.reset_index(drop=True)
     out: dict[str, pd.Series] = {}
-    for target, aliases in _KEY_ALIASES.items():
+    domains = {ADMISSION_PSEUDONYM: row_domain(), PATIENT_PSEUDONYM: entity_domain()}
+    for target, aliases in _key_aliases().items():
         col = _find(by_norm, aliases)
         if col is None:
             out[target] = pd.Series(pd.NA, index=frame.index, dtype="string")
         else:
-            out[target] = pseudonymizer.pseudonymize(frame[col], _KEY_DOMAIN[target])
+            out[target] = pseudonymizer.pseudonymize(frame[col], domains[target])
 
     for feature in S.FEATURES:
         if feature in frame.columns:
@@ -267,7 +304,7 @@ def deidentify(df: pd.DataFrame, pseudonymizer: Pseudonymizer, *, keep: Iterable
     zip_col = _find(by_norm, _ZIP_ALIASES)
     if zip_col is not None:
         out[ZIP3] = coarsen_zip(frame[zip_col])
-    ts_col = _find(by_norm, _ADMISSION_TS_ALIASES)
+    ts_col = _find(by_norm, _ts_aliases())
     if ts_col is not None:
         ts = pd.to_datetime(frame[ts_col], errors="coerce", utc=True)
         out[ADMISSION_YEAR] = ts.dt.year.astype("Int64")

@@ -70,36 +70,74 @@ PAIRED_COLUMNS: tuple[str, ...] = (REQUEST_ID, ROW, TS, deid.ADMISSION_PSEUDONYM
 _ARROW_KIND = {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
 _UTC_US = pa.timestamp("us", tz="UTC")
 
-PREDICTION_SCHEMA = pa.schema(
-    [
-        pa.field(TS, _UTC_US, nullable=False),
-        pa.field(VARIANT, pa.string(), nullable=False),
-        pa.field(VERSION, pa.string(), nullable=False),
-        pa.field(SCORE, pa.float64()),
-        pa.field(LATENCY, pa.float64()),
-        pa.field(ERROR, pa.bool_(), nullable=False),
-        pa.field(TARGETED, pa.bool_()),  # null (older files) = False
-        pa.field(SHADOW, pa.bool_()),  # null (older files) = False
-        pa.field(REQUEST_ID, pa.string()),  # null in older files: such rows never pair
-        pa.field(ROW, pa.int64()),
-        pa.field(deid.ADMISSION_PSEUDONYM, pa.string()),
-        pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
-        *(pa.field(f, _ARROW_KIND[S.COLUMN_TYPES[f]]) for f in S.FEATURES),
-        pa.field(deid.AGE_90_PLUS, pa.bool_()),
-        pa.field(deid.ZIP3, pa.string()),
-        pa.field(deid.ADMISSION_YEAR, pa.int64()),
-    ]
-)
-LABEL_SCHEMA = pa.schema(
-    [
-        pa.field(deid.ADMISSION_PSEUDONYM, pa.string(), nullable=False),
-        pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
-        pa.field(S.LABEL, pa.int64(), nullable=False),
-        pa.field(INGESTED_AT, _UTC_US, nullable=False),
-    ]
-)
-PREDICTION_COLUMNS: tuple[str, ...] = tuple(PREDICTION_SCHEMA.names)
-LABELLED_COLUMNS: tuple[str, ...] = PREDICTION_COLUMNS + (S.LABEL,)
+_SCHEMAS: dict[int, tuple] = {}
+
+
+def _schemas() -> tuple[pa.Schema, pa.Schema]:
+    """The active model's (prediction schema, label schema): the shared columns, the model's
+    features, the de-identified coarse columns; labels keyed by the row pseudonym. The store's
+    pseudonym columns keep their names for every model (`admission_pseudonym` holds the row id's,
+    `patient_pseudonym` the entity's). One pair per contract, built once."""
+    c = S.contract()
+    got = _SCHEMAS.get(id(c))
+    if got is not None and got[0] is c:
+        return got[1], got[2]
+    label_type = pa.int64() if c.spec.label.type == "int" else pa.float64()
+    prediction = pa.schema(
+        [
+            pa.field(TS, _UTC_US, nullable=False),
+            pa.field(VARIANT, pa.string(), nullable=False),
+            pa.field(VERSION, pa.string(), nullable=False),
+            pa.field(SCORE, pa.float64()),
+            pa.field(LATENCY, pa.float64()),
+            pa.field(ERROR, pa.bool_(), nullable=False),
+            pa.field(TARGETED, pa.bool_()),  # null (older files) = False
+            pa.field(SHADOW, pa.bool_()),  # null (older files) = False
+            pa.field(REQUEST_ID, pa.string()),  # null in older files: such rows never pair
+            pa.field(ROW, pa.int64()),
+            pa.field(deid.ADMISSION_PSEUDONYM, pa.string()),
+            pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
+            *(pa.field(f, _ARROW_KIND[c.COLUMN_TYPES[f]]) for f in c.FEATURES),
+            pa.field(deid.AGE_90_PLUS, pa.bool_()),
+            pa.field(deid.ZIP3, pa.string()),
+            pa.field(deid.ADMISSION_YEAR, pa.int64()),
+        ]
+    )
+    labels = pa.schema(
+        [
+            pa.field(deid.ADMISSION_PSEUDONYM, pa.string(), nullable=False),
+            pa.field(deid.PATIENT_PSEUDONYM, pa.string()),
+            pa.field(c.LABEL, label_type, nullable=False),
+            pa.field(INGESTED_AT, _UTC_US, nullable=False),
+        ]
+    )
+    _SCHEMAS[id(c)] = (c, prediction, labels)
+    return prediction, labels
+
+
+def prediction_schema() -> pa.Schema:
+    return _schemas()[0]
+
+
+def label_schema() -> pa.Schema:
+    return _schemas()[1]
+
+
+def prediction_columns() -> tuple[str, ...]:
+    return tuple(prediction_schema().names)
+
+
+def labelled_columns() -> tuple[str, ...]:
+    return prediction_columns() + (S.LABEL,)
+
+
+def __getattr__(name: str):  # the old constants, for the active model
+    getters = {"PREDICTION_SCHEMA": prediction_schema, "LABEL_SCHEMA": label_schema,
+               "PREDICTION_COLUMNS": prediction_columns, "LABELLED_COLUMNS": labelled_columns}
+    if name in getters:
+        return getters[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 TimeLike = date | datetime | str | pd.Timestamp | None
 
@@ -270,13 +308,15 @@ def paired_scores(frame: pd.DataFrame, *, production: str = "blue", candidate: s
 def shadow_summary(frame: pd.DataFrame, *, production: str = "blue") -> dict[str, dict]:
     """Per variant, over its routed and shadow scores (columns `SHADOW_READ`; targeted rows left
     out): `n_scored` (rows scored without an error), `n_shadow` (of them, scored in shadow),
-    `n_nan` (NaN or infinite scores), `n_out_of_range` (finite scores outside [0, 1]),
+    `n_nan` (NaN or infinite scores), `n_out_of_range` (finite scores outside the spec's prediction
+    range: [0, 1] for a classifier, the business rule's [min, max] otherwise),
     `shadow_p95_latency_ms` (of the shadow scoring; None without shadow rows), `n_failed` (shadow
     scorings that raised), `n_routed_errors` (failed or invalid routed requests' rows), and for
     every variant but `production`, `disagreement` with production on the rows both scored:
     {n_pairs, mean_abs_diff, cross_rate (share of rows on different sides of 0.5)}, or None when
     they share no row."""
     frame = untargeted(frame)
+    lo, hi = S.contract().spec.prediction_range
     keyed = _keyed_scores(frame)
     prod = keyed[keyed[VARIANT] == production][[REQUEST_ID, ROW, SCORE]]
     out: dict[str, dict] = {}
@@ -291,7 +331,7 @@ def shadow_summary(frame: pd.DataFrame, *, production: str = "blue") -> dict[str
             "n_scored": int((~err).sum()),
             "n_shadow": int((shadow & ~err).sum()),
             "n_nan": int((~finite).sum()),
-            "n_out_of_range": int(((scores[finite] < 0) | (scores[finite] > 1)).sum()),
+            "n_out_of_range": int(((scores[finite] < lo) | (scores[finite] > hi)).sum()),
             "shadow_p95_latency_ms": float(np.percentile(lat, 95)) if len(lat) else None,
             "n_failed": int((shadow & err).sum()),
             "n_routed_errors": int((~shadow & err).sum()),
@@ -341,7 +381,7 @@ def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 def check_records(records: pd.DataFrame) -> None:
     """What `write_records` checks, without writing: DataError (one line) unless the frame made by
     `build_records` fits `PREDICTION_SCHEMA` and is de-identified."""
-    _check_deidentified(_to_table(records, PREDICTION_SCHEMA))
+    _check_deidentified(_to_table(records, prediction_schema()))
 
 
 def _check_deidentified(table: pa.Table) -> None:
@@ -482,7 +522,7 @@ class PredictionStore:
         prediction day. Only `PREDICTION_SCHEMA` columns are written."""
         if not len(records):
             return 0
-        table = _to_table(records.reset_index(drop=True), PREDICTION_SCHEMA)
+        table = _to_table(records.reset_index(drop=True), prediction_schema())
         _check_deidentified(table)
         self._sweep_if_due()
         days = pd.Series(table.column(TS).to_pandas()).dt.strftime("%Y-%m-%d").to_numpy()
@@ -514,20 +554,21 @@ class PredictionStore:
              columns: Iterable[str] | None = None) -> pd.DataFrame:
         """Predictions with `start <= ts < end` (UTC); all columns unless `columns` is given."""
         start, end = _utc(start), _utc(end)
-        wanted = list(PREDICTION_COLUMNS if columns is None else columns)
-        unknown = [c for c in wanted if c not in PREDICTION_COLUMNS]
+        all_columns = prediction_columns()
+        wanted = list(all_columns if columns is None else columns)
+        unknown = [c for c in wanted if c not in all_columns]
         if unknown:
             raise ValueError(f"unknown prediction column(s): {', '.join(unknown)}")
         files = self._prediction_files(start, end)
         if not files:
-            return PREDICTION_SCHEMA.empty_table().select(wanted).to_pandas()
+            return prediction_schema().empty_table().select(wanted).to_pandas()
         expr = None
         if start is not None:
             expr = pads.field(TS) >= pa.scalar(start.to_pydatetime(), type=_UTC_US)
         if end is not None:
             cond = pads.field(TS) < pa.scalar(end.to_pydatetime(), type=_UTC_US)
             expr = cond if expr is None else expr & cond
-        dataset = pads.dataset([str(f) for f in files], schema=PREDICTION_SCHEMA, format="parquet")
+        dataset = pads.dataset([str(f) for f in files], schema=prediction_schema(), format="parquet")
         return dataset.to_table(columns=wanted, filter=expr).to_pandas()
 
     # -- labels ----------------------------------------------------------------------------------
@@ -550,11 +591,11 @@ class PredictionStore:
         name = Path(path).name
         labels = _validate_labels(frame, name)
         out = pd.DataFrame({
-            deid.ADMISSION_PSEUDONYM: pseudonymizer.pseudonymize(labels[S.ADMISSION_ID], S.ADMISSION_ID),
-            deid.PATIENT_PSEUDONYM: (pseudonymizer.pseudonymize(labels["patient_id"], "patient_id")
-                                     if "patient_id" in labels.columns
+            deid.ADMISSION_PSEUDONYM: pseudonymizer.pseudonymize(labels[S.ADMISSION_ID], deid.row_domain()),
+            deid.PATIENT_PSEUDONYM: (pseudonymizer.pseudonymize(labels[S.ENTITY], deid.entity_domain())
+                                     if S.ENTITY and S.ENTITY in labels.columns
                                      else pd.Series(pd.NA, index=labels.index, dtype="string")),
-            S.LABEL: labels[S.LABEL].to_numpy(dtype=np.int64),
+            S.LABEL: labels[S.LABEL].to_numpy(dtype=np.int64 if S.contract().spec.label.type == "int" else np.float64),
         })
         per_admission = out.groupby(deid.ADMISSION_PSEUDONYM)[S.LABEL].nunique()
         twice = per_admission.index[per_admission > 1]
@@ -576,7 +617,7 @@ class PredictionStore:
                 out = out[known.to_numpy()]
         out = out.copy()
         out[INGESTED_AT] = pd.Timestamp.now(tz="UTC")
-        table = _to_table(out.reset_index(drop=True), LABEL_SCHEMA)
+        table = _to_table(out.reset_index(drop=True), label_schema())
         self._sweep_if_due()
         _write_atomic(table, self.labels_dir, self.compression,
                       {"retrainer.key_fingerprint": pseudonymizer.fingerprint}, private_from=self.labels_dir)
@@ -593,8 +634,8 @@ class PredictionStore:
         """All labels, one row per admission pseudonym (the most recently ingested wins)."""
         files = sorted(self.labels_dir.glob("part-*.parquet")) if self.labels_dir.is_dir() else []
         if not files:
-            return LABEL_SCHEMA.empty_table().to_pandas()
-        table = pads.dataset([str(f) for f in files], schema=LABEL_SCHEMA, format="parquet").to_table()
+            return label_schema().empty_table().to_pandas()
+        table = pads.dataset([str(f) for f in files], schema=label_schema(), format="parquet").to_table()
         frame = table.to_pandas()
         frame = frame.sort_values(INGESTED_AT, kind="stable")
         return frame.drop_duplicates(deid.ADMISSION_PSEUDONYM, keep="last").reset_index(drop=True)
@@ -717,20 +758,31 @@ def _validate_labels(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         raw = raw.astype("Int64")
     values = pd.to_numeric(raw.astype("string").str.strip() if raw.dtype == object or
                            pd.api.types.is_string_dtype(raw.dtype) else raw, errors="coerce")
-    bad = values.isna() | ~values.isin([0, 1])
+    spec = S.contract().spec
+    domain, lo_hi = spec.label_values, spec.label.range
+    bad = values.isna()
+    if domain is not None:
+        bad |= ~values.isin(domain)
+        allowed = "0 or 1" if domain == [0, 1] else f"one of {', '.join(str(v) for v in domain)}"
+    elif lo_hi is not None:
+        bad |= (values < lo_hi[0]) | (values > lo_hi[1])
+        allowed = f"within [{lo_hi[0]:g}, {lo_hi[1]:g}]"
+    else:
+        allowed = "a number"
     if bad.any():
         shown = sorted({str(v) for v in frame.loc[bad, S.LABEL].head(50)})[:5]
-        raise DataError(f"label file {name}: {S.LABEL} must be 0 or 1; {int(bad.sum())} row(s) have "
+        raise DataError(f"label file {name}: {S.LABEL} must be {allowed}; {int(bad.sum())} row(s) have "
                         f"other values (e.g. {', '.join(shown)})")
-    cols = {S.ADMISSION_ID: ids, S.LABEL: values.astype("int64")}
+    cols = {S.ADMISSION_ID: ids, S.LABEL: values.astype("int64" if spec.label.type == "int" else "float64")}
     if "outcome_at" in frame.columns:
         when = pd.to_datetime(frame["outcome_at"], utc=True, errors="coerce", format="ISO8601")
         if when.isna().any():
             raise DataError(f"label file {name}: outcome_at must be a time; {int(when.isna().sum())} row(s) are "
                             "empty or unreadable")
         cols["outcome_at"] = when
-    if "patient_id" in frame.columns:
-        pids = frame["patient_id"].astype("string").str.strip()
-        cols["patient_id"] = pids.mask(pids == "")
+    entity = S.ENTITY
+    if entity and entity in frame.columns:
+        pids = frame[entity].astype("string").str.strip()
+        cols[entity] = pids.mask(pids == "")
     return pd.DataFrame(cols)
 

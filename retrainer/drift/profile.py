@@ -45,7 +45,11 @@ from .report import DRIFT, FEATURE, OK, SCORE, TOO_SMALL, DriftReport, FeatureDr
 from .sources import CATEGORICAL, NUMERIC, Data, PathLike, Source, first_line, kind_of_pandas
 
 PROFILE_FORMAT = "retrainer-drift-profile/1"
-_NOT_FEATURES = frozenset((*S.IDENTIFIERS, *S.KEYS, S.TIMESTAMP, S.LABEL))
+
+
+def _not_features() -> frozenset[str]:
+    """The active model's columns that are never profiled: identifiers, keys, timestamp, label."""
+    return frozenset((*S.IDENTIFIERS, *S.KEYS, S.TIMESTAMP, S.LABEL))
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,8 @@ class ReferenceProfile:
             raise DataError("n_bins must be at least 2")
         src = Source(frame, "reference")
         if features is None:
-            names = [c for c in src.names if c not in _NOT_FEATURES and c != score_column
+            not_features = _not_features()
+            names = [c for c in src.names if c not in not_features and c != score_column
                      and src.kinds[c] is not None]
         else:
             names = list(dict.fromkeys(features))
@@ -330,7 +335,8 @@ def fit_reference_profile(model, train: pd.DataFrame, validation: pd.DataFrame, 
     if validation is None or len(validation) == 0:
         raise DataError("no validation rows to profile the model's score on")
     frame = pd.concat([train, validation], ignore_index=True)
-    features = ReferenceProfile.fit(frame[list(S.FEATURES)], features=list(S.FEATURES),
+    monitored = list(S.MONITORED_FEATURES)  # the spec's `monitored` features (readmission: all)
+    features = ReferenceProfile.fit(frame[monitored], features=monitored,
                                     n_bins=settings.drift.n_bins, score_column=None)
     scores = ReferenceProfile.fit(pd.DataFrame({"score": np.asarray(model.predict(validation), dtype=float)}),
                                   features=["score"], n_bins=settings.drift.n_bins, score_column=None)

@@ -74,6 +74,7 @@ from starlette.requests import ClientDisconnect, Request  # module level: annota
 from .. import schema as S
 from ..clock import utcnow
 from ..errors import ArtifactIntegrityError, RegistryError, RolloutError
+from ..spec import set_process_model
 from ..status import endpoint_section, gather
 from .capture import metrics_text
 from .contract import TARGETED, admin_token, check_serving_settings
@@ -125,6 +126,8 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
     deid.Pseudonymizer used for routing and capture. `state_options`: flush_rows, flush_seconds,
     capture_interval, capture_backlog_rows, capture_process (see ServingState)."""
     check_serving_settings(settings.serving)  # ConfigError: no, empty, default or short admin token
+    # One model per serving process: request, capture and shadow threads answer for its contract.
+    set_process_model(settings.model_name)
     state = ServingState(settings, registry, store, pseudonymizer, clock, **state_options)
     token = (admin_token(settings.serving) or "").encode()
     max_body = settings.serving.max_body_bytes

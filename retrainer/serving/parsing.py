@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from .. import schema as S
@@ -25,21 +26,48 @@ ACTOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 # Fields a request may carry besides the features: identifiers and keys (used for routing and the
 # de-identified capture, never by the model) and the admission time.
-OPTIONAL_FIELDS: tuple[str, ...] = tuple(dict.fromkeys((*S.KEYS, *S.IDENTIFIERS, S.TIMESTAMP)))
-ALLOWED_FIELDS: frozenset[str] = frozenset(S.FEATURES) | frozenset(OPTIONAL_FIELDS)
-_NUMERIC = frozenset(S.NUMERIC_FEATURES)
-_BOOL = frozenset(S.BOOLEAN_FEATURES)
-_CAT = frozenset(S.CATEGORICAL_FEATURES)
 # The request boundary: any string field is at most MAX_STRING_CHARS characters; a numeric feature
 # lies in its contract range (`schema.NUMERIC_RANGES`; integer features also within int64), so
 # nothing a request carries can fail the capture's cast to the store's types.
 MAX_STRING_CHARS = 256
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-_RANGES: dict[str, tuple[float, float]] = {
-    c: (max(lo, _INT64_MIN), min(hi, _INT64_MAX)) if c in S.INTEGER_FEATURES else (lo, hi)
-    for c, (lo, hi) in S.NUMERIC_RANGES.items()}
-for _c in S.NUMERIC_FEATURES:
-    _RANGES.setdefault(_c, (_INT64_MIN, _INT64_MAX) if _c in S.INTEGER_FEATURES else (-1e300, 1e300))
+
+
+@dataclass(frozen=True)
+class Fields:
+    """What a request may carry for one model's contract."""
+    optional: tuple[str, ...]  # identifiers, keys and the timestamp: routing and capture, never the model
+    allowed: frozenset[str]
+    numeric: frozenset[str]
+    boolean: frozenset[str]
+    categorical: frozenset[str]
+    ranges: dict[str, tuple[float, float]]
+
+
+_FIELDS: dict[int, tuple[Any, Fields]] = {}
+
+
+def fields() -> Fields:
+    """The active model's request fields (one per contract, built once)."""
+    c = S.contract()
+    got = _FIELDS.get(id(c))
+    if got is not None and got[0] is c:
+        return got[1]
+    optional = tuple(dict.fromkeys((*c.KEYS, *c.IDENTIFIERS, c.TIMESTAMP)))
+    ranges = {col: (max(lo, _INT64_MIN), min(hi, _INT64_MAX)) if col in c.INTEGER_FEATURES else (lo, hi)
+              for col, (lo, hi) in c.NUMERIC_RANGES.items()}
+    f = Fields(optional, frozenset(c.FEATURES) | frozenset(optional), frozenset(c.NUMERIC_FEATURES),
+               frozenset(c.BOOLEAN_FEATURES), frozenset(c.CATEGORICAL_FEATURES), ranges)
+    _FIELDS[id(c)] = (c, f)
+    return f
+
+
+def __getattr__(name: str):  # the old constants, for the active model
+    if name == "OPTIONAL_FIELDS":
+        return fields().optional
+    if name == "ALLOWED_FIELDS":
+        return fields().allowed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BadRequest(Exception):
@@ -151,7 +179,7 @@ def validate_records(records: Any, max_instances: int) -> str | None:
     identifiers/keys and `admission_ts`; numerics are JSON numbers (not booleans, not NaN/inf),
     booleans are true/false (or 0/1), categoricals are strings (an unseen category is allowed and
     scored as missing, like the pipeline does), identifiers are strings or integers.
-    Every number lies in its contract range (`_RANGES`: `schema.NUMERIC_RANGES`, integer features
+    Every number lies in its contract range (`fields().ranges`: `schema.NUMERIC_RANGES`, integer features
     within int64), every string (identifiers and categories included) has at most MAX_STRING_CHARS
     characters, and identifiers given as integers fit in int64.
     """
@@ -161,10 +189,11 @@ def validate_records(records: Any, max_instances: int) -> str | None:
         return "no instances: send at least one"
     if len(records) > max_instances:
         return f"too many instances: {len(records)} > {max_instances} per request"
+    f = fields()
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
             return f"instance {i} must be an object of column -> value, got {type(rec).__name__}"
-        unknown = [k for k in rec if k not in ALLOWED_FIELDS]
+        unknown = [k for k in rec if k not in f.allowed]
         if unknown:
             shown = ", ".join(str(k)[:40] for k in sorted(unknown, key=str)[:5])
             return (f"instance {i}: unknown field(s): {shown}"
@@ -176,18 +205,18 @@ def validate_records(records: Any, max_instances: int) -> str | None:
         for col, value in rec.items():
             if value is None:
                 continue
-            if col in _NUMERIC:
+            if col in f.numeric:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     return _type_error(i, col, value, "a number")
                 if isinstance(value, float) and not math.isfinite(value):
                     return _type_error(i, col, value, "a finite number")
-                lo, hi = _RANGES[col]
+                lo, hi = f.ranges[col]
                 if not lo <= value <= hi:
                     return _type_error(i, col, value, f"a number in [{lo:g}, {hi:g}]")
-            elif col in _BOOL:
+            elif col in f.boolean:
                 if not (isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))):
                     return _type_error(i, col, value, "true or false")
-            elif col in _CAT:
+            elif col in f.categorical:
                 if not isinstance(value, str):
                     return _type_error(i, col, value, "a string")
                 if len(value) > MAX_STRING_CHARS:
@@ -209,6 +238,7 @@ _FALSE = frozenset({"false", "0", "f", "no", "n"})
 def coerce_csv_records(header: Sequence[str], rows: Iterable[Sequence[str]]) -> tuple[list[dict], str | None]:
     """Turn CSV text cells into typed records (empty cell -> null). Returns (records, error)."""
     header = [h.strip() for h in header]
+    f = fields()
     if len(set(header)) != len(header):
         return [], "CSV header repeats a column name"
     records = []
@@ -222,7 +252,7 @@ def coerce_csv_records(header: Sequence[str], rows: Iterable[Sequence[str]]) -> 
             cell = cell.strip()
             if cell == "" or cell.lower() in ("na", "nan", "null", "none"):
                 rec[col] = None
-            elif col in _NUMERIC:
+            elif col in f.numeric:
                 try:
                     v = float(cell)
                 except ValueError:
@@ -230,7 +260,7 @@ def coerce_csv_records(header: Sequence[str], rows: Iterable[Sequence[str]]) -> 
                 if not math.isfinite(v):
                     return [], _type_error(i, col, cell, "a finite number")
                 rec[col] = v
-            elif col in _BOOL:
+            elif col in f.boolean:
                 low = cell.lower()
                 if low in _TRUE:
                     rec[col] = True

@@ -152,7 +152,7 @@ class RoutingTable:
 
 def entity_point(record: Mapping[str, Any], pseudonymizer=None) -> float | None:
     """u in [0, 1) from the record's patient (or admission) id; None without either key."""
-    for domain in ("patient_id", S.ADMISSION_ID):
+    for domain in (S.ENTITY or "patient_id", S.ADMISSION_ID):
         value = record.get(domain)
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
