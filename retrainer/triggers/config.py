@@ -167,8 +167,10 @@ class DataDriftTrigger(_TriggerBase):
 
 
 class _LabelledAucTrigger(_TriggerBase):
-    """A trigger judged on AUC over labelled predictions in a window."""
-    metric: Literal["auc"] = "auc"
+    """A trigger judged on the production model's primary metric over labelled predictions in a
+    window: `auc` (a classifier) or `spearman` (a regression or ranking model; then
+    `min_positives`/`min_negatives` apply to labelled rows)."""
+    metric: Literal["auc", "spearman"] = "auc"
     window: timedelta
     min_labels: int = Field(200, ge=1)
     parse_durations = _duration_field("window")
@@ -292,4 +294,19 @@ def load_triggers(path: str | Path) -> TriggersConfig:
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()
         raise ConfigError(f"trigger config {path} is not valid YAML: {' '.join(first[:1])}") from None
-    return parse_triggers(data, str(path))
+    config = parse_triggers(data, str(path))
+    _check_metrics(config, path)
+    return config
+
+
+def _check_metrics(config: "TriggersConfig", path: Path) -> None:
+    """A labelled trigger's metric must be the active model's primary metric kind: auc for a
+    classifier, spearman for a regression or ranking model."""
+    from .. import schema as S  # noqa: PLC0415 - cycle: schema -> spec -> settings
+
+    want = "auc" if S.TASK == "binary_classification" else "spearman"
+    for t in config.retraining_triggers:
+        metric = getattr(t, "metric", None)
+        if metric is not None and metric != want:
+            raise ConfigError(f"trigger config {path}: {t.name}: metric {metric!r} does not fit {S.MODEL} "
+                              f"(a {S.TASK} model): use metric: {want}")

@@ -219,13 +219,31 @@ def auc_window(y, s, start, end) -> WindowAUC:
     return WindowAUC(str(pd.Timestamp(start)), str(pd.Timestamp(end)), int(len(s)), n_pos, n_neg, auc, se)
 
 
+def spearman_window(y, s, start, end) -> WindowAUC:
+    """Spearman of labels `y` and scores `s` (non-finite dropped) for [start, end), in a
+    `WindowAUC` (its `auc` holds the Spearman value, `se` its standard error by the delta method
+    on Fisher's z with the Bonett-Wright variance; positives and negatives both count the rows, so
+    the triggers' per-class minimums apply to labelled rows)."""
+    from ..evidence.correlation import fisher_se, spearman  # noqa: PLC0415 - heavy: scipy
+
+    y = np.asarray(y, dtype=float)
+    s = np.asarray(s, dtype=float)
+    ok = np.isfinite(s) & np.isfinite(y)
+    y, s = y[ok], s[ok]
+    n = int(len(s))
+    r = spearman(y, s) if n >= 4 else None
+    se = None if r is None else (1 - r * r) * fisher_se(r, n)
+    return WindowAUC(str(pd.Timestamp(start)), str(pd.Timestamp(end)), n, n, n, r, se)
+
+
 def window_auc(labelled: pd.DataFrame, start, end, label: str = "readmitted_30d",
-               score: str = "score") -> WindowAUC:
-    """AUC (and DeLong SE) over the rows of `labelled` (predictions joined with labels) with a
-    finite score."""
+               score: str = "score", metric: str = "auc") -> WindowAUC:
+    """AUC (and DeLong SE) - or Spearman, `metric` "spearman" - over the rows of `labelled`
+    (predictions joined with labels) with a finite score."""
+    make = spearman_window if metric == "spearman" else auc_window
     if not len(labelled):
-        return auc_window(np.empty(0), np.empty(0), start, end)
-    return auc_window(labelled[label].to_numpy(), labelled[score].to_numpy(dtype=float), start, end)
+        return make(np.empty(0), np.empty(0), start, end)
+    return make(labelled[label].to_numpy(), labelled[score].to_numpy(dtype=float), start, end)
 
 
 def window_bounds(now: datetime, length: timedelta, k: int) -> list[tuple[datetime, datetime]]:
@@ -254,7 +272,8 @@ def evaluate_performance(trigger: PerformanceTrigger, windows: list[WindowAUC]) 
     ubs = [w.upper_bound for w in recent]
     latest = recent[-1] if recent else None
     noise = latest.noise_floor if latest else None
-    rule = (f"fires iff AUC + {Z_ONE_SIDED:.4f}*SE < {trigger.threshold:g} in each of {k} "
+    name = "AUC" if trigger.metric == "auc" else "Spearman"
+    rule = (f"fires iff {name} + {Z_ONE_SIDED:.4f}*SE < {trigger.threshold:g} in each of {k} "
             f"{format_duration(trigger.window)} windows, each with >= {trigger.min_positives} positives, "
             f">= {trigger.min_negatives} negatives and >= {trigger.min_labels} labels")
     numbers = {"threshold": trigger.threshold, "consecutive_windows": k,
@@ -278,14 +297,14 @@ def evaluate_performance(trigger: PerformanceTrigger, windows: list[WindowAUC]) 
     below = [u < trigger.threshold for u in ubs]
     shown = ", ".join(f"{a:.3f} (upper {u:.3f}, n={w.n}, pos={w.n_pos})" for a, u, w in zip(aucs, ubs, recent))
     if all(below):
-        return _ev(trigger, True, f"AUC upper bound below {trigger.threshold:g} in {k} consecutive "
+        return _ev(trigger, True, f"{name} upper bound below {trigger.threshold:g} in {k} consecutive "
                    f"{format_duration(trigger.window)} windows: {shown}", numbers, noise, payload=payload)
     streak = 0
     for b in reversed(below):
         if not b:
             break
         streak += 1
-    return _ev(trigger, False, f"AUC upper bound below {trigger.threshold:g} in the last {streak} of {k} windows "
+    return _ev(trigger, False, f"{name} upper bound below {trigger.threshold:g} in the last {streak} of {k} windows "
                f"needed: {shown}", numbers, noise, payload=payload)
 
 
@@ -318,8 +337,9 @@ def evaluate_concept_drift(trigger: ConceptDriftTrigger, current: WindowAUC | No
                "negatives": current.n_neg if current else 0,
                "min_drop": trigger.min_drop, "min_labels": trigger.min_labels,
                "window": format_duration(trigger.window), "rule": rule}
+    name = "AUC" if trigger.metric == "auc" else "Spearman"
     if reference_auc is None:
-        return _ev(trigger, False, f"no registered test AUC for production ({production_version or 'none'})",
+        return _ev(trigger, False, f"no registered test {name} for production ({production_version or 'none'})",
                    numbers, noise)
     if n < trigger.min_labels or auc is None or se_cur is None:
         return _ev(trigger, False, f"too small to tell: {n} labelled rows in the window "
@@ -336,7 +356,7 @@ def evaluate_concept_drift(trigger: ConceptDriftTrigger, current: WindowAUC | No
                "reference_se": reference_se, "current_auc": auc, "current_se": se_cur, "drop": drop,
                "noise_bound": bound, "n_labels": n, "positives": numbers["positives"],
                "production_version": production_version}
-    head = (f"AUC {auc:.3f} (SE {se_cur:.3f}, n={n}, pos={numbers['positives']}) vs registered "
+    head = (f"{name} {auc:.3f} (SE {se_cur:.3f}, n={n}, pos={numbers['positives']}) vs registered "
             f"{reference_auc:.3f} (SE {reference_se:.3f}): drop {drop:.3f}")
     big = drop >= trigger.min_drop - 1e-12
     beyond = drop > bound

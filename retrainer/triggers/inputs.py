@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import schema as S
 from ..drift.profile import ReferenceProfile
 from ..drift.report import DriftReport
 from ..errors import RetrainerError
@@ -47,6 +48,16 @@ class MonitorInputs:
     concept_windows: dict[str, WindowAUC] = field(default_factory=dict)
     new_labelled_rows: int = 0
     approvers: list[str] = field(default_factory=list)
+
+
+def registered_metric(metrics: dict | None, metric: str = "auc") -> tuple[float | None, float | None]:
+    """(test value, its standard error) of `metric` a version was registered with: AUC
+    (`registered_auc`) or Spearman (`spearman`, `spearman_se` of a regression model's record)."""
+    if metric == "auc":
+        return registered_auc(metrics)
+    m = (metrics or {}).get("candidate") or {}
+    value, se = m.get(metric), m.get(f"{metric}_se")
+    return (None if value is None else float(value)), (None if se is None else float(se))
 
 
 def registered_auc(metrics: dict | None) -> tuple[float | None, float | None]:
@@ -113,10 +124,13 @@ def collect_inputs(config: TriggersConfig, registry, predictions, settings, now:
         bounds = window_bounds(now, trig.window, trig.consecutive_windows)
         lab = prod_rows(predictions.labelled(bounds[0][0], now))
         inputs.performance_windows[trig.name] = [
-            window_auc(lab[(lab["ts"] >= pd.Timestamp(a)) & (lab["ts"] < pd.Timestamp(b))], a, b) for a, b in bounds]
+            window_auc(lab[(lab["ts"] >= pd.Timestamp(a)) & (lab["ts"] < pd.Timestamp(b))], a, b,
+                       label=S.LABEL, metric=trig.metric) for a, b in bounds]
     for trig in config.by_type("concept_drift"):
         lab = prod_rows(predictions.labelled(now - trig.window, now))
-        inputs.concept_windows[trig.name] = window_auc(lab, now - trig.window, now)
+        inputs.concept_windows[trig.name] = window_auc(lab, now - trig.window, now, label=S.LABEL, metric=trig.metric)
+        if trig.metric != "auc" and prod is not None:
+            inputs.production_auc, inputs.production_auc_se = registered_metric(prod.metrics, trig.metric)
     if config.by_type("new_data_volume"):
         inputs.new_labelled_rows = predictions.count_labels_since(inputs.last_retrain_at)
     return inputs
