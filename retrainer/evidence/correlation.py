@@ -238,3 +238,58 @@ def compare_spearman_unpaired(y_candidate, s_candidate, y_production, s_producti
     nc, np_ = len(_clean(y_candidate, s_candidate)[0]), len(_clean(y_production, s_production)[0])
     return decide_spearman(delta, tolerance, source=source, paired=False, n_candidate=nc, n_production=np_,
                            min_rows=min_rows)
+
+
+def spearman_difference(y, a, b, level: float = 0.95, method: str = "zou", clusters=None, *,
+                        tolerance: float = 0.02, source: str = "", min_rows: int = MIN_ROWS,
+                        n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Evidence:
+    """Δ = Spearman(y, a) - Spearman(y, b) of two models `a` (the candidate) and `b` (production)
+    scored on the same rows, as the `Evidence` the gate reads: Zou's (2007) interval for
+    overlapping correlations (`method="zou"`) or a paired bootstrap (`"bootstrap"`), clustered on
+    `clusters` when an entity repeats there."""
+    if method not in ("zou", "bootstrap"):
+        raise ValueError(f"method must be 'zou' or 'bootstrap', not {method!r}")
+    return compare_spearman_paired(y, b, a, tolerance=tolerance, source=source, level=level, clusters=clusters,
+                                   min_rows=min_rows, method=method, n_boot=n_boot, seed=seed)
+
+
+def _cluster_mean_se(v: np.ndarray, clusters) -> float:
+    """Standard error of mean(v): i.i.d. rows, or cluster-robust (sums per cluster) when given."""
+    n = len(v)
+    if clusters is None or not has_repeats(clusters):
+        return float(np.std(v, ddof=1) / math.sqrt(n))
+    _, inv = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    sums = np.bincount(inv, weights=v - v.mean())
+    g = len(sums)
+    return float(math.sqrt(g / (g - 1) * float(sums @ sums)) / n) if g > 1 else float("nan")
+
+
+def error_difference(y, a, b, metric: str = "mae", level: float = 0.95, clusters=None) -> dict | None:
+    """The paired difference MAE(a) - MAE(b) or RMSE(a) - RMSE(b) on the same rows (lower is better:
+    a negative Δ favours `a`), with its standard error (per-row differences, cluster-robust when an
+    entity repeats; RMSE by the delta method) and a normal `level` interval. None below 3 rows."""
+    if metric not in ("mae", "rmse"):
+        raise ValueError(f"metric must be 'mae' or 'rmse', not {metric!r}")
+    y, a, b = (np.asarray(v, dtype=float).ravel() for v in (y, a, b))
+    ok = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
+    y, a, b = y[ok], a[ok], b[ok]
+    clusters = None if clusters is None else np.asarray(clusters, dtype=object).ravel()[ok]
+    n = len(y)
+    if n < 3:
+        return None
+    ea, eb = a - y, b - y
+    if metric == "mae":
+        d = np.abs(ea) - np.abs(eb)
+        delta, se = float(d.mean()), _cluster_mean_se(d, clusters)
+    else:
+        ma, mb = float(np.mean(ea ** 2)), float(np.mean(eb ** 2))
+        if ma <= 0 or mb <= 0:
+            return None
+        # delta method on sqrt(MSE_a) - sqrt(MSE_b): a linear combination of per-row squared errors
+        v = ea ** 2 / (2 * math.sqrt(ma)) - eb ** 2 / (2 * math.sqrt(mb))
+        delta, se = math.sqrt(ma) - math.sqrt(mb), _cluster_mean_se(v, clusters)
+    h = z_two_sided(level) * se
+    return {"metric": metric, "delta": round(delta, 6), "se": round(se, 6), "low": round(delta - h, 6),
+            "high": round(delta + h, 6), "level": level, "n": int(n), "lower_is_better": True,
+            "method": "paired differences" + (", entity-clustered" if clusters is not None and has_repeats(clusters)
+                                              else "")}

@@ -133,3 +133,37 @@ def test_the_gate_of_a_regression_model_is_non_inferiority_on_spearman():
             gate_comparison(cmp, GateSettings(policy="protocol24"))
         slices = slice_spearman(frame, c)
         assert set(slices) == {"company_tier", "region"} and set(slices["company_tier"]) == {"SMB", "Enterprise"}
+
+
+def test_spearman_difference_is_evidence_by_zou_or_bootstrap():
+    y, c, p = _world(2000, 0.70, 0.60, seed=7)
+    z = C.spearman_difference(y, c, p, 0.95, method="zou", tolerance=0.02)
+    b = C.spearman_difference(y, c, p, 0.95, method="bootstrap", tolerance=0.02, n_boot=400)
+    ref = spearmanr(y, c).statistic - spearmanr(y, p).statistic
+    assert z.delta == pytest.approx(ref, abs=1e-9) and b.delta == pytest.approx(ref, abs=1e-9)
+    assert z.metric == "spearman" and "Zou" in z.method and "bootstrap" in b.method
+    assert z.verdict == b.verdict == "promote"
+    assert (z.high - z.low) == pytest.approx(b.high - b.low, rel=0.25)
+    with pytest.raises(ValueError):
+        C.spearman_difference(y, c, p, method="delong")
+
+
+def test_error_differences_are_paired_and_lower_is_better():
+    rng = np.random.default_rng(3)
+    y = rng.uniform(1, 5, 4000)
+    a = y + rng.normal(0, 0.5, 4000)
+    b = y + rng.normal(0, 0.7, 4000)
+    mae = C.error_difference(y, a, b, "mae")
+    rmse = C.error_difference(y, a, b, "rmse")
+    assert mae["delta"] == pytest.approx(np.mean(np.abs(a - y)) - np.mean(np.abs(b - y)), abs=1e-6)
+    assert rmse["delta"] == pytest.approx(np.sqrt(np.mean((a - y) ** 2)) - np.sqrt(np.mean((b - y) ** 2)), abs=1e-6)
+    assert mae["high"] < 0 and rmse["high"] < 0  # a is clearly better (lower error)
+    same = C.error_difference(y, a, a, "mae")
+    assert same["delta"] == 0 and same["low"] == same["high"] == 0
+    # an entity repeating 20 times with a shared error widens the interval
+    ent = np.repeat(np.arange(200), 20)
+    a2 = a + np.repeat(rng.normal(0, 0.5, 200), 20)
+    plain = C.error_difference(y, a2, b, "mae")
+    clustered = C.error_difference(y, a2, b, "mae", clusters=ent)
+    assert clustered["se"] > 1.5 * plain["se"] and "clustered" in clustered["method"]
+    assert C.error_difference(y[:2], a[:2], b[:2]) is None
