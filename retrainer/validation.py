@@ -260,10 +260,13 @@ def validate_frame(df: pd.DataFrame, settings: ValidationSettings,
         raise DataError(f"batch has duplicated column names: {', '.join(dupes)}")
     config = load_suite_config(settings)
     params = runtime_parameters(settings, now)
-    unknown = suite_parameter_names(config) - set(params)
+    used = suite_parameter_names(config)
+    unknown = used - set(params)
     if unknown:
         raise ConfigError(f"expectation suite {suite_path(settings)} uses unknown parameters: "
                           f"{', '.join(sorted(unknown))}")
+    # a label rate only applies to a suite that checks one (a binary label): not reported otherwise
+    params = {k: v for k, v in params.items() if k in used or not k.startswith("label_rate_")}
     raw = [dict(e) for e in config["expectations"]]
     for i, e in enumerate(raw):
         e["meta"] = {**(e.get("meta") or {}), _INDEX_KEY: i}

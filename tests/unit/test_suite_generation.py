@@ -122,3 +122,71 @@ def test_retrainer_models_check_gives_one_line_per_bad_spec(tmp_path, edit, mess
     assert out.stderr.count("\n") == 1 and message in out.stderr and "Traceback" not in out.stderr
     ok = subprocess.run([str(exe), "models", "check", "lead-scoring"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and ok.stdout.startswith("ok: lead-scoring: regression, 51 features")
+
+
+def _frame_from_contract(n: int = 600, seed: int = 3) -> pd.DataFrame:
+    """A valid batch built from the active contract alone (numpy; no example generator)."""
+    import numpy as np
+
+    from retrainer import schema as S
+
+    rng = np.random.default_rng(seed)
+    spec = S.contract().spec
+    out: dict[str, object] = {}
+    for col, kind in S.COLUMN_TYPES.items():
+        if col == S.LABEL:
+            out[col] = rng.choice(np.asarray(spec.label_values, dtype="int64"), n)
+        elif col == S.ADMISSION_ID:
+            out[col] = pd.array([f"ID{i:06d}" for i in range(n)], dtype="string")
+        elif kind == "datetime":
+            out[col] = pd.Timestamp("2024-03-01") + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s")
+        elif col in S.CATEGORIES:
+            out[col] = pd.array(rng.choice(list(S.CATEGORIES[col]), n), dtype="string")
+        elif kind == "string":
+            out[col] = pd.array([f"{col}-{i % 97}" for i in range(n)], dtype="string")
+        elif kind == "bool":
+            out[col] = rng.random(n) < 0.3
+        else:
+            lo, hi = S.NUMERIC_RANGES[col]
+            out[col] = (rng.integers(int(lo), int(hi) + 1, n) if kind == "int" else rng.uniform(lo, hi, n))
+    df = pd.DataFrame(out)
+    for col in S.NULLABLE_FEATURES:  # a nullable feature is allowed its share of nulls
+        df.loc[df.sample(frac=0.3, random_state=seed).index, col] = np.nan
+    return df
+
+
+def test_a_batch_built_from_the_lead_scoring_contract_passes_and_each_fault_fails():
+    with specs.using("lead-scoring"):
+        vs = _lead_settings()
+        df = _frame_from_contract()
+        ok = validate_frame(df, vs, now=NOW)
+        assert ok.success, ok.failure_lines()
+        # a regression label has no rate: the label_rate_* parameters are neither used nor reported
+        assert "label_rate_min" not in ok.parameters and ok.parameters["min_rows"] == 500
+        faults = {
+            ("expect_column_values_to_be_in_set", "lead_score"): lambda d: d.assign(
+                lead_score=d["lead_score"].where(d.index != 0, 0)),
+            ("expect_column_values_to_be_in_set", "industry"): lambda d: d.assign(
+                industry=d["industry"].where(d.index != 0, "Mining")),
+            ("expect_column_values_to_be_unique", "lead_id"): lambda d: d.assign(
+                lead_id=d["lead_id"].where(d.index != 1, d.loc[0, "lead_id"])),
+            ("expect_column_max_to_be_between", "lead_ts"): lambda d: d.assign(
+                lead_ts=d["lead_ts"].where(d.index != 0, pd.Timestamp("2024-04-02"))),
+            ("expect_table_row_count_to_be_between", None): lambda d: d.head(499),
+        }
+        for expected, fault in faults.items():
+            r = validate_frame(fault(df), vs, now=NOW)
+            failed = {(x["type"], x["column"]) for x in r.results if not x["success"]}
+            assert failed == {expected}, (expected, r.failure_lines())
+
+
+def test_which_values_may_be_reported_follows_the_active_model():
+    from retrainer.validation import sensitive_columns, shows_values
+
+    assert shows_values("age") and not shows_values("admission_id") and not shows_values("intent_score")
+    with specs.using("lead-scoring"):
+        assert {"lead_id", "lead_ts", "account_id", "contact_email"} <= sensitive_columns()
+        assert shows_values("intent_score") and shows_values("web_visits_7d")
+        assert not shows_values("lead_id") and not shows_values("account_id") and not shows_values("age")
+        assert not shows_values("industry")  # categories can hold free text: counts only
+    assert "admission_id" in sensitive_columns() and "lead_id" not in sensitive_columns()
