@@ -392,7 +392,7 @@ def _check_deidentified(table: pa.Table) -> None:
             ok = pc.match_substring_regex(col, f"^[0-9a-f]{{{deid.PSEUDONYM_HEX_CHARS}}}$")
             if not pc.all(ok).as_py():
                 raise DataError(f"column {name!r} does not hold pseudonyms; use append(), not write_records()")
-    age_max = pc.max(table.column("age")).as_py()
+    age_max = pc.max(table.column("age")).as_py() if "age" in table.column_names else None  # an age feature
     if age_max is not None and age_max > deid.AGE_CAP:
         raise DataError("ages above 90 must be coarsened; use append(), not write_records()")
     zips = table.column(deid.ZIP3).drop_null()

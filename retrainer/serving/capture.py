@@ -261,8 +261,12 @@ def _serve_writer(conn, core: _WriterCore, stopping: threading.Event | None = No
 
 
 def _writer_process_main(conn, counters, store, key_env: str, fingerprint: str, flush_rows: int,
-                         flush_seconds: float | None, max_backlog_rows: int) -> None:
-    """Entry point of the spawned writer process."""
+                         flush_seconds: float | None, max_backlog_rows: int, model: str | None = None) -> None:
+    """Entry point of the spawned writer process (`model`: the serving process's model, whose
+    contract the rows are stored by)."""
+    from ..spec import set_process_model  # noqa: PLC0415 - cycle: spec -> settings
+
+    set_process_model(model)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s capture-writer %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the serving process closes us in order
     stopping = threading.Event()
@@ -356,7 +360,7 @@ class CaptureQueue:
             self._worker = self._ctx.Process(
                 target=_writer_process_main, name="retrainer-capture-writer", daemon=True,
                 args=(child, self.counters, self.store, self.key_env, self.pseudonymizer.fingerprint,
-                      self.flush_rows, self.flush_seconds, self.max_backlog_rows))
+                      self.flush_rows, self.flush_seconds, self.max_backlog_rows, S.MODEL))
             self._worker.start()
             child.close()  # the writer holds its end; it sees EOF when this process dies
         else:
