@@ -293,3 +293,28 @@ def error_difference(y, a, b, metric: str = "mae", level: float = 0.95, clusters
             "high": round(delta + h, 6), "level": level, "n": int(n), "lower_is_better": True,
             "method": "paired differences" + (", entity-clustered" if clusters is not None and has_repeats(clusters)
                                               else "")}
+
+
+def pool_spearman(pieces, tolerance: float, *, source: str = "pooled", level: float = 0.95,
+                  min_rows: int = MIN_ROWS) -> Evidence:
+    """Independent Spearman comparisons (the registration test days, matured shadow rows or arms)
+    pooled by inverse-variance weighting of Δ, then the rule. Pieces without an interval add
+    nothing; none usable is inconclusive."""
+    pieces = [p for p in pieces if p is not None]
+    usable = [p for p in pieces if p.delta is not None and p.se]
+    n_c = sum(p.candidate.n for p in usable)
+    n_p = sum(p.production.n for p in usable)
+    paired = all(p.paired for p in usable) if usable else True
+    if not usable:
+        return decide_spearman(None, tolerance, source=source, paired=paired, n_candidate=n_c, n_production=n_p,
+                               min_rows=min_rows)
+    w = np.array([1 / p.se ** 2 for p in usable])
+    d = float(np.sum(w * np.array([p.delta for p in usable])) / w.sum())
+    se = float(1 / math.sqrt(w.sum()))
+    h = z_two_sided(level) * se
+    first = usable[0]
+    method = first.method if len(usable) == 1 else f"inverse-variance pool of {len(usable)} Spearman comparisons"
+    delta = SpearmanDelta(method, level, d, d - h, d + h, float(first.auc_candidate or 0.0),
+                          float(first.auc_production or 0.0), n_c, n_p)
+    return decide_spearman(delta, tolerance, source=source, paired=paired, n_candidate=n_c, n_production=n_p,
+                           min_rows=min_rows)

@@ -70,9 +70,58 @@ def _redecided(e: Evidence, tolerance: float, source: str) -> Evidence:
     return replace(e, source=source, tolerance=tolerance)
 
 
+def _is_classifier() -> bool:
+    return S.TASK == "binary_classification"
+
+
+def _matured_verdict_regression(store, window, record, production_version, settings, start, now, candidate,
+                                production) -> tuple[Evidence, list[str]]:
+    """A regression or ranking model's verdict: non-inferiority of Spearman (margin: the spec's
+    `metrics.gate.tolerance`) pooled over the registration comparison and the matured shadow rows
+    (paired, Zou) or routed arms (unpaired, Zou); at least canary.min_positives + min_negatives
+    matured labelled rows per arm before it decides."""
+    from ..evidence.correlation import compare_spearman_paired, compare_spearman_unpaired, pool_spearman  # noqa: PLC0415
+
+    c = settings.canary
+    tol = S.contract().spec.metrics.gate.tolerance
+    notes: list[str] = []
+    pieces: list[Evidence] = []
+    reg, why = registration_piece(record, production_version) if record is not None else (None, None)
+    if reg is not None:
+        pieces.append(replace(reg, source="registration test days", tolerance=tol))
+    elif why:
+        notes.append(why)
+    matured_before = now - settings.label_delay
+    if matured_before > start:
+        matured = window[window[TS] < matured_before]
+        paired = paired_scores(matured, production=production, candidate=candidate, labels=store.read_labels())
+        if len(paired):
+            pieces.append(compare_spearman_paired(
+                paired[S.LABEL].to_numpy(float), paired["score_production"].to_numpy(float),
+                paired["score_candidate"].to_numpy(float), tolerance=tol, level=c.level,
+                clusters=paired[PATIENT_PSEUDONYM].to_numpy(object), source="matured shadow rows", min_rows=1))
+        else:
+            lab = store.labelled(start, matured_before)
+            a_c, a_p = (lab[lab[VARIANT] == v] for v in (candidate, production))
+            if len(a_c) and len(a_p):
+                pieces.append(compare_spearman_unpaired(
+                    a_c[S.LABEL].to_numpy(float), a_c["score"].to_numpy(float), a_p[S.LABEL].to_numpy(float),
+                    a_p["score"].to_numpy(float), tolerance=tol, level=c.level, source="matured routed arms",
+                    min_rows=1))
+    else:
+        notes.append(f"no live prediction has matured yet (label delay {settings.label_delay})")
+    pieces = [p for p in pieces if p.delta is not None]
+    source = " + ".join(p.source for p in pieces) or "matured labels"
+    return pool_spearman(pieces, tol, source=source, level=c.level,
+                         min_rows=c.min_positives + c.min_negatives), notes
+
+
 def matured_verdict(store, window, record, production_version: str | None, settings, start: datetime,
                     now: datetime, candidate: str = "green", production: str = "blue") -> tuple[Evidence, list[str]]:
     """The pooled non-inferiority verdict on matured labels, and notes on what was left out."""
+    if not _is_classifier():
+        return _matured_verdict_regression(store, window, record, production_version, settings, start, now,
+                                           candidate, production)
     c = settings.canary
     notes: list[str] = []
     pieces: list[Evidence] = []
@@ -124,6 +173,9 @@ def label_free(window, record, production_record, settings, checks: int, candida
     """The CBPE comparison on live requests both models scored (paired), or (None, why not). Made
     only when both models passed the calibration check at their registration."""
     c = settings.canary
+    if not _is_classifier():
+        return None, (f"no label-free estimate: it applies to calibrated classifiers only ({S.MODEL} is a {S.TASK} "
+                      "model; the decision waits for matured labels)")
     if not c.label_free_estimate:
         return None, "label-free estimate switched off (canary.label_free_estimate)"
     cal_c, cal_p = _calibration(record), _calibration(production_record)
@@ -289,6 +341,15 @@ def power_at_start(store, registry, settings, plan, candidate_version: str, now:
     reg, why = registration_piece(record, prod.version if prod else None)
     max_duration = plan.end(max_extensions(plan, settings))
     per_day = rows_per_day(store, now)
+    if not _is_classifier():
+        need = c.min_positives + c.min_negatives
+        have = reg.candidate.n if reg is not None else 0
+        tol = S.contract().spec.metrics.gate.tolerance
+        text = (f"power: a {S.TASK} model is judged on Spearman (margin {tol:g}) once matured labels decide; "
+                f"the registration comparison brings {have:,} rows; live rows need {need} matured labelled rows "
+                f"per arm and mature {settings.label_delay} after scoring, at {per_day:,.0f} predictions/day")
+        return {"text": text, "needed_rows": need, "have_rows": have, "rows_per_day": per_day,
+                "decidable_before_max": None}
     if reg is None or not reg.se or reg.candidate.n <= 0:
         text = (f"power: no paired registration comparison to size the test from ({why or 'none recorded'}); "
                 f"the rule decides once {c.min_positives} positives and {c.min_negatives} negatives per arm "

@@ -45,6 +45,17 @@ def evaluate(store, settings, *, version: str, previous: str | None, window_star
         if previous is not None:
             rows = rows[rows["version_production"].astype(str) == previous]
     source = f"canary period {window_start:%Y-%m-%d %H:%M} .. {window_end:%Y-%m-%d %H:%M}, matured labels"
+    if S.TASK != "binary_classification":  # Spearman, the spec's margin, min_positives + min_negatives rows
+        from ..evidence.correlation import compare_spearman_paired, decide_spearman  # noqa: PLC0415 - heavy: scipy
+
+        tol, need = S.contract().spec.metrics.gate.tolerance, c.min_positives + c.min_negatives
+        if not len(rows):
+            return decide_spearman(None, tol, source=source, paired=True, n_candidate=0, n_production=0,
+                                   min_rows=need)
+        return compare_spearman_paired(rows[S.LABEL].to_numpy(float), rows["score_production"].to_numpy(float),
+                                       rows["score_candidate"].to_numpy(float), tolerance=tol, source=source,
+                                       level=c.level, clusters=rows[PATIENT_PSEUDONYM].to_numpy(object),
+                                       min_rows=need)
     if not len(rows):
         return decide(None, c.auc_tolerance, source=source, paired=True, min_positives=c.min_positives,
                       min_negatives=c.min_negatives)
