@@ -163,6 +163,12 @@ def patient_column(test: pd.DataFrame) -> str | None:
     return entity if entity and entity in test.columns else None
 
 
+def _test_unit() -> str:
+    """How the spec's split names its test period: "month" (readmission), "days", "weeks"."""
+    unit = _spec().split.unit
+    return "month" if unit == "months" else unit
+
+
 def period_of(test: pd.DataFrame) -> str:
     """`YYYY-MM-DD..YYYY-MM-DD` of the test rows' timestamps ("" without them)."""
     if S.TIMESTAMP not in test.columns or not len(test):
@@ -226,7 +232,7 @@ def compare_on_test(candidate: dict[str, Any], production: dict[str, Any] | None
     pid = patient_column(test)
     period = period_of(test)
     cmp = Comparison(candidate=candidate, production=production,
-                     source=f"registration test month {period}".strip(),
+                     source=f"registration test {_test_unit()} {period}".strip(),
                      y=test[S.LABEL].to_numpy().astype(int if is_classifier() else float),
                      s_candidate=np.asarray(s_candidate, dtype=float),
                      s_production=None if s_production is None else np.asarray(s_production, dtype=float),

@@ -218,7 +218,7 @@ KINDS: dict[str, Kind] = {
     "update.planned": Kind(
         "clinical administrators", "warning", ("version", "planned_at"), ("production", "change", "contact"),
         lambda f: f"model update PLANNED: {fmt(f['version'])} at {fmt(f['planned_at'])}",
-        lambda f: [f"Advance notice: the readmission model will be updated to version {fmt(f['version'])} at "
+        lambda f: [f"Advance notice: the {S.MODEL} model will be updated to version {fmt(f['version'])} at "
                    f"{fmt(f['planned_at'])}.",
                    *_opt(f, "production", "Current version"), *_opt(f, "change", "Change"),
                    *_opt(f, "contact", "Questions")]),

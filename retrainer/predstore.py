@@ -672,14 +672,20 @@ class PredictionStore:
         for variant, rows in preds.groupby(VARIANT, sort=True):
             lab = joined[joined[VARIANT] == variant]
             scored = lab[np.isfinite(lab[SCORE].to_numpy(dtype=float))]
-            auc = None
-            if scored[S.LABEL].nunique() >= 2:
+            auc = spearman = None
+            if S.TASK != "binary_classification":  # a regression or ranking model: Spearman
+                if len(scored) >= 4:
+                    from .evidence.correlation import spearman as _spearman  # noqa: PLC0415 - heavy: scipy
+
+                    spearman = _spearman(scored[S.LABEL].to_numpy(float), scored[SCORE].to_numpy(float))
+            elif scored[S.LABEL].nunique() >= 2:
                 auc = float(roc_auc_score(scored[S.LABEL].to_numpy(), scored[SCORE].to_numpy()))
             latency = rows[LATENCY].dropna().to_numpy(dtype=float)
             stats[str(variant)] = {
                 "n_predictions": int(len(rows)),
                 "n_labels": int(len(scored)),
                 "auc": auc,
+                **({} if spearman is None else {"spearman": spearman}),
                 "error_rate": float(rows[ERROR].mean()) if len(rows) else 0.0,
                 "p95_latency_ms": float(np.percentile(latency, 95)) if len(latency) else None,
                 "version": str(rows.sort_values(TS, kind="stable")[VERSION].iloc[-1]),

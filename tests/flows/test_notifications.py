@@ -257,7 +257,7 @@ def test_no_block_configured_logs_the_notice(home, monkeypatch, notify_log):
     warning = [r.getMessage() for r in notify_log.records if r.levelno == logging.WARNING]
     assert len(warning) == 1
     assert "model update PLANNED: 1.2.0 at 2026-12-07 09:00 UTC (no notify block configured)" in warning[0]
-    assert "Advance notice: the readmission model will be updated to version 1.2.0" in warning[0]
+    assert "Advance notice: the readmission-30d model will be updated to version 1.2.0" in warning[0]
 
 
 def test_legacy_env_block_and_env_list(prefect_api, home, webhook, monkeypatch):
