@@ -1,6 +1,10 @@
 """Retrain flow on 100k and 1M rows: time per stage and Prefect's share of wall time.
 
     .venv/bin/python benchmarks/bench_retrain.py [--sizes 100000 1000000] [--months 10] [--repeats 3]
+    .venv/bin/python benchmarks/bench_retrain.py --model lead-scoring --sizes 1000000 --months 14
+
+`--model` picks the model spec (default readmission-30d); its data come from its spec's generator
+(`--months` is then the number of that model's periods: days for lead-scoring).
 
 Baseline (named "plain"): the flow's domain steps called directly, no Prefect, in the same run, on
 the same data, each side into a fresh home (empty registry) every repeat. Both sides run, in order
@@ -148,11 +152,17 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--months", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side per size; medians reported")
+    ap.add_argument("--model", default="readmission-30d", help="the model spec (models/<name>.yaml)")
     a = ap.parse_args()
+    os.environ["RETRAINER_MODEL_NAME"] = a.model  # settings, the contract and the flow runs follow it
 
     from prefect import flow
 
-    from retrainer.datagen import GenerationSpec, generate
+    from retrainer.datagen import generate_for_model
+
+    def generate(out, rows_per_period: int, seed: int):
+        """The model's periods (`--months` of them), ~`rows_per_period` rows each."""
+        return generate_for_model(a.model, out, periods=a.months, rows_per_period=rows_per_period, seed=seed)
 
     @flow
     def warm() -> int:
@@ -164,15 +174,15 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="bench-retrain-"))
     # Warm both paths (GX, scikit-learn and pyarrow imports, first-call costs) on a tiny batch.
-    generate(root / "warm", GenerationSpec(months=a.months, rows_per_month=700, seed=1))
+    generate(root / "warm", 700, 1)
     plain(root / "warm", root / "home-warm-plain")
     with_prefect(root / "warm", root / "home-warm-flow")
     try:
         for n in a.sizes:
             data = root / f"data-{n}"
             s = time.perf_counter()
-            generate(data, GenerationSpec(months=a.months, rows_per_month=n // a.months, seed=5))
-            print(f"\n== {n:,} rows ({a.months} months; generated in {time.perf_counter() - s:.1f} s; "
+            generate(data, n // a.months, 5)
+            print(f"\n== {a.model}: {n:,} rows ({a.months} periods; generated in {time.perf_counter() - s:.1f} s; "
                   f"{a.repeats} repeats) ==")
             plain_runs: list[tuple[float, dict[str, float]]] = []
             flow_runs: list[tuple[float, dict[str, float]]] = []
