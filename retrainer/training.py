@@ -88,7 +88,10 @@ class TrainingData:
     spec: ModelSpec
 
 
-def _encoder(c: Contract):
+def feature_encoder(c: Contract):
+    """The built-ins' first step, for any entry point to reuse: a ColumnTransformer that ordinal-
+    encodes the contract's categoricals with their fixed category lists (unseen and missing: NaN)
+    and passes numeric and boolean features through, in the contract's order."""
     from sklearn.compose import ColumnTransformer  # noqa: PLC0415 - heavy: sklearn
     from sklearn.preprocessing import OrdinalEncoder  # noqa: PLC0415 - heavy: sklearn
 
@@ -121,7 +124,7 @@ def build_pipeline(params: dict[str, Any], c: Contract | None = None):
         max_leaf_nodes=params["max_leaf_nodes"], min_samples_leaf=params["min_samples_leaf"],
         l2_regularization=params["l2_regularization"], random_state=params["random_state"],
         categorical_features=list(range(len(c.CATEGORICAL_FEATURES))), early_stopping=False)
-    return Pipeline([("features", _encoder(c)), ("model", clf)])
+    return Pipeline([("features", feature_encoder(c)), ("model", clf)])
 
 
 def hist_gradient_boosting_classifier(data: TrainingData, params: dict[str, Any]):
@@ -148,7 +151,7 @@ class XGBoostParams(BaseModel):
 def _xgb_pipeline(data: TrainingData, estimator):
     from sklearn.pipeline import Pipeline  # noqa: PLC0415 - heavy: sklearn
 
-    return Pipeline([("features", _encoder(data.contract)), ("model", estimator)])
+    return Pipeline([("features", feature_encoder(data.contract)), ("model", estimator)])
 
 
 def xgboost_regressor(data: TrainingData, params: dict[str, Any]):

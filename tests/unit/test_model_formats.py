@@ -154,3 +154,30 @@ def test_builtin_params_are_validated_in_one_line(tmp_path, leads):
     with pytest.raises(SpecError, match=r"training.params.max_depht for xgboost_regressor: Extra inputs"):
         training.train(leads.iloc[:600], leads.iloc[600:900], tmp_path / "m", {"max_depht": 3}, spec=spec)
     assert not (tmp_path / "m").exists()
+
+
+def random_forest(data, params):
+    """The README's "Bring your own model" entry point, verbatim."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    from retrainer.training import feature_encoder
+
+    model = make_pipeline(feature_encoder(data.contract), RandomForestClassifier(**params))
+    return model.fit(data.X_train, data.y_train)
+
+
+def test_the_readmes_own_entry_point_trains_registers_and_serves(tmp_path, admissions):
+    doc = yaml.safe_load((REPO / "models" / "readmission-30d.yaml").read_text())
+    doc["training"] = {"entry_point": "tests.unit.test_model_formats:random_forest",
+                       "params": {"n_estimators": 30, "random_state": 0}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
+    spec = specs.load_spec(tmp_path / "spec.yaml")
+    meta = training.train(admissions.iloc[:2000], admissions.iloc[2000:], tmp_path / "m", doc["training"]["params"],
+                          spec=spec)
+    assert meta["validation_metric"]["name"] == "auc" and meta["validation_metric"]["value"] > 0.6
+    loaded = training.load_model(tmp_path / "m")
+    scorer = FastScorer.from_model(loaded)
+    assert scorer.mode == "sklearn"  # not compiled: the scorer uses the forest's own predict_proba
+    np.testing.assert_allclose(scorer.predict(admissions.tail(20).to_dict("records")),
+                               loaded.predict(admissions.tail(20)), rtol=1e-9)
