@@ -246,16 +246,30 @@ def relative_latency_guardrail(candidate_ms, production_ms, max_increase: float 
         min(len(c), len(p)), ratio, bound, limit, level, checks=checks)
 
 
-def count_bad_scores(scores) -> tuple[int, int, int]:
-    """(n scored, n NaN or infinite, n finite but outside [0, 1]) of an array of scores."""
+def _score_range(score_range: tuple[float, float] | None) -> tuple[float, float]:
+    if score_range is not None:
+        return float(score_range[0]), float(score_range[1])
+    from .. import schema as S  # noqa: PLC0415 - the active model, read at call time
+
+    lo, hi = S.contract().spec.prediction_range
+    return float(lo), float(hi)
+
+
+def count_bad_scores(scores, score_range: tuple[float, float] | None = None) -> tuple[int, int, int]:
+    """(n scored, n NaN or infinite, n finite but outside the range) of an array of scores; the
+    range defaults to the active model's `prediction_range` ([0, 1] for a classifier, the business
+    rule's [min, max] for a regression model)."""
+    lo, hi = _score_range(score_range)
     s = np.asarray(scores, dtype=float).ravel()
     finite = np.isfinite(s)
-    return len(s), int((~finite).sum()), int(((s[finite] < 0) | (s[finite] > 1)).sum())
+    return len(s), int((~finite).sum()), int(((s[finite] < lo) | (s[finite] > hi)).sum())
 
 
-def output_guardrail(n_scored: int, n_nan: int, n_out_of_range: int) -> GuardrailResult:
-    """Fires iff any score was NaN/infinite (`n_nan`) or outside [0, 1] (`n_out_of_range`): a bug,
-    so a single one is enough."""
+def output_guardrail(n_scored: int, n_nan: int, n_out_of_range: int,
+                     score_range: tuple[float, float] | None = None) -> GuardrailResult:
+    """Fires iff any score was NaN/infinite (`n_nan`) or outside the model's prediction range
+    (`n_out_of_range`; [0, 1] for a classifier): a bug, so a single one is enough."""
+    lo, hi = _score_range(score_range)
     for name, v in (("n_scored", n_scored), ("n_nan", n_nan), ("n_out_of_range", n_out_of_range)):
         if int(v) != v or v < 0:
             raise ValueError(f"{name} must be a whole number >= 0, got {v}")
@@ -264,7 +278,7 @@ def output_guardrail(n_scored: int, n_nan: int, n_out_of_range: int) -> Guardrai
         raise ValueError(f"{bad} bad scores out of {n_scored} scored")
     share = bad / n_scored if n_scored else None
     fired = bad > 0
-    what = (f"scores: {n_nan:,} NaN/inf and {n_out_of_range:,} outside [0, 1] in {n_scored:,} scored; "
+    what = (f"scores: {n_nan:,} NaN/inf and {n_out_of_range:,} outside [{lo:g}, {hi:g}] in {n_scored:,} scored; "
             f"fires on any (a bug, not noise)")
     return GuardrailResult("output", fired, f"{what}: {'FIRED' if fired else 'ok'}", n_scored, share,
                            float(bad), 0.0, 1.0, judged=n_scored > 0)

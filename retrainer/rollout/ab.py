@@ -163,6 +163,9 @@ def _check_args(metric: str, alpha: float, looks: int, min_per_arm: int, min_pos
                 min_negatives: int) -> Metric:
     if metric not in METRICS:
         raise ConfigError(f"unknown A/B metric {metric!r}: use one of {', '.join(METRICS)}")
+    if metric == "auc" and S.TASK != "binary_classification":
+        raise ConfigError(f"A/B metric 'auc' applies to a binary classifier; {S.MODEL} is a {S.TASK} model "
+                          "(its matured labels are judged on Spearman by the canary verdict)")
     if not 0 < alpha < 1:
         raise ConfigError(f"A/B alpha must be in (0, 1), got {alpha}")
     if isinstance(looks, bool) or int(looks) != looks or looks < 1:

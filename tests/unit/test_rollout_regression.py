@@ -1,0 +1,92 @@
+"""Rollouts of a regression model (lead-scoring): the matured-label verdict is Spearman
+non-inferiority at the spec's margin, scores outside the business rule are a guardrail breach,
+and no label-free estimate is made. Constructed data, real scipy statistics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrainer import spec
+from retrainer.evidence import count_bad_scores, output_guardrail
+from retrainer.evidence.correlation import compare_spearman_unpaired, decide_spearman
+from retrainer.rollout.live import label_free
+from retrainer.settings import Settings
+
+TOL = 0.02  # models/lead-scoring.yaml metrics.gate.tolerance
+
+
+def _arm(rng, n, noise):
+    y = rng.normal(size=n)
+    s = y + rng.normal(scale=noise, size=n)
+    return np.clip(np.round(3 + y), 1, 5), s
+
+
+def _verdict(n, noise_c, noise_p, min_rows=200, seed=0):
+    rng = np.random.default_rng(seed)
+    yc, sc = _arm(rng, n, noise_c)
+    yp, sp = _arm(rng, n, noise_p)
+    with spec.using("lead-scoring"):
+        tol = spec.active().spec.metrics.gate.tolerance
+        return compare_spearman_unpaired(yc, sc, yp, sp, tolerance=tol, source="routed arms", min_rows=min_rows)
+
+
+def test_spec_margin_is_the_gate_tolerance():
+    with spec.using("lead-scoring"):
+        assert spec.active().spec.metrics.gate.tolerance == pytest.approx(TOL)
+
+
+def test_promote_when_candidate_equal_or_better_with_enough_rows():
+    e = _verdict(20_000, 0.5, 0.8)  # candidate clearly better
+    assert e.verdict == "promote"
+    assert e.low > -TOL
+    e = _verdict(20_000, 0.6, 0.6, seed=3)  # equal models, enough rows: the interval clears -margin
+    assert e.verdict == "promote"
+
+
+def test_rollback_when_worse_beyond_the_margin():
+    e = _verdict(20_000, 1.2, 0.6)
+    assert e.verdict == "rollback"
+    assert e.high < -TOL
+
+
+def test_inconclusive_with_too_few_matured_rows_never_promotes():
+    e = _verdict(150, 0.2, 1.5, min_rows=200)  # far better candidate, but under the minimum rows
+    assert e.verdict == "inconclusive"
+    assert not e.decided
+    e = decide_spearman(None, TOL, source="matured labels", paired=True, n_candidate=0, n_production=0)
+    assert e.verdict == "inconclusive"
+
+
+def test_lead_scoring_range_is_the_business_rule():
+    with spec.using("lead-scoring"):
+        n, n_nan, n_out = count_bad_scores([1.0, 3.2, 5.0, 0.7, 6.0, float("nan")])
+        assert (n, n_nan, n_out) == (6, 1, 2)  # 0.7 and 6 outside [1, 5]
+        assert output_guardrail(*count_bad_scores([6.0])).fired
+        assert output_guardrail(*count_bad_scores([float("nan")])).fired
+        ok = output_guardrail(*count_bad_scores([1.0, 2.5, 5.0]))
+        assert not ok.fired and "[1, 5]" in ok.reason
+
+
+def test_readmission_range_is_zero_one():
+    with spec.using("readmission-30d"):
+        assert count_bad_scores([0.7, 0.0, 1.0]) == (3, 0, 0)
+        assert output_guardrail(*count_bad_scores([1.2])).fired
+        assert output_guardrail(*count_bad_scores([0.7])).fired is False
+
+
+def test_no_label_free_estimate_for_a_regression_model(tmp_path):
+    settings = Settings(home=tmp_path / "home", serving={"admin_token": "x" * 40, "port": 1})
+    with spec.using("lead-scoring"):
+        est, why = label_free(None, None, None, settings, checks=1)
+    assert est is None
+    assert "calibrated classifiers only" in why
+
+
+def test_ab_refuses_auc_for_a_regression_model():
+    import pandas as pd
+
+    from retrainer.errors import ConfigError
+    from retrainer.rollout import ab
+
+    with spec.using("lead-scoring"), pytest.raises(ConfigError, match="applies to a binary classifier"):
+        ab.evaluate(pd.DataFrame({"variant": []}), "auc")
