@@ -76,8 +76,8 @@ def feature_frame(df: pd.DataFrame, c: Contract | None = None) -> pd.DataFrame:
 @dataclass(frozen=True)
 class TrainingData:
     """What an entry point gets: the contract's feature frames and labels of the time split's
-    train and validation parts, the query ids (the timestamp's day) for ranking, the contract
-    and the spec."""
+    train and validation parts, the query ids (the timestamp's day) for a ranking model (empty
+    otherwise), the contract and the spec."""
     X_train: pd.DataFrame
     y_train: np.ndarray
     X_validation: pd.DataFrame
@@ -264,7 +264,10 @@ def train(train_data, validation_data, model_dir: str | Path, params: dict[str, 
     tr, va = _read(train_data), _read(validation_data)
     X, y = _xy(tr, spec, c)
     Xv, yv = _xy(va, spec, c)
-    data = TrainingData(X, y, Xv, yv, _groups(tr, c), _groups(va, c), c, spec)
+    ranking = spec.task == "ranking"  # query ids only where they are used (a pass over every timestamp)
+    no_groups = np.zeros(0, dtype=np.int64)
+    data = TrainingData(X, y, Xv, yv, _groups(tr, c) if ranking else no_groups,
+                        _groups(va, c) if ranking else no_groups, c, spec)
     t0 = time.perf_counter()
     try:
         model = fn(data, dict(params))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import importlib
 import os
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -117,14 +118,23 @@ def _load(path: str, mtime: float, asked: str) -> ModelSpec:
 
 
 _CONTRACTS: dict[int, Contract] = {}
+_RECENT: dict[str, tuple[float, Contract]] = {}
+RECHECK_S = 1.0  # how often a spec file is looked at again for changes (S.* is read on hot paths)
 
 
 def contract(name_or_path: str | Path) -> Contract:
-    """The column contract of a model (one per loaded spec, so its derived lists are computed once)."""
+    """The column contract of a model (one per loaded spec, so its derived lists are computed
+    once). The spec file is re-checked for changes at most every RECHECK_S seconds."""
+    key = str(name_or_path)
+    now = time.monotonic()
+    hit = _RECENT.get(key)
+    if hit is not None and now - hit[0] < RECHECK_S:
+        return hit[1]
     spec = load_spec(name_or_path)
     c = _CONTRACTS.get(id(spec))
     if c is None or c.spec is not spec:
         c = _CONTRACTS[id(spec)] = Contract(spec)
+    _RECENT[key] = (now, c)
     return c
 
 
