@@ -35,6 +35,7 @@ from ..predstore import (
     ERROR,
     LATENCY,
     PAIR_READ,
+    SCORE,
     SHADOW,
     SHADOW_READ,
     TARGETED,
@@ -260,6 +261,20 @@ def stage_criteria(stage_window, stage, settings, checks: int, candidate: str = 
     return tuple(out), n
 
 
+def _score_shift_note(window, candidate: str, production: str) -> str:
+    """A regression canary's distributional evidence: the candidate's and production's live score
+    distributions compared (KS and PSI, with n). Reported, never a promotion reason."""
+    from .statistics import score_shift  # noqa: PLC0415 - local, keeps scipy off the import path
+
+    ok = ~window[ERROR].astype(bool) if ERROR in window.columns else True
+    rows = window[ok]
+    d = score_shift(rows.loc[rows[VARIANT] == candidate, SCORE], rows.loc[rows[VARIANT] == production, SCORE])
+    if d is None:
+        return "score distribution shift: too few live scores in an arm to compare"
+    return (f"score distribution shift (evidence, not a promotion reason): KS {d['ks']:.3f} (p {d['ks_p']:.3g}), "
+            f"PSI {d['psi']:.3f}, n {d['n_candidate']:,} candidate / {d['n_production']:,} production scores")
+
+
 def gather(store, registry, settings, *, candidate_version: str, start: datetime, now: datetime, checks: int,
            candidate: str = "green", production: str = "blue", plan=None, stage: int | None = None,
            stage_start: datetime | None = None) -> LiveEvidence:
@@ -277,6 +292,8 @@ def gather(store, registry, settings, *, candidate_version: str, start: datetime
     estimate, why = label_free(window, record, current, settings, checks, candidate, production)
     if why:
         notes.append(why)
+    if not _is_classifier():
+        notes.append(_score_shift_note(window, candidate, production))
     criteria: tuple[GuardrailResult, ...] = ()
     stage_requests = None
     ab_result = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import schema as S
 from ..evidence.auc import delong_auc_variance, unpaired_delong
 
-__all__ = ["auc_difference_ci", "ci_from_labelled", "delong_auc_variance"]
+__all__ = ["auc_difference_ci", "ci_from_labelled", "delong_auc_variance", "score_shift"]
 
 
 def auc_difference_ci(y_cand, s_cand, y_prod, s_prod, level: float = 0.95) -> dict[str, float] | None:
@@ -31,3 +31,26 @@ def ci_from_labelled(frame, candidate: str = "green", production: str = "blue",
     p = frame[frame["variant"] == production]
     return auc_difference_ci(c[S.LABEL].to_numpy(), c["score"].to_numpy(dtype=float),
                              p[S.LABEL].to_numpy(), p["score"].to_numpy(dtype=float), level)
+
+
+def score_shift(candidate_scores, production_scores, bins: int = 10) -> dict | None:
+    """The shift between the two models' live score distributions (a regression canary's
+    distributional evidence, never a promotion reason): two-sample Kolmogorov-Smirnov statistic and
+    p-value and the PSI over production's deciles, with n per arm; None when an arm has fewer than
+    two finite scores."""
+    import numpy as np  # noqa: PLC0415 - heavy: numpy
+    from scipy.stats import ks_2samp  # noqa: PLC0415 - heavy: scipy
+
+    c = np.asarray(candidate_scores, dtype=float)
+    p = np.asarray(production_scores, dtype=float)
+    c, p = c[np.isfinite(c)], p[np.isfinite(p)]
+    if len(c) < 2 or len(p) < 2:
+        return None
+    ks = ks_2samp(c, p)
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1))[1:-1])
+    fc = np.bincount(np.searchsorted(edges, c, side="right"), minlength=len(edges) + 1) / len(c)
+    fp = np.bincount(np.searchsorted(edges, p, side="right"), minlength=len(edges) + 1) / len(p)
+    fc, fp = np.clip(fc, 1e-4, None), np.clip(fp, 1e-4, None)
+    psi = float(np.sum((fc - fp) * np.log(fc / fp)))
+    return {"ks": float(ks.statistic), "ks_p": float(ks.pvalue), "psi": psi, "n_candidate": int(len(c)),
+            "n_production": int(len(p))}

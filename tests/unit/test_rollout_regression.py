@@ -90,3 +90,15 @@ def test_ab_refuses_auc_for_a_regression_model():
 
     with spec.using("lead-scoring"), pytest.raises(ConfigError, match="applies to a binary classifier"):
         ab.evaluate(pd.DataFrame({"variant": []}), "auc")
+
+
+def test_score_shift_reports_ks_psi_and_n():
+    from retrainer.rollout.statistics import score_shift
+
+    rng = np.random.default_rng(1)
+    same = score_shift(rng.uniform(1, 5, 4000), rng.uniform(1, 5, 4000))
+    moved = score_shift(rng.uniform(2, 5, 4000), rng.uniform(1, 5, 4000))
+    assert same["n_candidate"] == 4000 and same["n_production"] == 4000
+    assert same["psi"] < 0.02 and same["ks"] < 0.05
+    assert moved["psi"] > 0.2 and moved["ks"] > 0.2 and moved["ks_p"] < 1e-6
+    assert score_shift([float("nan"), 2.0], [1.0, 2.0]) is None
