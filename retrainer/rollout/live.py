@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -346,6 +347,16 @@ def rows_per_day(store, now: datetime, days: int = 7) -> float:
 
 
 
+def spearman_rows_needed(r: float, tolerance: float, level: float = 0.95) -> int:
+    """Rows per arm for the unpaired Δ Spearman interval's half-width to fall under `tolerance`:
+    var(r) ~ (1 - r²)² (1 + r²/2) / (n - 3) per arm (Fisher z, Bonett-Wright, delta method), two
+    equal arms, so n = 3 + 2 z² (1 - r²)² (1 + r²/2) / tolerance²."""
+    from ..evidence.auc import z_two_sided  # noqa: PLC0415 - local
+
+    z = z_two_sided(level)
+    return int(math.ceil(3 + 2 * z ** 2 * (1 - r ** 2) ** 2 * (1 + r ** 2 / 2) / tolerance ** 2))
+
+
 def power_at_start(store, registry, settings, plan, candidate_version: str, now: datetime) -> dict[str, Any]:
     """The day-0 power statement of a canary (`evidence.power.power_statement`): the matured
     labelled rows the non-inferiority rule needs at margin `auc_tolerance` (one-sided α 0.025,
@@ -359,14 +370,21 @@ def power_at_start(store, registry, settings, plan, candidate_version: str, now:
     max_duration = plan.end(max_extensions(plan, settings))
     per_day = rows_per_day(store, now)
     if not _is_classifier():
-        need = c.min_positives + c.min_negatives
-        have = reg.candidate.n if reg is not None else 0
         tol = S.contract().spec.metrics.gate.tolerance
-        text = (f"power: a {S.TASK} model is judged on Spearman (margin {tol:g}) once matured labels decide; "
-                f"the registration comparison brings {have:,} rows; live rows need {need} matured labelled rows "
-                f"per arm and mature {settings.label_delay} after scoring, at {per_day:,.0f} predictions/day")
+        have = reg.candidate.n if reg is not None else 0
+        r = reg.auc_production if reg is not None and reg.auc_production else 0.5
+        need = max(c.min_positives + c.min_negatives, spearman_rows_needed(r, tol, c.level))
+        days = 2 * need / per_day if per_day > 0 else None  # two arms share the traffic
+        when = (now + timedelta(days=days) + settings.label_delay) if days is not None else None
+        text = (f"power: a {S.TASK} model is judged on Spearman (margin {tol:g}) once matured labels decide; an "
+                f"unpaired canary needs ~{need:,} matured rows per arm for the interval's half-width to fall under "
+                f"the margin (Fisher z, Bonett-Wright, Spearman {r:.2f}); at {per_day:,.0f} predictions/day and "
+                f"a label delay of {settings.label_delay} that is "
+                + (f"{when:%Y-%m-%d %H:%M}" if when else "never (no traffic)")
+                + f"; the registration comparison brings {have:,} rows; shadow (paired) rows need fewer")
         return {"text": text, "needed_rows": need, "have_rows": have, "rows_per_day": per_day,
-                "decidable_before_max": None}
+                "decidable_at": when.isoformat() if when else None,
+                "decidable_before_max": (when <= now + max_duration) if when else False}
     if reg is None or not reg.se or reg.candidate.n <= 0:
         text = (f"power: no paired registration comparison to size the test from ({why or 'none recorded'}); "
                 f"the rule decides once {c.min_positives} positives and {c.min_negatives} negatives per arm "

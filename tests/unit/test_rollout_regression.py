@@ -102,3 +102,36 @@ def test_score_shift_reports_ks_psi_and_n():
     assert same["psi"] < 0.02 and same["ks"] < 0.05
     assert moved["psi"] > 0.2 and moved["ks"] > 0.2 and moved["ks_p"] < 1e-6
     assert score_shift([float("nan"), 2.0], [1.0, 2.0]) is None
+
+
+def test_rows_needed_for_the_spearman_margin_matches_the_simulated_half_width():
+    from scipy.stats import spearmanr
+
+    from retrainer.rollout.live import spearman_rows_needed
+
+    n = spearman_rows_needed(0.6, TOL)
+    assert 9_000 < n < 9_600  # 3 + 2 * 1.96² * 0.64² * 1.18 / 0.02²
+    assert spearman_rows_needed(0.6, 2 * TOL) < n / 3.5  # a quarter, up to the +3
+    rng = np.random.default_rng(5)
+    deltas = []
+    for _ in range(60):  # simulated Δ of two independent arms of n rows: its 95% half-width ~ the margin
+        rs = []
+        for _ in range(2):
+            latent = rng.normal(size=n)
+            rs.append(spearmanr(latent, latent * 0.75 + rng.normal(size=n))[0])
+        deltas.append(rs[0] - rs[1])
+    assert 0.6 * TOL < 1.96 * np.std(deltas) < 1.4 * TOL
+
+
+def test_power_statement_for_a_regression_model_names_rows_and_date(tmp_path):
+    from datetime import datetime, timezone
+
+    from retrainer.rollout import power_at_start
+    from tests.unit.test_live_evidence import PLAN, world
+
+    settings, backend = world(tmp_path, label_delay="2d")
+    with spec.using("lead-scoring"):
+        p = power_at_start(backend.predictions, backend.registry, settings, PLAN, "1.1.0",
+                           datetime(2026, 6, 1, tzinfo=timezone.utc))
+    assert p["needed_rows"] >= 200 and "Spearman" in p["text"] and "margin 0.02" in p["text"]
+    assert p["decidable_before_max"] is False and "never (no traffic)" in p["text"]
