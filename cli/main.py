@@ -25,7 +25,21 @@ from retrainer.errors import RetrainerError
 from retrainer.perms import restrict_umask
 from retrainer.spec import DEFAULT_MODEL, active_model, load_spec
 
-from . import backtest, compare, data, lifecycle, models, notify, registry, report, retention, rollout, serve, status
+from . import (
+    backtest,
+    compare,
+    data,
+    deployments,
+    lifecycle,
+    models,
+    notify,
+    registry,
+    report,
+    retention,
+    rollout,
+    serve,
+    status,
+)
 
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
@@ -35,7 +49,7 @@ COMMANDS = (data.add_data, data.add_validate, lifecycle.add_retrain, lifecycle.a
             lifecycle.add_triggers, lifecycle.add_demo, registry.add_registry, lifecycle.add_drift, data.add_labels,
             serve.add_serve, rollout.add_canary, rollout.add_rollout, rollout.add_rollback, compare.add_compare,
             backtest.add_backtest, notify.add_notify, report.add_report,
-            retention.add_retention, status.add_status, models.add_models)
+            retention.add_retention, status.add_status, models.add_models, deployments.add_deployments)
 
 
 def build_parser() -> argparse.ArgumentParser:

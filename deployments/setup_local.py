@@ -1,12 +1,13 @@
 """Idempotent setup of the local Prefect side of retrainer, against PREFECT_API_URL:
 
 - the process work pool `retrainer-local` (prefect.yaml's default pool), created if missing;
-- the global concurrency limit `retrain-<model_name>` (limit 1) that keeps one retrain per model
-  at a time, created if missing (an existing limit is left as an operator set it).
+- the global concurrency limit `retrain-<model>` (limit 1) of every model spec in models/, which
+  keeps one retrain per model at a time, created if missing (an existing limit is left as an
+  operator set it).
 
 Run from the repo root, then deploy and start a worker:
 
-    python deployments/setup_local.py [--pool retrainer-local] [--model-name readmission-30d]
+    python deployments/setup_local.py [--pool retrainer-local] [--model-name NAME ...]
     prefect --no-prompt deploy --all
     prefect worker start --pool retrainer-local
 
@@ -16,7 +17,6 @@ deployments in prefect.yaml; nothing to do for them here.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -63,13 +63,16 @@ def ensure_concurrency_limit(name: str, limit: int = 1) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", default="retrainer-local")
-    p.add_argument("--model-name", default=os.environ.get("RETRAINER_MODEL_NAME", "readmission-30d"))
+    p.add_argument("--model-name", action="append", default=None,
+                   help="a model (repeatable); default: every spec in models/")
     a = p.parse_args(argv)
+    from retrainer.spec import available_models  # noqa: PLC0415 - after the sys.path insert
     from retrainer.triggers import concurrency_limit_name  # noqa: PLC0415 - heavy: sklearn
 
     print(f"work pool {a.pool}: {ensure_work_pool(a.pool)}")
-    gcl = concurrency_limit_name(a.model_name)
-    print(f"global concurrency limit {gcl}: {ensure_concurrency_limit(gcl)}")
+    for model in a.model_name or available_models():
+        gcl = concurrency_limit_name(model)
+        print(f"global concurrency limit {gcl}: {ensure_concurrency_limit(gcl)}")
     return 0
 
 

@@ -26,14 +26,20 @@ def test_every_documented_deployment_is_in_prefect_yaml():
 
 
 def test_aws_variants_mirror_the_local_deployments():
+    """The default model's deployments (no `model` parameter) each have an AWS twin; other models'
+    AWS deployments are not rendered yet."""
     aws = {d["name"]: d for d in AWS["deployments"]}
-    for d in LOCAL["deployments"]:
+    default = [d for d in LOCAL["deployments"] if "model" not in (d.get("parameters") or {})]
+    for d in default:
         twin = aws[d["name"] + "-aws"]
         for key in ("entrypoint", "parameters", "schedules", "triggers", "concurrency_limit"):
-            assert twin.get(key) == d.get(key), (d["name"], key)
+            if key == "parameters":
+                assert (twin.get(key) or {}) == (d.get(key) or {}), (d["name"], key)
+            else:
+                assert twin.get(key) == d.get(key), (d["name"], key)
         assert twin["work_pool"]["name"] == "retrainer-ecs"
         assert twin["work_pool"]["job_variables"]["env"]["RETRAINER_BACKEND"] == "sagemaker"
-    assert len(aws) == len(LOCAL["deployments"])
+    assert len(aws) == len(default)
     template = json.loads((REPO / "deployments" / "ecs-work-pool.json").read_text())
     assert "job_configuration" in template and "variables" in template
 
