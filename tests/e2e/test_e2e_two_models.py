@@ -5,7 +5,6 @@ retrain-on-drift deployment, which registers a new lead-scoring version, and nev
 readmission's."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import BIN, REPO, copy_months, wait_for
+from tests.helpers import BIN, REPO, PoolWorker, copy_months, wait_for
 
 KEY = "e2e-two-models-pseudonym-key-0123456789"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
@@ -74,20 +73,11 @@ def project(prefect_api, tmp_path, monthly_data, monkeypatch):
 
     run([str(BIN / "python"), "deployments/setup_local.py"], env)
     run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], env, timeout=300)
-    log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "retrainer-local"],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = PoolWorker(env, tmp_path / "worker.log", "retrainer-local")
     try:
         yield {"home": home, "days": days, "worker_log": tmp_path / "worker.log"}
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(10)
-        log.close()
+        worker.stop(signal.SIGTERM)
 
 
 def test_a_drift_event_of_one_model_starts_that_models_retrain_only(project, monthly_data, tmp_path):
