@@ -166,7 +166,11 @@ def main() -> int:
                     help="measure only the shadow scoring cost (shadow off vs one extra variant)")
     ap.add_argument("--baseline-rev", default=None, metavar="REV",
                     help="also serve git revision REV (capture off) in the same run and print the ratios")
+    ap.add_argument("--scorers-only", action="store_true",
+                    help="measure only the scorer paths in process: compiled HGB, XGBoost, pipeline fallback")
     args = ap.parse_args()
+    if args.scorers_only:
+        return scorer_paths()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     home = tmp / "home"
@@ -384,6 +388,58 @@ def baseline(rev: str, tmp: Path, env: dict) -> tuple[Path, Path]:
     short = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True)
     print(f"baseline: {rev} ({short.stdout.strip()}) served from {root}")
     return root, state
+
+
+def _per_row_us(fn, batches: list, reps: int = 3) -> float:
+    """Median over `reps` of the time per row to score every batch of `batches` with `fn`."""
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for b in batches:
+            fn(b)
+        times.append((time.perf_counter() - t) / sum(len(b) for b in batches) * 1e6)
+    return statistics.median(times)
+
+
+def scorer_paths() -> int:
+    """The serving scorer's three paths, in process, on request records (single rows and batches
+    of 100): the compiled HistGradientBoosting forest (readmission, the baseline), an XGBoost
+    regressor scored by its own predict on the request matrix (lead scoring, "sklearn" mode), and
+    the pandas fallback for a pipeline the scorer cannot take apart ("pipeline" mode: here the same
+    XGBoost pipeline forced through it). Prints µs per row and each path's ratio to the baseline."""
+    from examples.lead_scoring.datagen import generate as leads
+    from retrainer import spec
+    from retrainer.scoring import PipelineScorer
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scorers-"))
+    adm = pd.concat([pd.read_parquet(p) for p in datagen.generate(
+        tmp / "adm", datagen.GenerationSpec(months=2, rows_per_month=3000, seed=5))], ignore_index=True)
+    training.train(adm.iloc[:4000], adm.iloc[4000:], tmp / "hgb", ModelSettings().model_dump(),
+                   spec=spec.load_spec("readmission-30d"))
+    lead = pd.concat([pd.read_parquet(p) for p in leads(tmp / "leads", periods=5, rows_per_period=1500, seed=3)],
+                     ignore_index=True)
+    lspec = spec.load_spec("lead-scoring")
+    training.train(lead.iloc[:4000], lead.iloc[4000:], tmp / "xgb", dict(lspec.training.params), spec=lspec)
+    out: dict[str, dict[str, float]] = {}
+    for name, model_dir, frame, model_name, force in (
+            ("compiled HGB (readmission)", tmp / "hgb", adm, "readmission-30d", False),
+            ("XGBoost, own predict (lead scoring)", tmp / "xgb", lead, "lead-scoring", False),
+            ("pipeline fallback (the XGBoost pipeline via pandas)", tmp / "xgb", lead, "lead-scoring", True)):
+        with spec.using(model_name):
+            loaded = training.load_model(model_dir)
+            scorer = PipelineScorer(loaded) if force else FastScorer.from_model(loaded)
+            recs = json_records(frame.iloc[:2000])
+            singles = [[r] for r in recs[:300]]
+            batches = [recs[i:i + 100] for i in range(0, 2000, 100)]
+            scorer.predict(singles[0])  # warm
+            out[name] = {"mode": scorer.mode, "single": _per_row_us(scorer.predict, singles),
+                         "batch": _per_row_us(scorer.predict, batches)}
+    base = out["compiled HGB (readmission)"]
+    print(f"{'scorer path':<52}{'mode':<10}{'1 row µs':>10}{'x base':>8}{'100 rows µs/row':>17}{'x base':>8}")
+    for name, r in out.items():
+        print(f"{name:<52}{r['mode']:<10}{r['single']:>10.0f}{r['single'] / base['single']:>8.1f}"
+              f"{r['batch']:>17.1f}{r['batch'] / base['batch']:>8.1f}")
+    return 0
 
 
 if __name__ == "__main__":
