@@ -4,7 +4,8 @@ for a seed (day k is the same whatever `periods` is).
 Each lead carries the 51 features of `models/lead-scoring.yaml`, the identifiers a CRM export has
 (contact name, e-mail, phone, IP address) and `lead_score`, the 1-5 score a sales rep gives it:
 a latent value of about ten features plus noise, cut into five bands, so an XGBoost regressor
-reaches a test Spearman around 0.7 (0.71 on the spec's 4/1/2-day split at 2,000 leads a weekday). Weekly seasonality: weekend days bring about 40% of the
+reaches a test Spearman around 0.7 (0.71 on the spec's 4/1/2-day split at 2,000 leads a
+weekday). Weekly seasonality: weekend days bring about 40% of the
 leads, mostly organic and paid, scored lower. From `drift_from` (1-based day) on, the mix moves
 (more paid leads, fewer visits, lower intent, more SMB accounts) and the label leans less on
 intent and more on meetings (concept drift).
