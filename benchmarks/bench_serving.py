@@ -79,7 +79,7 @@ def record(version: str, status: str) -> ModelRecord:
 
 
 def json_records(frame: pd.DataFrame) -> list[dict]:
-    sub = frame[list(S.FEATURES) + ["patient_id", S.ADMISSION_ID]]
+    sub = frame[list(S.FEATURES) + [S.ENTITY, S.ADMISSION_ID]]
     return json.loads(sub.to_json(orient="records"))
 
 
