@@ -207,6 +207,11 @@ class FastScorer:
         if verify and self._forest is not None and not self.self_check():
             self._forest, self.mode = None, "sklearn"
 
+    @property
+    def compiled(self) -> bool:
+        """True when small batches run on the compiled numpy forest (the HGB classifier)."""
+        return self.mode == "compiled"
+
     @classmethod
     def from_model(cls, loaded_model, *, verify: bool = True):
         """From a `training.LoadedModel`: a FastScorer for a built-in pipeline (compiled for the
@@ -330,6 +335,7 @@ class PipelineScorer:
     Slower (pandas per request; `benchmarks/bench_serving.py` measures it), never different."""
 
     mode = "pipeline"
+    compiled = False
 
     def __init__(self, loaded_model):
         from .spec import contract  # noqa: PLC0415 - cycle

@@ -87,6 +87,7 @@ def test_builtin_entry_point_round_trip(entry, tmp_path, leads, admissions):
         records = va.head(40).to_dict("records")
         fast = scorer.predict(records)
     assert scorer.mode == ("compiled" if "hist_gradient" in entry else "sklearn")
+    assert scorer.compiled is ("hist_gradient" in entry)
     np.testing.assert_allclose(fast, s1[:40], rtol=1e-6, atol=1e-9)
 
 
@@ -96,7 +97,7 @@ def test_a_pipeline_the_scorer_cannot_take_apart_falls_back_to_the_models_own_pr
     training.train(tr, va, tmp_path / "m", {}, spec=spec)
     loaded = training.load_model(tmp_path / "m")
     scorer = FastScorer.from_model(loaded)
-    assert isinstance(scorer, PipelineScorer) and scorer.mode == "pipeline"
+    assert isinstance(scorer, PipelineScorer) and scorer.mode == "pipeline" and scorer.compiled is False
     np.testing.assert_allclose(scorer.predict(va.head(25).to_dict("records")), loaded.predict(va.head(25)))
 
 
