@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from .auc import z_two_sided
+from .auc import has_repeats, z_two_sided
 from .rule import Counts, Evidence
 
 MIN_ROWS = 200  # labelled rows per compared arm before a regression comparison may decide
@@ -208,14 +208,6 @@ def decide_spearman(delta: SpearmanDelta | None, tolerance: float, *, source: st
         return Evidence(verdict="rollback", **base,
                         reason=f"{what}; upper bound < -{tolerance:g}: worse by more than the tolerance")
     return Evidence(verdict="inconclusive", **base, reason=f"{what} contains -{tolerance:g}: inconclusive")
-
-
-def has_repeats(clusters) -> bool:
-    if clusters is None:
-        return False
-    keys = np.asarray(clusters, dtype=object).ravel()
-    keys = keys[[k is not None and k == k for k in keys]]
-    return len(np.unique(keys.astype(str))) < len(keys)
 
 
 def compare_spearman_paired(y, s_production, s_candidate, *, tolerance: float, source: str = "",

@@ -41,16 +41,15 @@ def score_shift(candidate_scores, production_scores, bins: int = 10) -> dict | N
     import numpy as np  # noqa: PLC0415 - heavy: numpy
     from scipy.stats import ks_2samp  # noqa: PLC0415 - heavy: scipy
 
+    from ..drift.psi import numeric_counts, psi_from_counts, quantile_edges  # noqa: PLC0415 - heavy: pyarrow
+
     c = np.asarray(candidate_scores, dtype=float)
     p = np.asarray(production_scores, dtype=float)
     c, p = c[np.isfinite(c)], p[np.isfinite(p)]
     if len(c) < 2 or len(p) < 2:
         return None
     ks = ks_2samp(c, p)
-    edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1))[1:-1])
-    fc = np.bincount(np.searchsorted(edges, c, side="right"), minlength=len(edges) + 1) / len(c)
-    fp = np.bincount(np.searchsorted(edges, p, side="right"), minlength=len(edges) + 1) / len(p)
-    fc, fp = np.clip(fc, 1e-4, None), np.clip(fp, 1e-4, None)
-    psi = float(np.sum((fc - fp) * np.log(fc / fp)))
+    edges = quantile_edges(p, np.linspace(0, 1, bins + 1)[1:-1])  # production's deciles, as drift bins them
+    psi = psi_from_counts(numeric_counts(p, edges), numeric_counts(c, edges))
     return {"ks": float(ks.statistic), "ks_p": float(ks.pvalue), "psi": psi, "n_candidate": int(len(c)),
             "n_production": int(len(p))}
