@@ -254,6 +254,10 @@ class AWSSettings(_Section):
     prefix: str = "retrainer"
     role_arn: str | None = None
     instance_type: str = "ml.m5.large"
+    # training instances; > 1 is distributed training (the XGBoost entry points only): each instance
+    # gets a shard of the train data (ShardedByS3Key) and the first one runs XGBoost's tracker
+    instance_count: int = Field(1, ge=1, le=100)
+    tracker_port: int = Field(9091, ge=1024, le=65535)  # the tracker's port on the first instance
     training_image_uri: str | None = None
     endpoint_name: str = "readmission-30d"
     credentials_block: str | None = None
