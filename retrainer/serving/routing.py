@@ -9,7 +9,9 @@ pseudonymizer, the same value the prediction store keeps; `admission_id` when th
 id) is mapped to u in [0, 1) and compared with the cumulative weights of the variants with weight
 > 0. The same patient sees the same variant while the weights stay fixed, and raising green from
 10% to 20% keeps the first 10% of patients on green. Without a pseudonymizer the hash is a plain
-SHA-256 (kept in memory only); a record with neither key is routed at random by weight.
+SHA-256 (kept in memory only); a record with neither key is routed at random by weight. The pure
+part (`entity_point`, the cumulative weights) lives in `retrainer.entity_routing`, shared with the
+SageMaker client `retrainer.client`.
 
 The routing table is ONE immutable object (`RoutingTable`: variants, weights and loaded scorers),
 replaced, never mutated (see `serving.app` for the swap). The current routing is persisted to
@@ -19,7 +21,6 @@ rename are swept at start-up and before each write (`sweep_routing_temp_files`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
-from .. import schema as S
+from ..entity_routing import choose, cumulative_bounds, entity_point  # noqa: F401 - re-exported
 from ..registry import atomic_write_text
 from ..registry.storage import stale_temp_files
 from ..scoring import FastScorer
@@ -120,16 +121,8 @@ class RoutingTable:
     def build(cls, specs: Sequence[VariantSpec], scorers: Mapping[str, FastScorer], generation: int,
               updated_at: str) -> "RoutingTable":
         """A table for `specs`, with `scorers` by variant name; weights are normalised to 1."""
-        weighted = [s for s in specs if s.weight > 0]
-        total = sum(s.weight for s in weighted)
-        bounds, acc = [], 0.0
-        for s in weighted:
-            acc += s.weight / total
-            bounds.append(acc)
-        if bounds:
-            bounds[-1] = 1.0  # no gap at the top from float rounding
-        return cls(tuple(specs), MappingProxyType(dict(scorers)), tuple(bounds),
-                   tuple(s.variant for s in weighted), generation, updated_at,
+        bounds, routed = cumulative_bounds((s.variant, s.weight) for s in specs)
+        return cls(tuple(specs), MappingProxyType(dict(scorers)), bounds, routed, generation, updated_at,
                    MappingProxyType({s.variant: s for s in specs}))
 
     @classmethod
@@ -138,30 +131,13 @@ class RoutingTable:
         return cls((), MappingProxyType({}), (), (), 0, "", MappingProxyType({}))
 
     def route(self, u: float) -> str:
-        """The variant for a point u in [0, 1)."""
-        for bound, name in zip(self.bounds, self.routed):
-            if u < bound:
-                return name
-        return self.routed[-1]
+        """The variant for a point u in [0, 1) (`entity_routing.choose`)."""
+        return choose(self.bounds, self.routed, u)
 
     def to_dict(self) -> dict[str, Any]:
         """The persisted form: variants, generation, updated_at."""
         return {"variants": [s.to_dict() for s in self.variants], "generation": self.generation,
                 "updated_at": self.updated_at}
-
-
-def entity_point(record: Mapping[str, Any], pseudonymizer=None) -> float | None:
-    """u in [0, 1) from the record's patient (or admission) id; None without either key."""
-    for domain in (S.ENTITY or "patient_id", S.ADMISSION_ID):
-        value = record.get(domain)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        if pseudonymizer is not None:
-            digest = pseudonymizer.pseudonym(value, domain)
-        else:
-            digest = hashlib.sha256(f"{domain}\0{str(value).strip()}".encode()).hexdigest()
-        return int(digest[:13], 16) / float(16 ** 13)
-    return None
 
 
 def default_variants(registry) -> list[VariantSpec]:
