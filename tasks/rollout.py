@@ -86,7 +86,8 @@ def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str
                  approved_by: str | None = None, approvers: list[str] | None = None,
                  settings: Settings | None = None) -> CanaryStart:
     """Registry candidate -> canary, endpoint green at the first stage's traffic (a shadow stage:
-    weight 0, scored in shadow; an immediate plan: unchanged until its promotion, and only with an
+    weight 0, scored in shadow; on SageMaker a shadow variant on the plan's sampling percentage
+    of requests; an immediate plan: unchanged until its promotion, and only with an
     approver); the rollout journal's record; a progress artifact; the day-0 power statement
     (logged and in a markdown artifact). Returns the rollout's start time (the clock of every
     later check)."""
@@ -97,7 +98,7 @@ def start_canary(backend: Backend, candidate: str, plan: RolloutPlan, actor: str
     info = rollout.start_canary(backend.registry, backend.endpoint, candidate, traffic, actor=actor,
                                 reason=f"{plan.strategy} at {traffic:.0%} for {format_duration(plan.duration)}",
                                 approved_by=approved_by, approvers=approvers, approval_required=why,
-                                route=not immediate)
+                                route=not immediate, shadow_sampling=plan.shadow_sampling)
     progress_id = create_progress_artifact(
         progress=0.0, key=artifact_key("canary-progress", candidate),
         description=f"{plan.strategy} {candidate}: elapsed / {format_duration(plan.duration)}")

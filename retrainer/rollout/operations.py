@@ -51,7 +51,9 @@ def canary_variants(registry, candidate: str, traffic: float) -> list[dict[str, 
 def shadow_variants(registry, candidate: str) -> list[dict[str, Any]]:
     """The shadow strategy's endpoint: production ("blue") at 1.0 answers every request, the
     candidate ("green") loaded at 0.0 answers none but scores every request in shadow (serving
-    shadow mode "candidate"), the kept previous versions as weight-0 standbys."""
+    shadow mode "candidate"), the kept previous versions as weight-0 standbys. An endpoint with
+    native shadow variants (SageMaker: `native_shadow`) gets the candidate as a shadow variant
+    instead (`start_canary` with `shadow_sampling`)."""
     return canary_variants(registry, candidate, 0.0)
 
 
@@ -95,12 +97,15 @@ def check_approval(record, approved_by: str | None, approvers: list[str] | None,
 
 def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: str, reason: str,
                  approved_by: str | None = None, approvers: list[str] | None = None,
-                 approval_required: str | None = None, route: bool = True) -> dict[str, Any]:
+                 approval_required: str | None = None, route: bool = True,
+                 shadow_sampling: float | None = None) -> dict[str, Any]:
     """candidate -> canary in the registry (skipped if already canary), then the canary weights
     (`traffic` 0: the shadow layout, candidate loaded at weight 0). A version whose gate asked for
     a review, or a plan that requires an approval (`approval_required`: why), needs `approved_by`
     among `approvers`. `route` False leaves the endpoint as it is (an immediate rollout switches
-    at its promotion)."""
+    at its promotion). `shadow_sampling` (a shadow plan's percentage of requests) on an endpoint
+    with native shadow variants (SageMaker) puts the candidate in a shadow variant instead of the
+    weight-0 layout; promotion and rejection (the steady layout) remove it again."""
     rec = registry.get(candidate)
     if rec.status == Status.CANDIDATE:
         check_approval(rec, approved_by, approvers, required=approval_required)
@@ -114,8 +119,13 @@ def start_canary(registry, endpoint, candidate: str, traffic: float, *, actor: s
         if prod is None:
             raise RolloutError("there is no production version: a rollout needs one to compare against")
         return {"candidate": candidate, "production": prod.version, "traffic": 0.0, "endpoint": {}}
-    state = endpoint.set_variants(canary_variants(registry, candidate, traffic), actor=actor,
-                                  reason=f"canary {candidate} at {traffic:.0%}: {reason}")
+    if traffic == 0 and shadow_sampling is not None and getattr(endpoint, "native_shadow", False):
+        state = endpoint.set_shadow(candidate, shadow_sampling, variant=CANDIDATE, production_variant=PRODUCTION,
+                                    actor=actor, reason=f"shadow {candidate} on {shadow_sampling:g}% of requests: "
+                                                        f"{reason}")
+    else:
+        state = endpoint.set_variants(canary_variants(registry, candidate, traffic), actor=actor,
+                                      reason=f"canary {candidate} at {traffic:.0%}: {reason}")
     return {"candidate": candidate, "production": prod.version if prod else None, "traffic": traffic,
             "endpoint": _brief(state)}
 

@@ -13,7 +13,8 @@ Strategies (all run by the same canary flow and decided by `policy.check`):
 * `linear`: several stages of rising traffic, each with its own `criteria`; the last should reach
   100% (or the plan says `allow_partial: true`);
 * `shadow`: the candidate answers nothing (weight 0) but scores every request in shadow for the
-  shadow duration, then a blue/green cutover to 100% on the non-inferiority verdict;
+  shadow duration, then a blue/green cutover to 100% on the non-inferiority verdict; on SageMaker
+  the candidate is a shadow variant fed `sampling_percentage` % of the requests (default 100);
 * `ab`: two versions at a fixed split with a winner decided by `retrainer.rollout.ab`;
 * `immediate`: 100% at once, only with a named approver.
 
@@ -56,8 +57,9 @@ AB_METRICS = ("auc", "error_rate", "latency_ms", "outcome", "score")
 
 _TOP_KEYS = {"strategy", "description", "stages", "check_interval", "criteria", "resume_grace", "resume_grace_s",
              "allow_partial", "shadow", "ab", "approval", "cutover"}
-_STAGE_KEYS = {"traffic", "duration", "check_interval", "duration_s", "check_interval_s", "criteria", "shadow"}
-_SHADOW_KEYS = {"duration", "check_interval", "criteria"}
+_STAGE_KEYS = {"traffic", "duration", "check_interval", "duration_s", "check_interval_s", "criteria", "shadow",
+               "sampling_percentage"}
+_SHADOW_KEYS = {"duration", "check_interval", "criteria", "sampling_percentage"}
 _AB_KEYS = {"split", "metric", "alpha", "min_duration", "max_duration", "check_interval", "criteria",
             "min_per_arm", "min_positives"}
 PLAN_SHAPE = '{"strategy": ..., "stages": [{"traffic", "duration_s", "check_interval_s", "criteria"}, ...]}'
@@ -90,18 +92,26 @@ def _criteria(value: Any, where: str, strategy: str) -> tuple[tuple[str, float],
 class Stage:
     """`traffic`: candidate's share of requests (0 < traffic <= 1; 0 only for a shadow stage) for
     `duration`, checked every `check_interval`; `criteria`: (metric, limit) pairs the stage must
-    hold (see `CRITERIA`); `shadow`: the candidate answers nothing and is scored in shadow."""
+    hold (see `CRITERIA`); `shadow`: the candidate answers nothing and is scored in shadow;
+    `sampling_percentage`: a shadow stage's share of requests SageMaker replicates to the shadow
+    variant (a whole number 1-100; the local endpoint scores every request in shadow)."""
     traffic: float
     duration: timedelta
     check_interval: timedelta
     criteria: tuple[tuple[str, float], ...] = ()
     shadow: bool = False
+    sampling_percentage: int = 100
 
     def __post_init__(self):
         if isinstance(self.criteria, Mapping):
             object.__setattr__(self, "criteria", tuple(sorted((str(k), float(v)) for k, v in self.criteria.items())))
         else:
             object.__setattr__(self, "criteria", tuple(tuple(c) for c in self.criteria))
+        pct = self.sampling_percentage
+        if isinstance(pct, bool) or not isinstance(pct, int) or not 1 <= pct <= 100:
+            raise ValueError(f"sampling_percentage must be a whole number from 1 to 100, got {pct!r}")
+        if pct != 100 and not self.shadow:
+            raise ValueError("sampling_percentage belongs to a shadow stage")
         if self.shadow:
             if self.traffic != 0:
                 raise ValueError(f"a shadow stage has traffic 0, got {self.traffic}")
@@ -121,6 +131,8 @@ class Stage:
             d["criteria"] = self.limits
         if self.shadow:
             d["shadow"] = True
+        if self.sampling_percentage != 100:
+            d["sampling_percentage"] = self.sampling_percentage
         return d
 
 
@@ -272,7 +284,8 @@ class RolloutPlan:
             sec = _section(data["shadow"], "shadow", _SHADOW_KEYS)
             crit = default_criteria | dict(_criteria(sec.get("criteria"), "shadow", strategy))
             stages = [Stage(0.0, _duration(sec.get("duration"), "shadow duration"),
-                            _interval(sec, default_interval, "shadow"), crit, shadow=True)]
+                            _interval(sec, default_interval, "shadow"), crit, shadow=True,
+                            sampling_percentage=sec.get("sampling_percentage", 100))]
         elif strategy == "ab" and "stages" not in data:
             if "ab" not in data:
                 raise ValueError("an ab plan needs an `ab:` section (split, metric, min_duration, max_duration)")
@@ -320,6 +333,11 @@ class RolloutPlan:
     def duration(self) -> timedelta:
         return sum((s.duration for s in self.stages), timedelta(0))
 
+    @property
+    def shadow_sampling(self) -> int | None:
+        """A shadow plan's sampling percentage (SageMaker's shadow variant); None for other plans."""
+        return self.stages[0].sampling_percentage if self.strategy == "shadow" and self.stages else None
+
     def end(self, extensions: int = 0) -> timedelta:
         """Elapsed time at which the final decision is due: the plan's duration plus one more
         last-stage duration per extension (`True` counts as one)."""
@@ -349,7 +367,9 @@ class RolloutPlan:
                     "deferred verdict re-checks the promotion when its labels mature.")
         parts = []
         for i, s in enumerate(self.stages, start=1):
-            what = "shadow (weight 0, every request scored)" if s.shadow else f"{s.traffic:.0%}"
+            what = (("shadow (weight 0, every request scored)" if s.sampling_percentage == 100 else
+                     f"shadow (weight 0, {s.sampling_percentage}% of requests scored on SageMaker)")
+                    if s.shadow else f"{s.traffic:.0%}")
             crit = ", ".join(f"{k} {v:g}" for k, v in s.criteria)
             parts.append(f"stage {i}: {what} for {_fmt(s.duration)}, checked every {_fmt(s.check_interval)}"
                          + (f" [{crit}]" if crit else ""))
@@ -454,7 +474,8 @@ def _stage(s: Any, i: int, default_interval: timedelta | None, default_criteria:
         interval = _interval(s, default_interval, where)
     crit = default_criteria | dict(_criteria(s.get("criteria"), where, strategy))
     try:
-        return Stage(float(traffic), duration, interval, crit, shadow=shadow)
+        return Stage(float(traffic), duration, interval, crit, shadow=shadow,
+                     sampling_percentage=s.get("sampling_percentage", 100))
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
