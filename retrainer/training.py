@@ -20,6 +20,10 @@ Built in:
 
 Deterministic for given data and parameters. Nothing is written to the model directory unless
 the entry point returned a model that predicts.
+
+On a multi-instance SageMaker job (SM_HOSTS names more than one host) the XGBoost entry points
+train distributed: each host reads its shard of the train channel, the hosts join XGBoost's
+collective group for the fit (`retrainer.distributed`), and only the first host writes the model.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,19 +252,25 @@ def _check_model(model, task: str, entry: str) -> None:
 
 
 def train(train_data, validation_data, model_dir: str | Path, params: dict[str, Any],
-          spec: ModelSpec | None = None) -> dict[str, Any]:
+          spec: ModelSpec | None = None, cluster=None) -> dict[str, Any]:
     """Fit the spec's entry point on `train_data`, score `validation_data`, write the model to
     `model_dir` (only once the model is fitted and predicts).
 
     `train_data`/`validation_data` are Parquet paths (file or folder) or DataFrames; `spec`
-    defaults to the active model's. Returns the metadata written to model.json (model, task,
-    entry point, schema, params, the validation value of the primary metric, timings)."""
+    defaults to the active model's. `cluster` (a `retrainer.distributed.Cluster`): `train_data`
+    is this host's shard, the fit runs in the hosts' XGBoost group, and only the first host writes.
+    Returns the metadata written to model.json (model, task, entry point, schema, params, the
+    validation value of the primary metric, timings)."""
     import joblib  # noqa: PLC0415 - heavy: joblib
     import sklearn  # noqa: PLC0415 - heavy: sklearn
 
     spec = spec or load_spec(active_model())
     c = _contract_for(spec)
     entry = spec.training.entry_point
+    if cluster is not None:
+        from .distributed import check_distributable  # noqa: PLC0415 - only on multi-host jobs
+
+        check_distributable(entry, cluster.size, spec.name)
     fn = _resolve(entry, "training entry point")
     tr, va = _read(train_data), _read(validation_data)
     X, y = _xy(tr, spec, c)
@@ -268,14 +279,26 @@ def train(train_data, validation_data, model_dir: str | Path, params: dict[str, 
     no_groups = np.zeros(0, dtype=np.int64)
     data = TrainingData(X, y, Xv, yv, _groups(tr, c) if ranking else no_groups,
                         _groups(va, c) if ranking else no_groups, c, spec)
+    distributed: dict[str, Any] | None = None
+    if cluster is not None:
+        from .distributed import communicator  # noqa: PLC0415 - only on multi-host jobs
+
+        group = communicator(cluster)
+    else:
+        group = nullcontext()
     t0 = time.perf_counter()
-    try:
-        model = fn(data, dict(params))
-    except RetrainerError:
-        raise
-    except Exception as exc:  # the user's code failed: one line, nothing written
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        raise SpecError(f"training entry point {entry} failed: {type(exc).__name__}: {msg}") from None
+    with group as g:
+        if g is not None:  # every host's shard size, before the fit (also proves the group works)
+            distributed = {"hosts": list(cluster.hosts), "train_rows": [int(n) for n in g.per_host(len(tr))],
+                           "join_seconds": round(time.perf_counter() - t0, 3)}
+            t0 = time.perf_counter()
+        try:
+            model = fn(data, dict(params))
+        except RetrainerError:
+            raise
+        except Exception as exc:  # the user's code failed: one line, nothing written
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            raise SpecError(f"training entry point {entry} failed: {type(exc).__name__}: {msg}") from None
     fit_s = time.perf_counter() - t0
     _check_model(model, spec.task, entry)
     try:
@@ -285,6 +308,7 @@ def train(train_data, validation_data, model_dir: str | Path, params: dict[str, 
                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     metric = spec.metrics.primary
     value = validation_metric(spec.task, metric, yv, sv)
+    writes = cluster is None or cluster.is_first  # the hosts hold one model: the first one saves it
     model_dir = Path(model_dir)
     blob = io.BytesIO()
     try:  # serialised before anything is written: a model that cannot be saved leaves no trace
@@ -292,8 +316,9 @@ def train(train_data, validation_data, model_dir: str | Path, params: dict[str, 
     except Exception as exc:
         raise SpecError(f"the model from {entry} cannot be saved: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / MODEL_FILE).write_bytes(blob.getvalue())
+    if writes:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / MODEL_FILE).write_bytes(blob.getvalue())
     schema = c.feature_schema()
     last = model.steps[-1][1] if hasattr(model, "steps") else model
     meta = {
@@ -304,7 +329,7 @@ def train(train_data, validation_data, model_dir: str | Path, params: dict[str, 
         "feature_schema": schema,
         "schema_hash": c.schema_hash(schema),
         "params": params,
-        "train_rows": int(len(tr)),
+        "train_rows": int(len(tr)) if distributed is None else sum(distributed["train_rows"]),
         "validation_rows": int(len(va)),
         "validation_metric": {"name": metric, "value": None if value is None else round(value, 6)},
         f"validation_{metric}": None if value is None else round(value, 6),
@@ -313,7 +338,10 @@ def train(train_data, validation_data, model_dir: str | Path, params: dict[str, 
     }
     if type(last).__name__ == "ClippedRegressor":  # retrainer.estimators (not imported unless used)
         meta["clip"] = [last.low, last.high]
-    (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    if distributed is not None:
+        meta["distributed"] = distributed
+    if writes:
+        (model_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
 
 
@@ -357,8 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     # The job names its model; its spec travels in the source directory (models/*.yaml beside the
     # package: backends/sagemaker/trainer.py `source_files`).
     name = hps.pop("model_name", None) or DEFAULT_MODEL
+    from .distributed import HYPERPARAMETER, Cluster  # noqa: PLC0415 - light, but only here
+
+    options = hps.pop(HYPERPARAMETER, None)  # reserved: the tracker's port and the group's timeout
     try:
-        meta = train(train_dir, val_dir, model_dir, hps, spec=load_spec(name))
+        cluster = Cluster.from_env(os.environ, options)  # None: one host
+        meta = train(train_dir, val_dir, model_dir, hps, spec=load_spec(name), cluster=cluster)
     except RetrainerError as exc:
         # SageMaker surfaces /opt/ml/output/failure as the job's FailureReason.
         out = Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")).parent
@@ -370,7 +402,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metric = meta["validation_metric"]
-    print(json.dumps({f"validation_{metric['name']}": metric["value"], "train_rows": meta["train_rows"]}))
+    line = {f"validation_{metric['name']}": metric["value"], "train_rows": meta["train_rows"]}
+    if cluster is not None:
+        line.update(host=cluster.current, rank=cluster.rank, wrote_model=cluster.is_first,
+                    host_train_rows=meta["distributed"]["train_rows"][cluster.rank])
+    print(json.dumps(line))
     return 0
 
 
