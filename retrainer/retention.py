@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from . import deid
 from .clock import utcnow
 from .errors import ConfigError
-from .predstore import INGESTED_AT, SHADOW
+from .predstore import INGESTED_AT, SHADOW, is_data_file
 from .registry.rules import CLEANABLE
 from .settings import min_retention_days
 
@@ -175,6 +175,11 @@ def _partitions(store) -> list[tuple[date, Path]]:
     return out
 
 
+def _data_files(d: Path) -> list[Path]:
+    """A day partition's data files: appended `part-*` and compacted `compact-*` files."""
+    return sorted(f for f in d.glob("*.parquet") if is_data_file(f.name))
+
+
 def _count(files: Iterable[Path]) -> tuple[int, int]:
     """(rows, shadow rows) of Parquet files (footer row counts; the shadow column only)."""
     rows = shadow = 0
@@ -227,7 +232,7 @@ def plan(store, registry, journal, settings, now: datetime | None = None, *,
             p.recent_partitions += 1
             kept_dirs.append(d)
             continue
-        files = sorted(d.glob("part-*.parquet"))
+        files = sorted(_data_files(d))
         rows, shadow = _count(files)
         needed_by = [h for h in hs if h.since < end]
         if needed_by:
@@ -261,7 +266,7 @@ def _plan_labels(store, p: RetentionPlan, cutoff: datetime, kept_dirs: list[Path
         return
     kept_admissions: set[str] = set()
     for d in kept_dirs:
-        for part in d.glob("part-*.parquet"):
+        for part in _data_files(d):
             try:
                 col = pq.read_table(part, columns=[deid.ADMISSION_PSEUDONYM]).column(deid.ADMISSION_PSEUDONYM)
             except (OSError, ValueError, KeyError):
@@ -365,7 +370,7 @@ def _finish_interrupted(store, actor: str, now: datetime) -> dict[str, Any] | No
         return None
     parts = [x for x in left if x.is_dir()]
     labels = [x for x in left if x.is_file()]
-    rows, shadow = _count(f for d in parts for f in d.glob("part-*.parquet"))
+    rows, shadow = _count(f for d in parts for f in _data_files(d))
     label_rows, _ = _count_labels(labels)
     event = {"time": _iso(now), "actor": actor, "kind": "retention",
              "reason": "finishing an interrupted retention run",

@@ -1,4 +1,5 @@
-"""Where drift data comes from: a DataFrame, a Parquet file or a folder of Parquet files.
+"""Where drift data comes from: a DataFrame, a Parquet file, a folder of Parquet files, or a
+stream of Arrow batches (`BatchStream`: the prediction store's window, read file by file).
 
 A source tells the kind of each column (numeric, categorical, or none PSI can bin) and yields
 column batches. Files are streamed one row group at a time, the next row group read in a
@@ -20,7 +21,7 @@ from ..errors import DataError
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 
 PathLike = str | Path
-Data = pd.DataFrame | PathLike
+Data = "pd.DataFrame | PathLike | BatchStream"
 
 
 def kind_of_pandas(dtype) -> str | None:
@@ -53,7 +54,11 @@ class Source:
         self.what = what
         self.frame: pd.DataFrame | None = None
         self.files: list[Path] = []
-        if isinstance(data, pd.DataFrame):
+        self.stream: BatchStream | None = None
+        if isinstance(data, BatchStream):
+            self.stream = data
+            self.kinds = {f.name: kind_of_arrow(f.type) for f in data.schema if f.name in data.columns}
+        elif isinstance(data, pd.DataFrame):
             if any(not isinstance(c, str) for c in data.columns):
                 data = data.rename(columns=str)
             if data.columns.has_duplicates:
@@ -78,7 +83,7 @@ class Source:
 
     def check(self, columns: Mapping[str, str]) -> None:
         """DataError unless every file has every column with a compatible kind."""
-        schemas = [(None, self.kinds)] if self.frame is not None else [
+        schemas = [(None, self.kinds)] if self.frame is not None or self.stream is not None else [
             (f, {x.name: kind_of_arrow(x.type) for x in self._schema(f)}) for f in self.files]
         for path, kinds in schemas:
             where = f" ({path})" if path is not None and len(self.files) > 1 else ""
@@ -97,6 +102,11 @@ class Source:
         Parquet row group at a time."""
         if self.frame is not None:
             yield len(self.frame), {c: self.frame[c] for c in columns}
+            return
+        if self.stream is not None:
+            for batch in self.stream.batches(columns):
+                if batch.num_rows:
+                    yield batch.num_rows, {c: batch.column(c) for c in columns}
             return
 
         def read(path: Path, pf, i: int):
@@ -132,6 +142,9 @@ class Source:
         """`columns` of the whole source as one DataFrame (the files read and concatenated)."""
         if self.frame is not None:
             return self.frame[columns]
+        if self.stream is not None:
+            return pa.Table.from_batches(list(self.stream.batches(columns)),
+                                         schema=self.stream.schema.select(columns)).to_pandas()
         tables = []
         for path in self.files:
             try:
@@ -161,3 +174,19 @@ def first_line(exc: BaseException) -> str:
     """"ExcType: first line of the message", for one-line DataErrors."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class BatchStream:
+    """A stream of Arrow record batches, for sources too big to hold (the prediction store's
+    window on S3): `schema` (all columns), `columns` (the default selection) and `batches(columns)`,
+    which returns a fresh iterator of `pyarrow.RecordBatch` each time it is called."""
+
+    def __init__(self, schema: pa.Schema, columns: list[str], batches):
+        self.schema, self.columns, self._batches = schema, list(columns), batches
+
+    def batches(self, columns: list[str] | None = None):
+        return self._batches(list(columns or self.columns))
+
+    def count(self) -> int:
+        """Rows in the stream (reads one column)."""
+        return sum(b.num_rows for b in self.batches(self.columns[:1]))

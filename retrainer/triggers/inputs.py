@@ -14,7 +14,7 @@ from .. import schema as S
 from ..drift.profile import ReferenceProfile
 from ..drift.report import DriftReport
 from ..errors import RetrainerError
-from ..predstore import untargeted
+from ..predstore import traffic_filter
 from .config import PROFILE_FILE, TriggersConfig, as_utc
 from .evaluate import (
     TriggerEvaluation,
@@ -103,22 +103,26 @@ def collect_inputs(config: TriggersConfig, registry, predictions, settings, now:
         return frame[frame["version"].astype(str) == prod.version]
 
     for trig in config.by_type("data_drift")[:1]:  # one window/profile per run: the first drift trigger
-        window = prod_rows(untargeted(predictions.read(now - trig.window, now)))  # routed traffic only
-        inputs.drift_window_rows = int(len(window))
+        # production's rows, the caller-targeted ones left out, streamed file by file from the
+        # store (local or S3): the window is never held in memory whole
+        window = predictions.scan(now - trig.window, now, where=traffic_filter(prod.version if prod else None))
         if prod is None:
+            inputs.drift_window_rows = window.count()
             inputs.drift_error = "no production version"
             continue
         try:
             profile = ReferenceProfile.load(Path(registry.verify(prod.version)) / PROFILE_FILE)
         except RetrainerError as exc:
+            inputs.drift_window_rows = window.count()
             inputs.drift_error = str(exc)
-            continue
-        if len(window) == 0:
             continue
         ds = settings.drift.model_copy(update={"psi_threshold": trig.psi_threshold,
                                                "min_window": trig.min_window,
                                                "features_required": trig.min_features})
-        inputs.drift_report = profile.score(window, ds)
+        report = profile.score(window, ds)
+        inputs.drift_window_rows = report.n_cur
+        if report.n_cur:
+            inputs.drift_report = report
 
     for trig in config.by_type("performance_degradation"):
         bounds = window_bounds(now, trig.window, trig.consecutive_windows)
