@@ -27,6 +27,7 @@ def build(settings: Settings, *, session=None) -> Backend:
     registry = SageMakerRegistry(aws, settings.model_name, cache_dir=settings.home / "sagemaker",
                                  inference_image=inference_image, instance_type=a.instance_type)
     trainer = SageMakerTrainer(aws, model_name=settings.model_name, instance_type=a.instance_type,
+                               instance_count=a.instance_count, tracker_port=a.tracker_port,
                                image_uri=a.training_image_uri,
                                timeout_s=a.training_timeout_s)
     endpoint = SageMakerEndpoint(

@@ -8,6 +8,9 @@ every flow run, explicit waits with our own timeout/backoff and one-line errors,
 Steps of `fit()`:
 1. pre-flight (region, role ARN shape, bucket via head_bucket) before anything is created;
 2. upload the validated windows as Parquet to s3://<bucket>/<prefix>/training/<job>/{train,validation}/;
+   with `instance_count` > 1 the train window is one object per instance (`part-NNNNN.parquet`) and
+   the train channel is `ShardedByS3Key`, so each instance trains on its shard
+   (`retrainer.distributed`; the XGBoost entry points only, refused otherwise in the pre-flight);
 3. upload the `retrainer` package + `train.py` shim (+ requirements.txt) as
    s3://.../training/<job>/source/sourcedir.tar.gz (`sagemaker_submit_directory`);
 4. CreateTrainingJob with the scikit-learn framework image; wait with timeout and backoff
@@ -28,6 +31,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ...distributed import DEFAULT_TIMEOUT_S, HYPERPARAMETER, check_distributable, shard_frame
 from ...errors import ConfigError
 from ._aws import (
     ArtifactError,
@@ -150,12 +154,15 @@ class SageMakerTrainer:
     FINAL = {"Completed", "Failed", "Stopped"}
 
     def __init__(self, aws: AWSContext, *, model_name: str, instance_type: str = "ml.m5.large",
-                 image_uri: str | None = None, timeout_s: float = 3 * 3600, max_runtime_s: int = 2 * 3600,
+                 instance_count: int = 1, tracker_port: int = 9091, image_uri: str | None = None,
+                 timeout_s: float = 3 * 3600, max_runtime_s: int = 2 * 3600,
                  volume_gb: int = 30, initial_delay_s: float = 15.0, max_delay_s: float = 120.0,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         self.aws = aws
         self.model_name = model_name
         self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.tracker_port = tracker_port
         self._image_uri = image_uri
         self.timeout_s = timeout_s
         self.max_runtime_s = max_runtime_s
@@ -172,6 +179,11 @@ class SageMakerTrainer:
 
     def preflight(self) -> None:
         """Every configuration check, before anything is uploaded or created."""
+        if self.instance_count > 1:
+            from ...spec import load_spec  # noqa: PLC0415 - cycle: spec imports settings
+
+            check_distributable(load_spec(self.model_name).training.entry_point, self.instance_count,
+                                self.model_name)
         self.aws.region  # noqa: B018
         self.aws.require_role()
         self.image_uri  # noqa: B018
@@ -190,35 +202,50 @@ class SageMakerTrainer:
         job = resource_name(self.model_name, stamp, uuid.uuid4().hex[:6])
         s3, bucket = self.aws.s3, self.aws.bucket
         base = self.aws.key("training", job)
-        s3.put_object(Bucket=bucket, Key=f"{base}/train/train.parquet", Body=_parquet_bytes(train_df))
-        s3.put_object(Bucket=bucket, Key=f"{base}/validation/validation.parquet", Body=_parquet_bytes(validation_df))
+        n = self.instance_count
+        shards = self._shards(train_df)  # before any upload: a window too small to shard is refused here
+        if n == 1:
+            train_keys = [f"{base}/train/train.parquet"]
+        else:
+            train_keys = [f"{base}/train/part-{k:05d}.parquet" for k in range(n)]
         src_key = f"{base}/source/sourcedir.tar.gz"
-        s3.put_object(Bucket=bucket, Key=src_key, Body=source_tarball())
+        uploaded: list[str] = []
 
-        def channel(name: str) -> dict[str, Any]:
+        def put(key: str, body: bytes) -> None:
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            uploaded.append(key)
+
+        def channel(name: str, sharded: bool = False) -> dict[str, Any]:
             return {"ChannelName": name, "ContentType": "application/x-parquet", "InputMode": "File",
                     "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
-                                                    "S3DataDistributionType": "FullyReplicated",
+                                                    "S3DataDistributionType": "ShardedByS3Key" if sharded
+                                                    else "FullyReplicated",
                                                     "S3Uri": f"s3://{bucket}/{base}/{name}/"}}}
 
+        params = {**params, "model_name": self.model_name}
+        if n > 1:  # where the hosts meet (retrainer.distributed reads it)
+            params[HYPERPARAMETER] = {"tracker_port": self.tracker_port, "timeout_s": DEFAULT_TIMEOUT_S}
         try:
+            for key, shard in zip(train_keys, shards):
+                put(key, _parquet_bytes(shard))
+            put(f"{base}/validation/validation.parquet", _parquet_bytes(validation_df))
+            put(src_key, source_tarball())
             self.aws.sm.create_training_job(
                 TrainingJobName=job,
                 AlgorithmSpecification={"TrainingImage": self.image_uri, "TrainingInputMode": "File"},
                 RoleArn=self.aws.require_role(),
-                HyperParameters=hyperparameters({**params, "model_name": self.model_name},
-                                                submit_dir=f"s3://{bucket}/{src_key}", program="train.py",
+                HyperParameters=hyperparameters(params, submit_dir=f"s3://{bucket}/{src_key}", program="train.py",
                                                 region=self.aws.region),
-                InputDataConfig=[channel("train"), channel("validation")],
+                InputDataConfig=[channel("train", sharded=n > 1), channel("validation")],
                 OutputDataConfig={"S3OutputPath": f"s3://{bucket}/{base}/output"},
-                ResourceConfig={"InstanceType": self.instance_type, "InstanceCount": 1,
+                ResourceConfig={"InstanceType": self.instance_type, "InstanceCount": n,
                                 "VolumeSizeInGB": self.volume_gb},
                 StoppingCondition={"MaxRuntimeInSeconds": int(self.max_runtime_s)},
                 Tags=[{"Key": "retrainer:model", "Value": self.model_name}],
             )
         except Exception as exc:
             # Nothing half-created: remove what this launch uploaded.
-            for k in (f"{base}/train/train.parquet", f"{base}/validation/validation.parquet", src_key):
+            for k in uploaded:
                 try:
                     s3.delete_object(Bucket=bucket, Key=k)
                 except Exception:  # best effort; the original error matters more
@@ -227,8 +254,19 @@ class SageMakerTrainer:
                 raise SageMakerError(f"cannot start training job {job}: {error_code(exc)}: "
                                      f"{error_message(exc)}") from exc
             raise
-        self.last_job = {"job": job, "input": f"s3://{bucket}/{base}/", "image": self.image_uri}
+        self.last_job = {"job": job, "input": f"s3://{bucket}/{base}/", "image": self.image_uri,
+                         "instance_count": n}
         return job
+
+    def _shards(self, train_df: pd.DataFrame) -> list[pd.DataFrame]:
+        """The train window in one shard per instance (whole queries for a ranking model)."""
+        if self.instance_count == 1:
+            return [train_df]
+        from ...spec import Contract, load_spec  # noqa: PLC0415 - cycle: spec imports settings
+
+        spec = load_spec(self.model_name)
+        return shard_frame(train_df, self.instance_count, ranking=spec.task == "ranking",
+                           timestamp=Contract(spec).TIMESTAMP)
 
     def wait(self, job: str) -> dict[str, Any]:
         """Describe until Completed/Failed/Stopped. Failed/Stopped -> TrainingJobFailed quoting
