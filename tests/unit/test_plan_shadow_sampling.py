@@ -37,3 +37,24 @@ def test_sampling_percentage_belongs_to_a_shadow_stage():
     with pytest.raises(ConfigError) as err:
         RolloutPlan.from_yaml(text, source="p.yaml")
     assert str(err.value) == "rollout plan p.yaml: stage 1: sampling_percentage belongs to a shadow stage"
+
+
+def test_local_endpoint_keeps_the_weight_0_shadow_layout(tmp_path):
+    """The local endpoint has no shadow variants: a shadow plan's start loads the candidate at
+    weight 0 (scored in shadow by the server), whatever the sampling percentage."""
+    import secrets
+
+    from retrainer.backends.local import LocalEndpoint
+    from retrainer.rollout import start_canary
+    from retrainer.serving import read_routing, routing_path
+    from retrainer.settings import Settings
+    from tests.helpers import artifact, free_port, make_record, registry_with
+
+    settings = Settings(home=tmp_path, serving={"port": free_port(), "admin_token": secrets.token_urlsafe(32)})
+    reg = registry_with(tmp_path, ["1.0.0", "1.1.0"])
+    reg.register(make_record("1.2.0"), artifact(tmp_path, "1.2.0"), actor="t")
+    res = start_canary(reg, LocalEndpoint(settings), "1.2.0", 0.0, actor="t", reason="shadow plan",
+                       shadow_sampling=25)
+    assert res["endpoint"]["applied"] == "file"
+    assert [(s.variant, s.version, s.weight) for s in read_routing(routing_path(settings))] == \
+        [("blue", "1.1.0", 1.0), ("green", "1.2.0", 0.0), ("previous-1", "1.0.0", 0.0)]
