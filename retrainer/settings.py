@@ -246,6 +246,9 @@ class PredictionSettings(_Section):
     30-day labels and a year of monitoring; values below label_delay + canary.max_duration_hours
     (in days, rounded up) are refused, since the canary's verdict needs its matured rows."""
     retention_days: int = Field(400, ge=1)
+    # Where the store lives: a directory or s3://bucket/prefix. Unset: <home> on the local backend,
+    # s3://<aws.bucket>/<aws.prefix>/<model_name> on the sagemaker backend (`predstore.store_url`).
+    store: str | None = None
 
 
 class AWSSettings(_Section):
@@ -261,7 +264,12 @@ class AWSSettings(_Section):
     training_image_uri: str | None = None
     endpoint_name: str = "readmission-30d"
     credentials_block: str | None = None
+    # the retrainer serving image (Dockerfile: `retrainer.serving.container`); unset: the scikit-learn
+    # image with inference.py hooks, which scores but captures nothing (no monitoring on AWS)
     inference_image_uri: str | None = None
+    # Secrets Manager secret id holding the pseudonym key, read by the serving container at start-up
+    # (required with inference_image_uri: the container refuses to capture without a key)
+    pseudonym_key_secret: str | None = None
     endpoint_instance_type: str = "ml.m5.large"
     warm_standby: bool = True  # keep the previous version at weight 0 so rollback is a weight shift
     training_timeout_s: float = Field(3 * 3600, gt=0)

@@ -120,8 +120,11 @@ def scan_for_identifiers(objects: list[tuple[str, bytes]], secrets: set[str],
         if not rel.endswith(".parquet"):
             continue
         table = pq.read_table(io.BytesIO(data))
-        meta = b"".join(k + v for k, v in (table.schema.metadata or {}).items())
-        found += [f"metadata {rel}: {s}" for s, b in encoded if b in meta]
+        # metadata holds file names (a compact file's `retrainer.replaces`): matched like a path, so a
+        # short ZIP inside a random hex name is not a leak
+        meta = " ".join((k + b" " + v).decode("utf-8", "replace") for k, v in (table.schema.metadata or {}).items())
+        tokens = set(re.split(r"[^A-Za-z0-9@]+", meta))
+        found += [f"metadata {rel}: {s}" for s in secrets if s in tokens or (len(s) >= 8 and s in meta)]
         frame = table.to_pandas()
         for col in frame.columns:
             values = frame[col].dropna()
@@ -185,7 +188,7 @@ def test_no_raw_identifier_reaches_the_store(tmp_path, raw, ps, compression, new
     assert any(rel.rsplit("/", 1)[-1].startswith("compact-") for rel in data_files(stored_objects))
 
     found = scan_for_identifiers(stored_objects, identifier_values(raw), extra_bytes=(KEY, KEY.hex().encode()))
-    assert found == []
+    assert found == [], found[:5]
     stored = store.read()
     assert len(stored) == len(before)
     assert int(stored["shadow"].eq(True).sum()) == 40 and int(stored["error"].sum()) >= 40

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..clock import utcnow
 from ..errors import RegistryError, RolloutError
-from ..predstore import PredictionStore
+from ..predstore import open_store
 from ..registry import LocalRegistry
 from ..serving.parsing import ACTOR_HEADER
 from ..serving.routing import (
@@ -165,4 +165,4 @@ def build(settings: Settings) -> Backend:
     """The local backend for `settings`."""
     return Backend(name="local", registry=LocalRegistry(settings.registry_dir, settings.model_name),
                    trainer=LocalTrainer(), settings=settings, endpoint=LocalEndpoint(settings),
-                   predictions=PredictionStore(settings.home))
+                   predictions=open_store(settings))

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from .. import deid
 from .. import schema as S
 from ..drift.sources import BatchStream
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .location import STALE_TEMP_SECONDS, LocalLocation, Location, location_for, one_line, to_parquet
 from .location import S3Location as S3Location  # re-exported
 
@@ -430,6 +430,28 @@ def traffic_filter(version: str | None = None, *, shadow: bool = True):
     if version is not None:
         expr = expr & (pads.field(VERSION) == version)
     return expr
+
+
+def store_url(settings) -> str:
+    """Where the prediction store of `settings` lives (see `PredictionSettings.store`)."""
+    if settings.predictions.store:
+        return settings.predictions.store
+    if settings.backend == "sagemaker":
+        a = settings.aws
+        if not a.bucket:
+            raise ConfigError("the sagemaker backend keeps predictions on S3: set aws.bucket (RETRAINER_AWS__BUCKET) "
+                              "or predictions.store (RETRAINER_PREDICTIONS__STORE=s3://bucket/prefix)")
+        return "s3://" + "/".join(p for p in (a.bucket, a.prefix.strip("/"), settings.model_name) if p)
+    return str(settings.home)
+
+
+def open_store(settings, *, check: bool = False) -> PredictionStore:
+    """The prediction store of `settings`; `check`: run the start-up check now (one ConfigError
+    line). An S3 store runs it anyway before its first use."""
+    store = PredictionStore(location_for(store_url(settings), check_first=True))
+    if check:
+        store.check()
+    return store
 
 
 # --------------------------------------------------------------------------------------------------

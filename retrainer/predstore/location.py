@@ -213,7 +213,7 @@ class S3Location:
     """`s3://bucket/prefix`: the store's files under that prefix (see module docstring)."""
 
     def __init__(self, url: str, *, region: str | None = None, connect_timeout: float = 5.0,
-                 request_timeout: float = 30.0, max_attempts: int = 3):
+                 request_timeout: float = 30.0, max_attempts: int = 3, check_first: bool = False):
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ConfigError(f"prediction store {url!r}: expected s3://bucket/prefix")
@@ -224,12 +224,25 @@ class S3Location:
         self.region = region
         self.connect_timeout, self.request_timeout, self.max_attempts = connect_timeout, request_timeout, max_attempts
         self._fs: pafs.S3FileSystem | None = None
+        self._client = None
+        self._unchecked = check_first  # run `check()` before the first use (one line, not a stack of OSErrors)
 
     def __repr__(self) -> str:
         return f"S3Location({self.url!r})"
 
-    def __getstate__(self) -> dict:  # no filesystem (and so no credentials) in a pickle
-        return {**self.__dict__, "_fs": None}
+    def __getstate__(self) -> dict:  # no filesystem or client (and so no credentials) in a pickle
+        return {**self.__dict__, "_fs": None, "_client": None}
+
+    @property
+    def client(self):
+        """A boto3 S3 client for deletes: pyarrow's delete_file writes an empty directory marker
+        when a "directory" becomes empty, which would litter the bucket."""
+        if self._client is None:
+            import boto3  # noqa: PLC0415 - only for deletes
+
+            region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            self._client = boto3.session.Session().client("s3", region_name=region)
+        return self._client
 
     @property
     def fs(self) -> pafs.S3FileSystem:
@@ -242,6 +255,9 @@ class S3Location:
             self._fs = pafs.S3FileSystem(
                 **kwargs, connect_timeout=self.connect_timeout, request_timeout=self.request_timeout,
                 retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=self.max_attempts))
+        if self._unchecked:
+            self._unchecked = False
+            self.check()
         return self._fs
 
     def path(self, rel: str) -> str:
@@ -268,11 +284,21 @@ class S3Location:
             out.write(data)
         return name
 
+    def key(self, rel: str) -> str:
+        return "/".join(p for p in (self.prefix, rel.strip("/")) if p)
+
     def delete(self, rel: str) -> bool:
+        """Delete one object; False if it was not there."""
         try:
-            self.fs.delete_file(self.path(rel))
-        except FileNotFoundError:
-            return False
+            self.client.head_object(Bucket=self.bucket, Key=self.key(rel))
+        except Exception as exc:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise OSError(f"cannot delete s3://{self.bucket}/{self.key(rel)}: {one_line(exc)}") from None
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(rel))
+        except Exception as exc:
+            raise OSError(f"cannot delete s3://{self.bucket}/{self.key(rel)}: {one_line(exc)}") from None
         return True
 
     def check(self) -> None:
@@ -289,7 +315,7 @@ class S3Location:
             with self.fs.open_output_stream(self.path(probe)) as out:
                 out.write(b"")
             step = "delete"
-            self.fs.delete_file(self.path(probe))
+            self.delete(probe)
         except ConfigError:
             raise
         except OSError as exc:
@@ -310,10 +336,11 @@ def describe_s3_error(exc: BaseException, step: str) -> str:
     return f"cannot {step}: {one_line(exc)}"
 
 
-def location_for(root) -> Location:
-    """A `Location` from a path, an `s3://` URL or a `Location`."""
+def location_for(root, *, check_first: bool = False) -> Location:
+    """A `Location` from a path, an `s3://` URL or a `Location`; `check_first`: an S3 location runs
+    its start-up check before its first use."""
     if isinstance(root, (LocalLocation, S3Location)):
         return root
     if isinstance(root, str) and root.startswith("s3://"):
-        return S3Location(root)
+        return S3Location(root, check_first=check_first)
     return LocalLocation(root)

@@ -60,6 +60,7 @@ import hmac
 import json
 import logging
 import random
+import re
 import time
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -84,6 +85,7 @@ from .routing import (
     INVOKED_HEADER,
     TARGET_HEADER,
     RoutingTable,
+    VariantSpec,
     entity_point,
     parse_variants,
 )
@@ -112,6 +114,21 @@ ADMIN_REFUSAL_STATUS: dict[type[Exception], int] = {
 }
 
 
+REQUEST_ID_ATTRIBUTE = "retrainer-request-id"
+_CALLER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def caller_request_id(request: Request) -> str | None:
+    """The request id a caller put in SageMaker's custom attributes (`retrainer-request-id=<id>`,
+    forwarded to production and shadow variants alike), if well formed."""
+    attrs = request.headers.get("x-amzn-sagemaker-custom-attributes", "")
+    for part in attrs.split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip() == REQUEST_ID_ATTRIBUTE and _CALLER_ID.match(value.strip()):
+            return value.strip()
+    return None
+
+
 def refusal_status(exc: Exception) -> int:
     """The HTTP status for an admin change refused with `exc` (see ADMIN_REFUSAL_STATUS)."""
     for cls in type(exc).__mro__:
@@ -120,16 +137,22 @@ def refusal_status(exc: Exception) -> int:
     return 422
 
 
-def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callable[[], datetime] = utcnow,
-               **state_options):
+def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callable[[], datetime] = utcnow, *,
+               container: VariantSpec | None = None, capture_as_shadow: bool = False, **state_options):
     """The FastAPI app. `store`: a PredictionStore (None: no capture); `pseudonymizer`: the
     deid.Pseudonymizer used for routing and capture. `state_options`: flush_rows, flush_seconds,
-    capture_interval, capture_backlog_rows, capture_process (see ServingState)."""
-    check_serving_settings(settings.serving)  # ConfigError: no, empty, default or short admin token
+    capture_interval, capture_backlog_rows, capture_process (see ServingState).
+
+    `container`: the SageMaker container (`serving.container`): this one variant only, no routing
+    file, no admin routes and no admin token (SageMaker owns the weights), no /status; a
+    request's id may come from the custom attribute `retrainer-request-id`; `capture_as_shadow`:
+    every row is captured as a shadow score (a model in ShadowProductionVariants)."""
+    if container is None:
+        check_serving_settings(settings.serving)  # ConfigError: no, empty, default or short admin token
     # One model per serving process: request, capture and shadow threads answer for its contract.
     set_process_model(settings.model_name)
-    state = ServingState(settings, registry, store, pseudonymizer, clock, **state_options)
-    token = (admin_token(settings.serving) or "").encode()
+    state = ServingState(settings, registry, store, pseudonymizer, clock, fixed=container, **state_options)
+    token = b"" if container is not None else (admin_token(settings.serving) or "").encode()
     max_body = settings.serving.max_body_bytes
     max_instances = settings.serving.max_instances
     body_timeout = settings.serving.body_timeout_s
@@ -187,9 +210,11 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
                               updated_at=t.updated_at)
         return _dumps(gather(settings, registry, journal, endpoint=ep, now=state.clock()))
 
-    @app.get("/status")
     async def get_status():  # no token: read-only, and nothing in it is secret (see retrainer.status)
         return Response(await run_in_threadpool(public_status), media_type="application/json")
+
+    if container is None:  # the container has no registry or journal to report from
+        app.get("/status")(get_status)
 
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -293,16 +318,17 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
         now = state.clock()
         for name, idx in groups.items():
             capture.put(name, table.by_name[name].version, [rows[i] for i in idx], [float("nan")] * len(idx),
-                        latency_ms, now, request_id=request_id, rows=idx, error=True)
+                        latency_ms, now, request_id=request_id, rows=idx, error=True, shadow=capture_as_shadow)
 
     @app.post("/invocations")
     async def invocations(request: Request):
         table = state.table  # one read: this request uses this table to the end
         t0 = time.perf_counter()
-        request_id = state.request_ids()
+        request_id = (container is not None and caller_request_id(request)) or state.request_ids()
         target = None
         try:
-            target = request.headers.get(TARGET_HEADER)
+            # in the container SageMaker has routed already (TargetVariant or weights): no header here
+            target = None if container is not None else request.headers.get(TARGET_HEADER)
             if target is not None:
                 spec = table.by_name.get(target)
                 if spec is None:
@@ -337,7 +363,7 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
             for name, idx in groups.items():
                 part = records if single else [records[i] for i in idx]
                 capture.put(name, versions[name], part, scores[idx], latency_ms, now, request_id=request_id,
-                            rows=None if single else idx, error=name in failed)
+                            rows=None if single else idx, error=name in failed, shadow=capture_as_shadow)
         if failed:  # a failed request: its failing variants' rows were captured as error rows
             for name in failed:
                 state.failures[(name, "failed")] += 1
@@ -370,6 +396,9 @@ def create_app(settings, registry, store=None, pseudonymizer=None, clock: Callab
     def unauthorized():
         return error(401, "admin routes need 'Authorization: Bearer <serving.admin_token>'",
                      {"WWW-Authenticate": "Bearer"})
+
+    if container is not None:  # no admin routes: SageMaker owns the weights
+        return app
 
     @app.get("/admin/variants")
     async def get_variants(request: Request):

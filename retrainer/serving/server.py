@@ -9,7 +9,7 @@ import time
 import uvicorn
 
 from ..deid import pseudonymizer_from_env
-from ..predstore import PredictionStore
+from ..predstore import open_store
 from ..registry import LocalRegistry
 from .app import create_app
 from .contract import check_serving_settings, exposure_warning
@@ -18,13 +18,14 @@ log = logging.getLogger(__name__)
 
 
 def build_app_from_settings(settings, *, capture: bool = True):
-    """The app for `settings`: local registry, local prediction store, pseudonymizer from the
+    """The app for `settings`: local registry, the prediction store (`predictions.store`), pseudonymizer from the
     environment variable `settings.pseudonym_key_env` (required when `capture`)."""
     registry = LocalRegistry(settings.registry_dir, settings.model_name)
     pseudonymizer = store = None
     if capture:
         pseudonymizer = pseudonymizer_from_env(settings.pseudonym_key_env)  # ConfigError if missing
-        store = PredictionStore(settings.home)
+        store = open_store(settings)
+        store.check()  # a store that cannot be written: one line now, not lost rows later
     return create_app(settings, registry, store, pseudonymizer)
 
 

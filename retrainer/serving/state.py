@@ -58,8 +58,9 @@ class ServingState:
     def __init__(self, settings, registry, store=None, pseudonymizer=None, clock: Callable[[], datetime] = utcnow,
                  *, flush_rows: int | None = None, flush_seconds: float | None = _FROM_SETTINGS,
                  capture_interval: float = 0.1, capture_backlog_rows: int | None = None,
-                 capture_process: bool | None = None):
+                 capture_process: bool | None = None, fixed: VariantSpec | None = None):
         self.settings = settings
+        self.fixed = fixed  # the SageMaker container: one variant, no routing file, no admin changes
         self.registry = registry
         self.pseudonymizer = pseudonymizer
         self.clock = clock
@@ -84,9 +85,14 @@ class ServingState:
                 key_env=settings.pseudonym_key_env, process=capture_process)
         elif store is not None:
             log.warning("prediction capture is off: no pseudonymizer (key) was given")
+        if fixed is not None:
+            self.shadow_mode = "off"  # one model here: SageMaker's shadow variants score in their own containers
         if self.capture is not None and self.shadow_mode != "off":  # shadow scores only matter stored
             self.shadow = ShadowScorer(self.capture, self.shadow_mode,
                                        max_backlog_rows=settings.serving.shadow_backlog_rows)
+        if fixed is not None:
+            self.table = self._build([fixed], generation=1)  # RegistryError: the model fails its sha256
+            return
         sweep_routing_temp_files(self.path)  # temp files of routing writes killed before their rename
         self._load_initial()
 

@@ -18,7 +18,7 @@ from retrainer import schema as S
 from retrainer.predstore import PredictionStore
 from retrainer.serving import create_app, entity_point
 from retrainer.serving.shadow import RequestIds, shadow_plan
-from tests.unit.test_predstore import identifier_values, scan_for_identifiers
+from tests.store_contract import identifier_values, local_objects, scan_for_identifiers
 from tests.unit.test_serving import KEY, TOKEN, make_settings, to_records, world  # noqa: F401 - a fixture
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -265,7 +265,7 @@ def test_no_raw_identifier_from_shadow_or_error_rows(world, tmp_path):
     stored = store.read()
     assert int(stored["shadow"].eq(True).sum()) == 80 and int(stored["error"].sum()) == 20
     secrets = identifier_values(frame) | {f"p{p}@example.org" for p in frame["patient_id"]} | {"555-123-4567"}
-    assert scan_for_identifiers(store.root, secrets, extra_bytes=(KEY, KEY.hex().encode())) == []
+    assert scan_for_identifiers(local_objects(store.root), secrets, extra_bytes=(KEY, KEY.hex().encode())) == []
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ method is called; configuration checks (region, bucket, role ARN) run before any
 """
 from __future__ import annotations
 
-from ...predstore import PredictionStore
+from ...container_env import KEY_SECRET_ENV, MODEL_NAME_ENV, STORE_ENV
+from ...errors import ConfigError
+from ...predstore import open_store, store_url
 from ...settings import Settings
 from .. import Backend
 from ._aws import ArtifactError, AWSContext, SageMakerError, TrainingJobFailed, WaitTimeout, default_sklearn_image
@@ -33,6 +35,22 @@ def build(settings: Settings, *, session=None) -> Backend:
     endpoint = SageMakerEndpoint(
         aws, registry, endpoint_name=a.endpoint_name, model_name=settings.model_name,
         instance_type=a.endpoint_instance_type, image_uri=inference_image,
-        warm_standby=a.warm_standby, timeout_s=a.endpoint_timeout_s)
+        warm_standby=a.warm_standby, timeout_s=a.endpoint_timeout_s, container_env=container_env(settings))
     return Backend(name="sagemaker", registry=registry, trainer=trainer, settings=settings,
-                   endpoint=endpoint, predictions=PredictionStore(settings.home))
+                   endpoint=endpoint, predictions=open_store(settings))  # checked before first use
+
+
+def container_env(settings: Settings) -> dict[str, str] | None:
+    """What every SageMaker Model running the retrainer serving image (`aws.inference_image_uri`)
+    gets in its environment: the model's spec, the prediction store and the pseudonym key's
+    Secrets Manager id (refused without one: the container would have no key to capture with).
+    None without the image: the scikit-learn image scores and captures nothing."""
+    a = settings.aws
+    if not a.inference_image_uri:
+        return None
+    if not a.pseudonym_key_secret:
+        raise ConfigError("aws.inference_image_uri is the retrainer serving image, which captures predictions: set "
+                          "aws.pseudonym_key_secret (RETRAINER_AWS__PSEUDONYM_KEY_SECRET) to the Secrets Manager "
+                          "secret holding the pseudonym key")
+    return {MODEL_NAME_ENV: settings.model_name, STORE_ENV: store_url(settings), KEY_SECRET_ENV: a.pseudonym_key_secret}
+

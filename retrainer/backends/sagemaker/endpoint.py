@@ -41,6 +41,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from ...container_env import SHA256_ENV, SHADOW_ENV, VARIANT_ENV, VERSION_ENV
 from ...errors import ConfigError, RegistryError, RolloutError
 from ._aws import (
     NAME_RE,
@@ -56,7 +57,6 @@ from ._aws import (
 )
 from .trainer import source_files
 
-VERSION_ENV = "RETRAINER_MODEL_VERSION"
 TRANSITIONAL = {"Creating", "Updating", "SystemUpdating", "RollingBack"}
 FINAL = {"InService", "Failed", "OutOfService", "UpdateRollbackFailed", "Deleting"}
 Variant = tuple[str, str, float]
@@ -75,8 +75,12 @@ class SageMakerEndpoint:
                  instance_type: str = "ml.m5.large", instance_count: int = 1, image_uri: str | None = None,
                  warm_standby: bool = True, timeout_s: float = 3600.0, initial_delay_s: float = 15.0,
                  max_delay_s: float = 60.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, container_env: dict[str, str] | None = None):
         self.aws = aws
+        # the retrainer serving image (`retrainer.serving.container`): the environment every Model
+        # gets (model spec, prediction store, pseudonym-key secret); None: the scikit-learn image
+        # with the inference.py hooks (scores only, nothing captured)
+        self.container_env = container_env
         self.registry = registry
         self.name = endpoint_name
         self.model_name = model_name
@@ -300,16 +304,17 @@ class SageMakerEndpoint:
         try:
             submit = self._upload_serving_source()
             models = {}
-            for v, rec in recs.items():
-                models[v] = self._ensure_model(v, rec.artifact_uri, image, role, submit, created_models)
+            for n, v, _ in full + ([shadow] if shadow else []):
+                models[n, v] = self._ensure_model(v, recs[v], image, role, submit, created_models,
+                                                  variant=n, shadow=shadow is not None and n == shadow[0])
             spec = {"EndpointConfigName": config, "ProductionVariants": [
-                {"VariantName": n, "ModelName": models[v], "InitialVariantWeight": w,
+                {"VariantName": n, "ModelName": models[n, v], "InitialVariantWeight": w,
                  "InitialInstanceCount": self.instance_count, "InstanceType": self.instance_type}
                 for n, v, w in full]}
             if shadow is not None:
                 n, v, pct = shadow
                 spec["ShadowProductionVariants"] = [
-                    {"VariantName": n, "ModelName": models[v], "InitialVariantWeight": pct / 100,
+                    {"VariantName": n, "ModelName": models[n, v], "InitialVariantWeight": pct / 100,
                      "InitialInstanceCount": self.instance_count, "InstanceType": self.instance_type}]
             sm.create_endpoint_config(**spec)
             config_made = True
@@ -342,9 +347,19 @@ class SageMakerEndpoint:
         self.aws.s3.put_object(Bucket=self.aws.bucket, Key=key, Body=body)
         return f"s3://{self.aws.bucket}/{key}"
 
-    def _ensure_model(self, version: str, data_url: str, image: str, role: str, submit: str,
-                      created: list[str]) -> str:
-        name = resource_name(self.model_name, version)
+    def _ensure_model(self, version: str, rec, image: str, role: str, submit: str,
+                      created: list[str], *, variant: str, shadow: bool = False) -> str:
+        """The SageMaker Model serving `version`: one per version with the scikit-learn image, one
+        per (variant, version) with the retrainer image, whose container captures under the
+        variant's name (and as shadow scores in a shadow variant)."""
+        if self.container_env is None:
+            name = resource_name(self.model_name, version)
+            env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": submit,
+                   "SAGEMAKER_REGION": self.aws.region, VERSION_ENV: version}
+        else:
+            name = resource_name(self.model_name, version, variant, "shadow" if shadow else "")
+            env = {**self.container_env, "SAGEMAKER_REGION": self.aws.region, VERSION_ENV: version,
+                   SHA256_ENV: rec.artifact_sha256, VARIANT_ENV: variant, SHADOW_ENV: "1" if shadow else "0"}
         sm = self.aws.sm
         try:
             sm.describe_model(ModelName=name)
@@ -353,9 +368,7 @@ class SageMakerEndpoint:
             if error_code(exc) != "ValidationException":
                 raise
         sm.create_model(ModelName=name, ExecutionRoleArn=role, PrimaryContainer={
-            "Image": image, "ModelDataUrl": data_url,
-            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": submit,
-                            "SAGEMAKER_REGION": self.aws.region, VERSION_ENV: version}})
+            "Image": image, "ModelDataUrl": rec.artifact_uri, "Environment": env})
         created.append(name)
         return name
 
