@@ -175,27 +175,58 @@ class Group:
         return self.sum(own).tolist()
 
 
+_RUNNING: set[int] = set()  # ports of the trackers this process runs
+
+
+def _timeout(cluster: Cluster) -> int:
+    return max(1, math.ceil(cluster.timeout_s))
+
+
 @contextmanager
-def communicator(cluster: Cluster) -> Iterator[Group]:
-    """Join the XGBoost group of `cluster` for the block (the first host runs the tracker). Any
-    failure to form the group within `cluster.timeout_s` is one ClusterError line."""
+def tracker(cluster: Cluster | None) -> Iterator[None]:
+    """On the first host, run XGBoost's tracker for the block (nothing elsewhere, or when this
+    process already runs it). `retrainer.training.main` starts it before reading any data, so the
+    other hosts rarely reach it first (each early try costs them a back-off of 2, 4, ... s). When
+    the block ends normally, wait for the group to shut down; on an error, stop it at once."""
+    if cluster is None or not cluster.is_first or cluster.port in _RUNNING:
+        yield
+        return
     import xgboost  # noqa: PLC0415 - heavy: xgboost
-    from xgboost import collective  # noqa: PLC0415 - heavy: xgboost
     from xgboost.tracker import RabitTracker  # noqa: PLC0415 - heavy: xgboost
 
-    deadline = time.monotonic() + cluster.timeout_s
-    address = cluster.tracker_address(deadline)
-    timeout = max(1, math.ceil(cluster.timeout_s))
-    tracker = None
-    if cluster.is_first:
-        try:
-            tracker = RabitTracker(n_workers=cluster.size, host_ip=address, port=cluster.port, sortby="task",
-                                   timeout=timeout)
-            tracker.start()
-        except xgboost.core.XGBoostError as exc:
-            raise ClusterError(f"cannot start XGBoost's tracker on {address}:{cluster.port}: "
-                               f"{_first_line(exc)}") from None
+    address = cluster.tracker_address(time.monotonic() + cluster.timeout_s)
     try:
+        handle = RabitTracker(n_workers=cluster.size, host_ip=address, port=cluster.port, sortby="task",
+                              timeout=_timeout(cluster))
+        handle.start()
+    except xgboost.core.XGBoostError as exc:
+        raise ClusterError(f"cannot start XGBoost's tracker on {address}:{cluster.port}: "
+                           f"{_first_line(exc)}") from None
+    _RUNNING.add(cluster.port)
+    try:
+        yield
+        try:
+            handle.wait_for(_timeout(cluster))
+        except xgboost.core.XGBoostError as exc:
+            raise ClusterError(f"XGBoost's tracker did not shut down cleanly: {_first_line(exc)}") from None
+    finally:
+        _RUNNING.discard(cluster.port)
+        try:
+            handle.free()
+        except xgboost.core.XGBoostError:  # it reports the failure already raised
+            pass
+
+
+@contextmanager
+def communicator(cluster: Cluster) -> Iterator[Group]:
+    """Join the XGBoost group of `cluster` for the block (the first host runs the tracker if it
+    does not yet). Any failure to form the group within `cluster.timeout_s` is one ClusterError line."""
+    import xgboost  # noqa: PLC0415 - heavy: xgboost
+    from xgboost import collective  # noqa: PLC0415 - heavy: xgboost
+
+    timeout = _timeout(cluster)
+    with tracker(cluster):
+        address = cluster.tracker_address(time.monotonic() + cluster.timeout_s)
         try:  # the task id orders ranks as SM_HOSTS does
             collective.init(dmlc_communicator="rabit", dmlc_tracker_uri=address, dmlc_tracker_port=cluster.port,
                             dmlc_task_id=f"{cluster.rank:05d}-{cluster.current}", dmlc_retry=_retries(timeout),
@@ -211,14 +242,3 @@ def communicator(cluster: Cluster) -> Iterator[Group]:
             yield Group(cluster)
         finally:
             collective.finalize()
-        if tracker is not None:
-            try:
-                tracker.wait_for(timeout)
-            except xgboost.core.XGBoostError as exc:
-                raise ClusterError(f"XGBoost's tracker did not shut down cleanly: {_first_line(exc)}") from None
-    finally:
-        if tracker is not None:
-            try:
-                tracker.free()
-            except xgboost.core.XGBoostError:  # it reports the failure already raised
-                pass

@@ -385,12 +385,18 @@ def main(argv: list[str] | None = None) -> int:
     # The job names its model; its spec travels in the source directory (models/*.yaml beside the
     # package: backends/sagemaker/trainer.py `source_files`).
     name = hps.pop("model_name", None) or DEFAULT_MODEL
-    from .distributed import HYPERPARAMETER, Cluster  # noqa: PLC0415 - light, but only here
+    from .distributed import HYPERPARAMETER, Cluster, tracker  # noqa: PLC0415 - light, but only here
 
     options = hps.pop(HYPERPARAMETER, None)  # reserved: the tracker's port and the group's timeout
     try:
         cluster = Cluster.from_env(os.environ, options)  # None: one host
-        meta = train(train_dir, val_dir, model_dir, hps, spec=load_spec(name), cluster=cluster)
+        spec = load_spec(name)
+        if cluster is not None:  # refused before the tracker starts, as train() would
+            from .distributed import check_distributable  # noqa: PLC0415 - only on multi-host jobs
+
+            check_distributable(spec.training.entry_point, cluster.size, spec.name)
+        with tracker(cluster):  # the first host listens before reading its data
+            meta = train(train_dir, val_dir, model_dir, hps, spec=spec, cluster=cluster)
     except RetrainerError as exc:
         # SageMaker surfaces /opt/ml/output/failure as the job's FailureReason.
         out = Path(os.environ.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data")).parent
