@@ -62,6 +62,22 @@ def cmd_labels_ingest(a) -> int:
     return 0
 
 
+def cmd_predictions_compact(a) -> int:
+    """Merge the prediction store's small capture files, day by day."""
+    from datetime import date, timedelta  # noqa: PLC0415
+
+    from retrainer.backends import get_backend  # noqa: PLC0415 - heavy: pandas
+    from retrainer.settings import load_settings  # noqa: PLC0415 - heavy: pydantic
+
+    store = get_backend(load_settings()).predictions
+    today = date.today()
+    days = [d for d in store.days() if a.days is None or d >= today - timedelta(days=a.days)]
+    r = store.compact(days, max_rows=a.max_rows)
+    print(f"compacted {r['files_in']} file(s) of {len(r['days'])} day(s) of {store.url} into {r['files_out']} "
+          f"({r['rows']} rows); {r['leftovers_deleted']} leftover(s) of an interrupted run deleted")
+    return 0
+
+
 def add_data(sub) -> None:
     """`retrainer data generate`."""
     data = sub.add_parser("data", help="synthetic data").add_subparsers(dest="sub", required=True)
@@ -97,3 +113,9 @@ def add_labels(sub) -> None:
     li.add_argument("--unknown", choices=("refuse", "skip", "keep"), default="refuse",
                     help="labels for admissions never scored: refuse the file (default), skip them, or keep them")
     li.set_defaults(func=cmd_labels_ingest)
+    pr = sub.add_parser("predictions", help="the prediction store").add_subparsers(dest="sub", required=True)
+    pc = pr.add_parser("compact", help="merge each day's small capture files into compact files (readers never see "
+                       "a row twice; the compact-predictions deployment runs it hourly)")
+    pc.add_argument("--days", type=int, default=None, help="only the last N days (default: every day)")
+    pc.add_argument("--max-rows", type=int, default=1_000_000, help="rows per compact file (default 1,000,000)")
+    pc.set_defaults(func=cmd_predictions_compact)

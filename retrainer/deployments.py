@@ -73,6 +73,56 @@ def render(specs: list[ModelSpec], template: str | None = None) -> str:
     return "".join(out)
 
 
+AWS_FILE = REPO_ROOT / "deployments" / "prefect-aws.yaml"
+AWS_HEADER = """\
+# AWS variants of every deployment in ../prefect.yaml: the same flows, parameters, schedules and
+# triggers, on the ECS work pool `retrainer-ecs` (template: ecs-work-pool.json) with the SageMaker
+# backend. The flows run from the project image, where the code lives in /opt/retrainer.
+# Kept in a file of their own so that `prefect deploy --all` of the local project never creates a
+# second automation per event (two retrains per drift event). Deploy them with:
+#   prefect deploy --prefect-file deployments/prefect-aws.yaml --all
+# Settings (bucket, role, region ...) come from RETRAINER_AWS__* in the work pool's env or from
+# retrainer.yaml in the image; credentials from the task role (the standard AWS chain) or a
+# prefect-aws AwsCredentials block (aws.credentials_block). No secret belongs in this file.
+# GENERATED from prefect.yaml by `retrainer deployments render` (`--check` fails when out of date).
+"""
+
+
+# every AWS twin's environment: the SageMaker backend, and the runs a flow starts or resumes are
+# the AWS twins too (a canary started by rollout-on-registered-aws is canary-aws, and so on)
+AWS_ENV = {"RETRAINER_BACKEND": "sagemaker",
+           "RETRAINER_ROLLOUT__CANARY_DEPLOYMENT": "canary/canary-aws",
+           "RETRAINER_VERDICT_DEPLOYMENT": "deferred-verdict/deferred-verdict-aws",
+           "RETRAINER_CANARY_TICK_DEPLOYMENT": "canary-tick/canary-tick-aws"}
+
+
+def render_aws(local_text: str) -> str:
+    """deployments/prefect-aws.yaml for the rendered prefect.yaml text: each deployment's twin,
+    named `<name>-aws`, on the ECS work pool with `AWS_ENV`, everything else (flow, parameters,
+    schedules, triggers, concurrency) the same."""
+    import yaml  # noqa: PLC0415 - only when rendering
+
+    local = yaml.safe_load(local_text)
+    twins = []
+    for d in local["deployments"]:
+        twin: dict = {"name": f"{d['name']}-aws"}
+        for key, value in d.items():
+            if key == "work_pool":
+                twin[key] = {"name": "retrainer-ecs", "work_queue_name": "default",
+                             "job_variables": {"env": dict(AWS_ENV)}}
+            elif key != "name":
+                twin[key] = value
+        twins.append(twin)
+    doc = {"name": "retrainer-aws", "prefect-version": local["prefect-version"],
+           "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": "/opt/retrainer"}}],
+           "deployments": twins}
+    class Plain(yaml.SafeDumper):  # every value written out: no &id001 anchors for shared sub-trees
+        def ignore_aliases(self, data) -> bool:
+            return True
+
+    return AWS_HEADER + yaml.dump(doc, Dumper=Plain, sort_keys=False, width=100, allow_unicode=True)
+
+
 def check(path: Path, rendered: str) -> str | None:
     """None if `path` holds `rendered`, else one line saying it is out of date."""
     current = path.read_text() if path.is_file() else ""

@@ -26,10 +26,10 @@ def test_every_documented_deployment_is_in_prefect_yaml():
 
 
 def test_aws_variants_mirror_the_local_deployments():
-    """The default model's deployments (no `model` parameter) each have an AWS twin; other models'
-    AWS deployments are not rendered yet."""
+    """Every local deployment, of every model, has an AWS twin that starts AWS twins."""
     aws = {d["name"]: d for d in AWS["deployments"]}
-    default = [d for d in LOCAL["deployments"] if "model" not in (d.get("parameters") or {})]
+    default = LOCAL["deployments"]
+    assert any("model" in (d.get("parameters") or {}) for d in default)  # lead-scoring's are there too
     for d in default:
         twin = aws[d["name"] + "-aws"]
         for key in ("entrypoint", "parameters", "schedules", "triggers", "concurrency_limit"):
@@ -38,7 +38,11 @@ def test_aws_variants_mirror_the_local_deployments():
             else:
                 assert twin.get(key) == d.get(key), (d["name"], key)
         assert twin["work_pool"]["name"] == "retrainer-ecs"
-        assert twin["work_pool"]["job_variables"]["env"]["RETRAINER_BACKEND"] == "sagemaker"
+        env = twin["work_pool"]["job_variables"]["env"]
+        assert env["RETRAINER_BACKEND"] == "sagemaker"
+        started = [env["RETRAINER_ROLLOUT__CANARY_DEPLOYMENT"], env["RETRAINER_VERDICT_DEPLOYMENT"],
+                   env["RETRAINER_CANARY_TICK_DEPLOYMENT"]]
+        assert all(name.split("/")[1] in aws for name in started), started
     assert len(aws) == len(default)
     template = json.loads((REPO / "deployments" / "ecs-work-pool.json").read_text())
     assert "job_configuration" in template and "variables" in template

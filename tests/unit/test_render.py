@@ -42,7 +42,7 @@ def test_lead_scoring_has_its_own_set_on_its_own_resource_and_schedule():
     assert names == {f"lead-scoring-{b}" for b in (
         "retrain-scheduled", "retrain-on-drift", "retrain-on-performance", "retrain-on-concept-drift",
         "retrain-on-volume", "retrain-manual", "monitor-hourly", "rollout-on-registered", "guardrails",
-        "rollback", "retention")}
+        "rollback", "retention", "compact-predictions")}
     scheduled = next(d for d in lead if d["name"] == "lead-scoring-retrain-scheduled")
     assert scheduled["schedules"] == [{"cron": "0 3 * * 1", "timezone": "UTC"}]
     assert scheduled["parameters"] == {"trigger": "scheduled", "actor": "schedule", "model": "lead-scoring"}
@@ -61,7 +61,7 @@ def test_lead_scoring_has_its_own_set_on_its_own_resource_and_schedule():
 def test_names_are_unique_and_every_entrypoint_exists():
     deps = _rendered()["deployments"]
     names = [d["name"] for d in deps]
-    assert len(names) == len(set(names)) == 25
+    assert len(names) == len(set(names)) == 27
     for d in deps:
         path, _, fn = d["entrypoint"].partition(":")
         assert (REPO / path).is_file() and f"def {fn}(" in (REPO / path).read_text(), d["entrypoint"]
