@@ -58,6 +58,20 @@ def model_dir(tmp_path_factory) -> Path:
     return out
 
 
+# The serving image has no Prefect, Great Expectations, sagemaker SDK, matplotlib or moto
+# (deployments/serving-requirements.txt): every container here runs with those imports refused.
+BLOCKED = ("prefect", "great_expectations", "sagemaker", "matplotlib", "moto")
+BLOCKER = f"""
+import sys
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError("not in the serving image: " + name)
+        return None
+sys.meta_path.insert(0, _Refuse())
+"""
+
+
 @pytest.fixture
 def world(aws_env, tmp_path, model_dir):
     boto("s3").create_bucket(Bucket=BUCKET)
@@ -65,7 +79,11 @@ def world(aws_env, tmp_path, model_dir):
     env = {**os.environ, MODEL_DIR_ENV: str(model_dir), VERSION_ENV: VERSION, SHA256_ENV: sha256_dir(model_dir),
            VARIANT_ENV: "green", SHADOW_ENV: "0", PORT_ENV: str(free_port()),
            STORE_ENV: f"s3://{BUCKET}/retrainer/readmission-30d", KEY_SECRET_ENV: "retrainer/pseudonym-key",
-           "RETRAINER_HOME": str(tmp_path / "container-home"), "PYTHONPATH": str(Path.cwd())}
+           "RETRAINER_HOME": str(tmp_path / "container-home")}
+    blocker = tmp_path / "image-site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    env["PYTHONPATH"] = os.pathsep.join([str(blocker), str(Path.cwd())])
     env.pop("RETRAINER_PSEUDONYM_KEY", None)
     return env
 
@@ -208,3 +226,32 @@ def test_a_model_directory_copied_with_an_extra_file_is_refused(world, model_dir
     (copy / "inference.py").write_text("import os\n")  # anything not in the registered artifact
     code, err = run_refused({**world, MODEL_DIR_ENV: str(copy)}, "serve")
     assert code == 2 and "does not match its recorded sha256" in err
+
+
+def test_the_dockerfile_runs_this_entry_point_with_the_serving_requirements(world):
+    """The image's ENTRYPOINT/CMD/EXPOSE are what SageMaker calls, and every third-party
+    distribution the container imports is named in deployments/serving-requirements.txt."""
+    repo = Path(__file__).resolve().parents[2]
+    docker = (repo / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "retrainer.serving.container"]' in docker
+    assert 'CMD ["serve"]' in docker and "EXPOSE 8080" in docker
+    assert "COPY deployments/serving-requirements.txt" in docker
+    script = (
+        "import sys, json\n"
+        "from importlib.metadata import packages_distributions\n"
+        "from retrainer.serving.container import build_container_app\n"
+        "app = build_container_app()\n"
+        "dists = packages_distributions()\n"
+        "top = {m.split('.')[0] for m in list(sys.modules)}\n"
+        "print(json.dumps(sorted({d for m in top for d in dists.get(m, [])})))\n")
+    proc = subprocess.run([sys.executable, "-c", script], env=world, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    used = {d.lower().replace("_", "-") for d in json.loads(proc.stdout.strip().splitlines()[-1])}
+    listed = {line.split(">")[0].split("<")[0].split("=")[0].strip().lower()
+              for line in (repo / "deployments" / "serving-requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    direct = {"fastapi", "uvicorn", "pandas", "numpy", "pyarrow", "scikit-learn", "pydantic", "pydantic-settings",
+              "pyyaml", "boto3", "prometheus-client", "orjson"}
+    assert direct <= used, direct - used  # the import map is real: these are all imported
+    assert direct <= listed
+    assert not {b.replace("_", "-") for b in BLOCKED} & used
