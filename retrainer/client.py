@@ -14,9 +14,10 @@ routing table uses). The call then names the variant with `TargetVariant`.
 - The records of one `invoke` that map to different variants are sent as one InvokeEndpoint per
   variant (in the endpoint's variant order, one after the other) and the answers are put back in
   the order of the records.
-- Every InvokeEndpoint carries its own `InferenceId` (a uuid4): the serving container captures it
-  as the request id, so SageMaker's shadow variant's scores of the same request join the
-  production scores by (request id, row).
+- Every InvokeEndpoint carries its own `InferenceId` (a uuid4), repeated in the custom attribute
+  `retrainer-request-id` (SageMaker forwards custom attributes to the container, to production
+  and shadow variants alike, but not the InferenceId): the serving container captures it as the
+  request id, so a shadow variant's scores of the same request join production's by (request id, row).
 - Body `{"instances": [...]}` (application/json); the answer must be `{"predictions": [...]}`
   with one prediction per record sent, else a "bad response" error.
 - A record with neither an entity id nor a row id is routed at random by weight (as locally).
@@ -36,6 +37,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from .container_env import REQUEST_ID_ATTRIBUTE
 from .deid import Pseudonymizer, pseudonymizer_from_env
 from .entity_routing import choose, cumulative_bounds, entity_point
 from .errors import RetrainerError
@@ -213,7 +215,8 @@ class EndpointClient:
         try:
             resp = self.runtime.invoke_endpoint(EndpointName=self.endpoint_name, Body=body,
                                                 ContentType="application/json", Accept="application/json",
-                                                TargetVariant=variant, InferenceId=inference_id)
+                                                TargetVariant=variant, InferenceId=inference_id,
+                                                CustomAttributes=f"{REQUEST_ID_ATTRIBUTE}={inference_id}")
             raw = resp["Body"].read()
         except Exception as exc:
             raise self._error("InvokeEndpoint", exc, variant) from None

@@ -11,3 +11,4 @@ STORE_ENV = "RETRAINER_PREDICTIONS__STORE"  # the prediction store (s3://bucket/
 MODEL_NAME_ENV = "RETRAINER_MODEL_NAME"
 PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 DEFAULT_PORT = 8080
+REQUEST_ID_ATTRIBUTE = "retrainer-request-id"  # custom attribute naming a request, for pairing shadow scores

@@ -74,6 +74,7 @@ from starlette.requests import ClientDisconnect, Request  # module level: annota
 
 from .. import schema as S
 from ..clock import utcnow
+from ..container_env import REQUEST_ID_ATTRIBUTE
 from ..errors import ArtifactIntegrityError, RegistryError, RolloutError
 from ..spec import set_process_model
 from ..status import endpoint_section, gather
@@ -114,7 +115,6 @@ ADMIN_REFUSAL_STATUS: dict[type[Exception], int] = {
 }
 
 
-REQUEST_ID_ATTRIBUTE = "retrainer-request-id"
 _CALLER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 

@@ -118,6 +118,9 @@ def test_same_patient_always_gets_the_same_target_variant(aws_env):
     assert {next(iter(v)) for v in seen.values()} == {"blue", "green"}  # both variants are in use
     ids = [sent.header(i, "X-Amzn-SageMaker-Inference-Id") for i in range(len(visits))]
     assert all(UUID4.match(x) for x in ids) and len(set(ids)) == len(ids)
+    # the same id as a custom attribute: the one SageMaker forwards to the container, which captures it
+    attrs = [sent.header(i, "X-Amzn-SageMaker-Custom-Attributes") for i in range(len(visits))]
+    assert attrs == [f"retrainer-request-id={x}" for x in ids]
 
 
 def test_share_per_variant_matches_weights_and_the_local_routing_table(aws_env):

@@ -255,3 +255,46 @@ def test_the_dockerfile_runs_this_entry_point_with_the_serving_requirements(worl
     assert direct <= used, direct - used  # the import map is real: these are all imported
     assert direct <= listed
     assert not {b.replace("_", "-") for b in BLOCKED} & used
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+def test_capture_that_cannot_write_keeps_serving_and_says_so(world):
+    """S3 denies writes after start-up: every request is still answered, the rows wait in the
+    bounded backlog, and /metrics and the log say what could not be stored."""
+    container = Container({**world, "RETRAINER_SERVING__CAPTURE_FLUSH_SECONDS": "0.2"})
+    try:
+        container.wait_ready()
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*",
+                                                          "Action": "s3:PutObject",
+                                                          "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}
+        boto("s3").put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
+        body = REQUEST_FILE.read_bytes()
+        answers = [container.post("/invocations", body)[0] for _ in range(5)]
+        assert answers == [200] * 5
+        deadline, text = time.monotonic() + 20, ""
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{container.url}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            if _metric(text, "retrainer_capture_write_failures_total") > 0:
+                break
+            time.sleep(0.2)
+        assert _metric(text, "retrainer_capture_write_failures_total") > 0
+        assert _metric(text, "retrainer_capture_rows_written_total") == 0
+        assert _metric(text, "retrainer_capture_backlog_rows") == 15  # 5 requests x 3 rows, held for a retry
+        boto("s3").delete_bucket_policy(Bucket=BUCKET)  # writes work again: the backlog goes out
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{container.url}/metrics", timeout=5) as r:
+                text = r.read().decode()
+            if _metric(text, "retrainer_capture_rows_written_total") == 15:
+                break
+            time.sleep(0.3)
+        assert _metric(text, "retrainer_capture_rows_written_total") == 15
+    finally:
+        log = container.stop()
+    assert "AccessDenied" in log or "ACCESS_DENIED" in log or "access denied" in log.lower(), log[-2000:]
+    assert len(PredictionStore(world[STORE_ENV]).read()) == 15

@@ -157,7 +157,8 @@ def test_entry_point_runs_with_container_env(tmp_path, frames):
     assert served.returncode == 0, served.stderr
     where, out = served.stdout.strip().splitlines()[-2:]
     assert Path(where).is_relative_to(opt / "ml/code")  # the packaged source, not the checkout
-    assert len(json.loads(out)["scores"]) == 3
+    preds = json.loads(out)["predictions"]  # the endpoint's contract, as the serving image answers
+    assert len(preds) == 3 and all(set(p) == {"score", "version"} and 0 <= p["score"] <= 1 for p in preds)
 
 
 def test_entry_point_failure_writes_failure_file(tmp_path, frames):
