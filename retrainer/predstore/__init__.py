@@ -544,13 +544,18 @@ class PredictionStore:
         """The live data files of one day partition (paths relative to the root): `part-*` files
         written by appends and `compact-*` files written by `compact`, less the files a compact
         file replaced (a compaction stopped before deleting its inputs leaves them; readers skip them)."""
+        rel, names, replaced = self._partition(day)
+        return [f"{rel}/{n}" for n in names if n not in replaced]
+
+    def _partition(self, day: date) -> tuple[str, list[str], set[str]]:
+        """(relative path, data file names, names some compact file there replaced) of a day."""
         rel = f"{PREDICTIONS}/date={day.isoformat()}"
         names = [n for n in self.location.list_files(rel) if is_data_file(n)]
         replaced: set[str] = set()
         for n in names:
             if n.startswith(COMPACT_PREFIX):
                 replaced |= self._replaces(f"{rel}/{n}")
-        return [f"{rel}/{n}" for n in names if n not in replaced]
+        return rel, names, replaced
 
     def _replaces(self, rel: str) -> set[str]:
         """The file names a compact file replaced (read from its footer once: files never change)."""
@@ -643,12 +648,7 @@ class PredictionStore:
         Returns {days, files_in, files_out, rows, leftovers_deleted}."""
         out = {"days": [], "files_in": 0, "files_out": 0, "rows": 0, "leftovers_deleted": 0}
         for day in sorted(self.days() if days is None else days):
-            rel = f"{PREDICTIONS}/date={day.isoformat()}"
-            names = [n for n in self.location.list_files(rel) if is_data_file(n)]
-            replaced: set[str] = set()
-            for n in names:
-                if n.startswith(COMPACT_PREFIX):
-                    replaced |= self._replaces(f"{rel}/{n}")
+            rel, names, replaced = self._partition(day)
             for n in names:
                 if n in replaced:
                     out["leftovers_deleted"] += self.location.delete(f"{rel}/{n}")
