@@ -8,9 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PrefectServer
+from tests.helpers import PrefectServer, db_variant, pg_bindir
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def pytest_configure(config):
+    """RETRAINER_TEST_DB=postgres runs the session's Prefect server on a PostgreSQL of its own
+    (sqlite, the default, on a file in its PREFECT_HOME). A wrong value or missing PostgreSQL
+    binaries stop the run at once with one line, before any test starts."""
+    try:
+        if db_variant() == "postgres":
+            pg_bindir()
+    except (ValueError, RuntimeError) as e:
+        raise pytest.UsageError(str(e)) from None
+
+
+def pytest_report_header(config):
+    return f"prefect test server database: {db_variant()} (RETRAINER_TEST_DB)"
 
 
 @pytest.fixture(scope="session")

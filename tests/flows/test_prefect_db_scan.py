@@ -1,10 +1,9 @@
 """No raw identifier or free text reaches Prefect: a retrain on a batch with a duplicated planted
 admission id and planted free text in a category field fails validation, and then every table of
-the Prefect server's SQLite database (artifacts, logs, states, events, event resources...) and the
-server log are scanned for the planted values."""
+the Prefect server's database (artifacts, logs, states, events, event resources...; SQLite, or
+PostgreSQL under RETRAINER_TEST_DB=postgres) and the server log are scanned for the planted values."""
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from retrainer import schema as S
@@ -15,22 +14,7 @@ PLANTED_ID = "ZZQ-PLANTED-4417-ADM"
 PLANTED_TEXT = "Planted Freetext Mrs Okonkwo-Vale"
 
 
-def dump_database(path) -> list[str]:
-    """Every value of every table, as text (bytes decoded leniently), one string per row."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        rows = []
-        for t in tables:
-            for row in con.execute(f'SELECT * FROM "{t}"'):
-                rows.append(f"{t}: " + " | ".join(
-                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in row))
-        return rows
-    finally:
-        con.close()
-
-
-def wait_until_recorded(db, needles: list[str], timeout_s: float = 90) -> list[str]:
+def wait_until_recorded(server, needles: list[str], timeout_s: float = 90) -> list[str]:
     """Prefect writes logs and events asynchronously: wait until the run's failure is recorded. A
     needle "table:text" must be in a row of that table (a log line is written after the state
     that carries the same message, so finding the text elsewhere is not enough)."""
@@ -43,7 +27,7 @@ def wait_until_recorded(db, needles: list[str], timeout_s: float = 90) -> list[s
         return needle in "\n".join(rows)
 
     while True:
-        rows = dump_database(db)
+        rows = server.dump_database()
         if all(found(n, rows) for n in needles) or time.monotonic() > deadline:
             return rows
         time.sleep(1)
@@ -60,19 +44,18 @@ def test_planted_identifiers_never_reach_the_prefect_database(prefect_api, home,
     code, out = run_cli("retrain", "--data", str(path))
     assert code == 3, out
 
-    db = prefect_api.home / "prefect.db"
-    rows = wait_until_recorded(db, ["artifact:values must be unique (4 rows share a value", "prefect.flow-run.Failed",
-                                    "log:data failed validation"])
+    rows = wait_until_recorded(prefect_api, ["artifact:values must be unique (4 rows share a value",
+                                             "prefect.flow-run.Failed", "log:data failed validation"])
     text = "\n".join(rows)
     # the scan sees what the run published: the validation artifact, the failure in logs/states/events
     assert any(r.startswith("artifact:") and "values must be unique (4 rows share a value" in r for r in rows)
     assert any(r.startswith("log:") and "data failed validation" in r for r in rows)
     assert "prefect.flow-run.Failed" in text
-    server_log = (prefect_api.home / "server.log").read_text(errors="replace")
+    server_logs = {p: p.read_text(errors="replace") for p in prefect_api.log_files()}  # + PostgreSQL's own
     for planted in (PLANTED_ID, PLANTED_TEXT):
         leaks = [r[:200] for r in rows if planted in r]
         assert not leaks, f"{planted!r} found in the Prefect database: {leaks}"
-        assert planted not in server_log
+        assert not [p for p, text in server_logs.items() if planted in text], planted
     assert "admission_id: values must be unique (4 rows share a value)" in out  # what the user saw
     assert PLANTED_ID not in out and PLANTED_TEXT not in out
 
@@ -89,8 +72,7 @@ def test_a_passing_retrain_publishes_no_raw_identifier(prefect_api, home, monthl
 
     code, out = run_cli("retrain", "--data", str(monthly_data))
     assert code == 0, out
-    db = prefect_api.home / "prefect.db"
-    rows = wait_until_recorded(db, ["version card", "prefect.flow-run.Completed"])
+    rows = wait_until_recorded(prefect_api, ["version card", "prefect.flow-run.Completed"])
     text = "\n".join(rows)
     assert "prefect.flow-run.Completed" in text and any(r.startswith("artifact:") for r in rows)
     leaks = sorted(n for n in needles if n in text)
