@@ -11,9 +11,6 @@ import pytest
 
 from tests.helpers import PostgresServer, db_variant
 
-POSTGRES_ONLY = pytest.mark.skipif(db_variant() != "postgres", reason="the RETRAINER_TEST_DB=postgres variant "
-                                   "(CI's second invocation) runs it; the default variant has no PostgreSQL")
-
 
 def _run_a_flow() -> str:
     from prefect import flow
@@ -49,7 +46,6 @@ def test_a_flow_run_is_stored_in_the_database_the_variant_names(prefect_api):
     assert any(r.startswith("flow_run: ") and run_id in r for r in server.dump_database())
 
 
-@POSTGRES_ONLY
 def test_a_postgres_server_listens_on_loopback_with_a_password_and_leaves_nothing_behind():
     pg = PostgresServer()
     base = pg.base
