@@ -17,12 +17,17 @@ Two parts, one plan:
   when all its labels were ingested before the cutoff and none of its admissions has a kept
   prediction; otherwise it stays whole.
 
-`plan(...)` only reads (the dry run); `apply(...)` re-plans and acts. Every store deletion is one
-line of `<store root>/retention-audit.jsonl` (append-only, 0600): time, actor, reason, partitions,
-label files, rows, shadow rows, horizon, cutoff and what was kept and why. A partition is first
-renamed to a hidden `.deleting-...` name (readers glob `date=*` and no longer see it), then audited,
-then removed; a run killed in between leaves the hidden name, which the next run audits and
-removes ("finishing an interrupted retention run").
+`plan(...)` only reads (the dry run); `apply(...)` re-plans and acts. Both work on a local store
+and on an S3 store, through the store's own listing (`days`, `day_files`: compacted partitions are
+counted once). Every store deletion is audited: time, actor, reason, partitions, label files, rows,
+shadow rows, horizon, cutoff and what was kept and why.
+- Local: one line of `<store root>/retention-audit.jsonl` (append-only, 0600). A partition is first
+  renamed to a hidden `.deleting-...` name (readers glob `date=*` and no longer see it), then
+  audited, then removed; a run killed in between leaves the hidden name, which the next run audits
+  and removes ("finishing an interrupted retention run").
+- S3 (no rename): a pending marker `retention/pending-<id>.json` listing every object to delete is
+  written first, then the audit event (one object under `audit/retention/`), then the deletes, then
+  the marker is removed; a marker left behind is finished by the next run the same way.
 
 No Prefect here (tasks/retention.py and flows/retention.py wrap it).
 """
@@ -45,13 +50,15 @@ import pyarrow.parquet as pq
 from . import deid
 from .clock import utcnow
 from .errors import ConfigError
-from .predstore import INGESTED_AT, SHADOW, is_data_file
+from .predstore import INGESTED_AT, LABELS, PREDICTIONS, SHADOW, is_data_file
 from .registry.rules import CLEANABLE
 from .settings import min_retention_days
 
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = "retention-audit.jsonl"
+S3_AUDIT = "audit/retention"  # on S3: one JSON object per event
+S3_PENDING = "retention"  # on S3: pending-<id>.json, what a run is about to delete
 DELETING = ".deleting-"
 AUDIT_MODE = 0o600
 KEEP_PREVIOUS_REASON = "previous production version, kept ready for rollback"
@@ -160,37 +167,28 @@ class RetentionPlan:
 # --------------------------------------------------------------------------------------------------
 # Reading the store's layout
 
-def _partitions(store) -> list[tuple[date, Path]]:
-    root = Path(store.predictions_dir)
-    if not root.is_dir():
-        return []
-    out = []
-    for d in sorted(root.glob("date=*")):
-        try:
-            day = date.fromisoformat(d.name[len("date="):])
-        except ValueError:
-            continue
-        if d.is_dir() and not d.is_symlink():
-            out.append((day, d))
-    return out
+def _partitions(store) -> list[tuple[date, list[str]]]:
+    """(day, its live data files as paths relative to the store's root), oldest first: appended
+    `part-*` and compacted `compact-*` files, less files a compact file replaced (counted once)."""
+    return [(day, store.day_files(day)) for day in store.days()]
 
 
-def _data_files(d: Path) -> list[Path]:
-    """A day partition's data files: appended `part-*` and compacted `compact-*` files."""
-    return sorted(f for f in d.glob("*.parquet") if is_data_file(f.name))
-
-
-def _count(files: Iterable[Path]) -> tuple[int, int]:
-    """(rows, shadow rows) of Parquet files (footer row counts; the shadow column only)."""
+def _count(store, files: Iterable[str]) -> tuple[int, int]:
+    """(rows, shadow rows) of the store's Parquet files (footer row counts; the shadow column only)."""
     rows = shadow = 0
+    loc = store.location
     for f in files:
         try:
-            rows += pq.ParquetFile(f).metadata.num_rows
-            col = pq.read_table(f, columns=[SHADOW]).column(SHADOW)
+            rows += pq.ParquetFile(loc.path(f), filesystem=loc.fs).metadata.num_rows
+            col = pq.read_table(loc.path(f), columns=[SHADOW], filesystem=loc.fs).column(SHADOW)
             shadow += int(pc.sum(pc.cast(col, pa.int64())).as_py() or 0)
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("retention: cannot count rows of %s (%s)", f.name, type(exc).__name__)
+            log.warning("retention: cannot count rows of %s (%s)", f.rsplit("/", 1)[-1], type(exc).__name__)
     return rows, shadow
+
+
+def _label_files(store) -> list[str]:
+    return [f"{LABELS}/{n}" for n in store.location.list_files(LABELS, "part-*.parquet")]
 
 
 def _day_end(day: date) -> datetime:
@@ -217,68 +215,65 @@ def plan(store, registry, journal, settings, now: datetime | None = None, *,
     now = _utc(now or utcnow())
     days = settings.predictions.retention_days if retention_days is None else int(retention_days)
     need = check_retention_days(days, settings)
-    if not hasattr(store, "predictions_dir"):
-        raise ConfigError(f"prediction-store retention needs the local store layout; {type(store).__name__} has none")
     horizon = now - timedelta(days=days)
     hs = holds(journal)
     cutoff = min([horizon, *(h.since for h in hs)])
     p = RetentionPlan(now=_iso(now), retention_days=days, minimum_days=need, horizon=_iso(horizon),
                       cutoff=_iso(cutoff), holds=[h.to_dict() for h in hs])
 
-    kept_dirs: list[Path] = []
-    for day, d in _partitions(store):
+    kept_files: list[str] = []
+    for day, files in _partitions(store):
         end = _day_end(day)
         if end > horizon:
             p.recent_partitions += 1
-            kept_dirs.append(d)
+            kept_files += files
             continue
-        files = sorted(_data_files(d))
-        rows, shadow = _count(files)
+        rows, shadow = _count(store, files)
         needed_by = [h for h in hs if h.since < end]
         if needed_by:
-            kept_dirs.append(d)
+            kept_files += files
             p.kept_partitions.append({"day": day.isoformat(), "rows": rows,
                                       "reason": "; ".join(h.reason for h in needed_by)})
         else:
             p.delete_partitions.append({"day": day.isoformat(), "files": len(files), "rows": rows,
                                         "shadow_rows": shadow})
-    _plan_labels(store, p, cutoff, kept_dirs)
+    _plan_labels(store, p, cutoff, kept_files)
     _plan_registry(registry, journal, p, endpoint_versions)
     return p
 
 
-def _plan_labels(store, p: RetentionPlan, cutoff: datetime, kept_dirs: list[Path]) -> None:
-    labels_dir = Path(store.labels_dir)
-    files = sorted(labels_dir.glob("part-*.parquet")) if labels_dir.is_dir() else []
+def _plan_labels(store, p: RetentionPlan, cutoff: datetime, kept_files: list[str]) -> None:
+    loc = store.location
     old = []
-    for f in files:
+    for f in _label_files(store):
+        name = f.rsplit("/", 1)[-1]
         try:
-            t = pq.read_table(f, columns=[deid.ADMISSION_PSEUDONYM, INGESTED_AT])
+            t = pq.read_table(loc.path(f), columns=[deid.ADMISSION_PSEUDONYM, INGESTED_AT], filesystem=loc.fs)
         except (OSError, ValueError, KeyError) as exc:
-            p.kept_label_files.append({"file": f.name, "reason": f"unreadable ({type(exc).__name__}): left alone"})
+            p.kept_label_files.append({"file": name, "reason": f"unreadable ({type(exc).__name__}): left alone"})
             continue
         if not t.num_rows:
             continue
         newest = max(t.column(INGESTED_AT).to_pylist())
         if _utc(newest) < cutoff:
-            old.append((f, t, newest))
+            old.append((name, t, newest))
     if not old:
         return
     kept_admissions: set[str] = set()
-    for d in kept_dirs:
-        for part in _data_files(d):
-            try:
-                col = pq.read_table(part, columns=[deid.ADMISSION_PSEUDONYM]).column(deid.ADMISSION_PSEUDONYM)
-            except (OSError, ValueError, KeyError):
-                continue
-            kept_admissions.update(v for v in col.to_pylist() if v)
+    for part in kept_files:
+        try:
+            col = pq.read_table(loc.path(part), columns=[deid.ADMISSION_PSEUDONYM],
+                                filesystem=loc.fs).column(deid.ADMISSION_PSEUDONYM)
+        except (OSError, ValueError, KeyError):
+            continue
+        kept_admissions.update(v for v in col.to_pylist() if v)
     for f, t, newest in old:
         still = sum(1 for a in t.column(deid.ADMISSION_PSEUDONYM).to_pylist() if a in kept_admissions)
         if still:
-            p.kept_label_files.append({"file": f.name, "reason": f"{still} of its {t.num_rows} admissions still have "
+            p.kept_label_files.append({"file": f, "reason": f"{still} of its {t.num_rows} admissions still have "
                                                                  "kept predictions (a label file is kept whole)"})
         else:
-            p.delete_label_files.append({"file": f.name, "rows": t.num_rows, "newest": _iso(_utc(newest))})
+            p.delete_label_files.append({"file": f, "rows": t.num_rows, "newest": _iso(_utc(newest))})
 
 
 def _plan_registry(registry, journal, p: RetentionPlan, endpoint_versions: Iterable[str]) -> None:
@@ -326,7 +321,13 @@ def audit_path(store) -> Path:
 
 def append_audit(store, event: dict[str, Any]) -> None:
     """Append one JSON line (fsync'd, file 0600). A torn last line left by a crash is closed first,
-    so it stays one unreadable line that `read_audit` skips."""
+    so it stays one unreadable line that `read_audit` skips. On S3: one object per event under
+    `audit/retention/` (an object is written whole or not at all)."""
+    if not store.is_local:
+        stamp = str(event.get("time", "")).replace(":", "").replace("+", "Z")
+        store.location.put(f"{S3_AUDIT}/{stamp}-{uuid.uuid4().hex[:8]}.json",
+                           json.dumps(event, sort_keys=True, default=str).encode())
+        return
     path = audit_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, AUDIT_MODE)
@@ -346,6 +347,14 @@ def append_audit(store, event: dict[str, Any]) -> None:
 
 def read_audit(store) -> tuple[list[dict[str, Any]], int]:
     """(events oldest first, unreadable lines skipped)."""
+    if not store.is_local:
+        events, bad = [], 0
+        for name in store.location.list_files(S3_AUDIT, "*.json"):  # names sort by time
+            try:
+                events.append(json.loads(store.location.read(f"{S3_AUDIT}/{name}")))
+            except (ValueError, OSError):
+                bad += 1
+        return events, bad
     path = audit_path(store)
     if not path.is_file():
         return [], 0
@@ -361,7 +370,10 @@ def read_audit(store) -> tuple[list[dict[str, Any]], int]:
 
 
 def _finish_interrupted(store, actor: str, now: datetime) -> dict[str, Any] | None:
-    """Audit and remove what a killed run renamed but did not remove."""
+    """Audit and remove what a killed run renamed (locally) or listed in its pending marker (S3)
+    but did not remove."""
+    if not store.is_local:
+        return _finish_interrupted_s3(store, actor, now)
     left = []
     for base in (Path(store.predictions_dir), Path(store.labels_dir)):
         if base.is_dir():
@@ -370,7 +382,7 @@ def _finish_interrupted(store, actor: str, now: datetime) -> dict[str, Any] | No
         return None
     parts = [x for x in left if x.is_dir()]
     labels = [x for x in left if x.is_file()]
-    rows, shadow = _count(f for d in parts for f in _data_files(d))
+    rows, shadow = _count(store, (str(f.relative_to(store.root)) for d in parts for f in _data_files(d)))
     label_rows, _ = _count_labels(labels)
     event = {"time": _iso(now), "actor": actor, "kind": "retention",
              "reason": "finishing an interrupted retention run",
@@ -383,6 +395,49 @@ def _finish_interrupted(store, actor: str, now: datetime) -> dict[str, Any] | No
     for x in labels:
         x.unlink(missing_ok=True)
     return event
+
+
+def _data_files(d: Path) -> list[Path]:
+    """A renamed-aside local partition's data files (retention deletes whole partitions)."""
+    return sorted(f for f in d.glob("*.parquet") if is_data_file(f.name))
+
+
+def _finish_interrupted_s3(store, actor: str, now: datetime) -> dict[str, Any] | None:
+    """S3 has no rename: a run first writes a pending marker listing every object it will delete,
+    then the audit event, then deletes, then removes the marker. A marker left behind is a run
+    killed in between: its objects still present are audited again and deleted."""
+    loc = store.location
+    markers = loc.list_files(S3_PENDING, "pending-*.json")
+    if not markers:
+        return None
+    parts: list[str] = []
+    labels: list[str] = []
+    files: list[str] = []
+    for m in markers:
+        pending = json.loads(loc.read(f"{S3_PENDING}/{m}"))
+        parts += pending["partitions"]
+        labels += pending["label_files"]
+        files += pending["files"]
+    present = [f for f in files if f.rsplit("/", 1)[-1] in set(loc.list_files(f.rsplit("/", 1)[0]))]
+    data = [f for f in present if f.startswith(f"{PREDICTIONS}/")]
+    rows, shadow = _count(store, data)
+    label_rows = sum(_rows(store, f) for f in present if f.startswith(f"{LABELS}/"))
+    event = {"time": _iso(now), "actor": actor, "kind": "retention",
+             "reason": "finishing an interrupted retention run", "partitions": sorted(set(parts)),
+             "label_files": sorted(set(labels)), "rows": rows, "shadow_rows": shadow, "label_rows": label_rows}
+    append_audit(store, event)
+    for f in present:
+        loc.delete(f)
+    for m in markers:
+        loc.delete(f"{S3_PENDING}/{m}")
+    return event
+
+
+def _rows(store, rel: str) -> int:
+    try:
+        return pq.ParquetFile(store.location.path(rel), filesystem=store.location.fs).metadata.num_rows
+    except (OSError, ValueError):
+        return 0
 
 
 def _count_labels(files: Iterable[Path]) -> tuple[int, int]:
@@ -413,6 +468,12 @@ def apply(store, registry, journal, settings, now: datetime | None = None, *, ac
              retention_days=retention_days)
     removed = registry.retention(actor=actor) if p.registry_remove else []
 
+    if not store.is_local:
+        deleted_parts, deleted_labels, event = _delete_s3(store, p, actor, reason, now)
+        return {**p.to_dict(), "registry_removed": removed, "deleted_partitions": [x["day"] for x in deleted_parts],
+                "deleted_label_files": [x["file"] for x in deleted_labels], "audit": event,
+                "interrupted": interrupted, "dry_run": False}
+
     tag = uuid.uuid4().hex[:8]
     moved: list[Path] = []
 
@@ -431,15 +492,7 @@ def apply(store, registry, journal, settings, now: datetime | None = None, *, ac
     deleted_labels = [lf for lf in p.delete_label_files if move_aside(Path(store.labels_dir) / lf["file"])]
     event = None
     if moved:
-        event = {"time": _iso(now), "actor": actor, "kind": "retention", "reason": reason,
-                 "retention_days": p.retention_days, "horizon": p.horizon, "cutoff": p.cutoff,
-                 "partitions": [x["day"] for x in deleted_parts],
-                 "rows": sum(x["rows"] for x in deleted_parts),
-                 "shadow_rows": sum(x["shadow_rows"] for x in deleted_parts),
-                 "label_files": [x["file"] for x in deleted_labels],
-                 "label_rows": sum(x["rows"] for x in deleted_labels),
-                 "kept": [{"day": x["day"], "reason": x["reason"]} for x in p.kept_partitions],
-                 "holds": p.holds}
+        event = _event(p, deleted_parts, deleted_labels, actor, reason, now)
         append_audit(store, event)  # before removing: a crash after this leaves hidden names the next run clears
         for x in moved:
             if x.is_dir():
@@ -449,6 +502,37 @@ def apply(store, registry, journal, settings, now: datetime | None = None, *, ac
     return {**p.to_dict(), "registry_removed": removed, "deleted_partitions": [x["day"] for x in deleted_parts],
             "deleted_label_files": [x["file"] for x in deleted_labels], "audit": event, "interrupted": interrupted,
             "dry_run": False}
+
+
+def _event(p: RetentionPlan, parts: list[dict], labels: list[dict], actor: str, reason: str,
+           now: datetime) -> dict[str, Any]:
+    return {"time": _iso(now), "actor": actor, "kind": "retention", "reason": reason,
+            "retention_days": p.retention_days, "horizon": p.horizon, "cutoff": p.cutoff,
+            "partitions": [x["day"] for x in parts], "rows": sum(x["rows"] for x in parts),
+            "shadow_rows": sum(x["shadow_rows"] for x in parts), "label_files": [x["file"] for x in labels],
+            "label_rows": sum(x["rows"] for x in labels),
+            "kept": [{"day": x["day"], "reason": x["reason"]} for x in p.kept_partitions], "holds": p.holds}
+
+
+def _delete_s3(store, p: RetentionPlan, actor: str, reason: str, now: datetime):
+    """On S3: the pending marker (every object to delete), the audit event, the deletes, then the
+    marker's removal; a run killed in between is finished by the next (`_finish_interrupted_s3`)."""
+    loc = store.location
+    parts = [x for x in p.delete_partitions]
+    labels = [x for x in p.delete_label_files]
+    files = [f for x in parts for f in store.day_files(date.fromisoformat(x["day"]))]
+    files += [f"{LABELS}/{x['file']}" for x in labels]
+    if not files:
+        return [], [], None
+    marker = f"{S3_PENDING}/pending-{uuid.uuid4().hex[:12]}.json"
+    loc.put(marker, json.dumps({"time": _iso(now), "actor": actor, "partitions": [x["day"] for x in parts],
+                                "label_files": [x["file"] for x in labels], "files": files}).encode())
+    event = _event(p, parts, labels, actor, reason, now)
+    append_audit(store, event)
+    for f in files:
+        loc.delete(f)
+    loc.delete(marker)
+    return parts, labels, event
 
 
 def endpoint_versions(settings, endpoint=None) -> set[str]:

@@ -284,6 +284,15 @@ class S3Location:
             out.write(data)
         return name
 
+    def put(self, rel: str, data: bytes) -> None:
+        """One small object at `rel` (retention's audit events and markers), uploaded whole."""
+        with self.fs.open_output_stream(self.path(rel)) as out:
+            out.write(data)
+
+    def read(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
     def key(self, rel: str) -> str:
         return "/".join(p for p in (self.prefix, rel.strip("/")) if p)
 
