@@ -26,8 +26,14 @@ shadow rows, horizon, cutoff and what was kept and why.
   audited, then removed; a run killed in between leaves the hidden name, which the next run audits
   and removes ("finishing an interrupted retention run").
 - S3 (no rename): a pending marker `retention/pending-<id>.json` listing every object to delete is
-  written first, then the audit event (one object under `audit/retention/`), then the deletes, then
-  the marker is removed; a marker left behind is finished by the next run the same way.
+  written first, then the audit event (one object under `audit/retention/`, named by its write
+  time so that names sort in write order), then the deletes, then the marker is removed. A
+  partition's objects are deleted in two steps: first what a compact file replaced (readers
+  already skip it), then the live files, so a replaced file never becomes live again. A marker
+  left behind is a killed run: the next run audits what is still there ("finishing an interrupted
+  retention run", naming the killed run and its audit event if it was written) and deletes it.
+  Deletes are batched (DeleteObjects, up to 1,000 keys a request). Unlike the local rename,
+  readers can see an expired partition half-deleted while a run deletes it (never a row twice).
 
 No Prefect here (tasks/retention.py and flows/retention.py wrap it).
 """
@@ -37,6 +43,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -50,7 +57,8 @@ import pyarrow.parquet as pq
 from . import deid
 from .clock import utcnow
 from .errors import ConfigError
-from .predstore import INGESTED_AT, LABELS, PREDICTIONS, SHADOW, is_data_file
+from .predstore import COMPACT_PREFIX, INGESTED_AT, LABELS, PREDICTIONS, REPLACES_KEY, SHADOW, is_data_file
+from .predstore.location import S3Location, one_line
 from .registry.rules import CLEANABLE
 from .settings import min_retention_days
 
@@ -59,6 +67,7 @@ log = logging.getLogger(__name__)
 AUDIT_FILE = "retention-audit.jsonl"
 S3_AUDIT = "audit/retention"  # on S3: one JSON object per event
 S3_PENDING = "retention"  # on S3: pending-<id>.json, what a run is about to delete
+S3_DELETE_BATCH = 1000  # keys per DeleteObjects request (the S3 maximum)
 DELETING = ".deleting-"
 AUDIT_MODE = 0o600
 KEEP_PREVIOUS_REASON = "previous production version, kept ready for rollback"
@@ -315,19 +324,34 @@ def _plan_registry(registry, journal, p: RetentionPlan, endpoint_versions: Itera
 # --------------------------------------------------------------------------------------------------
 # Acting
 
-def audit_path(store) -> Path:
+def audit_path(store) -> Path | str:
+    """The audit log: a file locally, the `audit/retention/` prefix's URL on S3."""
+    if not store.is_local:
+        return f"{store.url}/{S3_AUDIT}/"
     return Path(store.root) / AUDIT_FILE
 
 
-def append_audit(store, event: dict[str, Any]) -> None:
+_last_stamp = 0
+
+
+def _audit_name() -> str:
+    """An S3 audit event's object name: the wall-clock write time to the nanosecond (never the
+    domain clock, which a scripted run may hold still), strictly increasing within a process, and a
+    random suffix, so that names sort in write order (one retention run at a time per store)."""
+    global _last_stamp
+    ns = _last_stamp = max(time.time_ns(), _last_stamp + 1)
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(ns // 10**9))}.{ns % 10**9:09d}Z-{uuid.uuid4().hex[:8]}.json"
+
+
+def append_audit(store, event: dict[str, Any], *, name: str | None = None) -> str | None:
     """Append one JSON line (fsync'd, file 0600). A torn last line left by a crash is closed first,
     so it stays one unreadable line that `read_audit` skips. On S3: one object per event under
-    `audit/retention/` (an object is written whole or not at all)."""
+    `audit/retention/` (an object is written whole or not at all), named by `name` or
+    `_audit_name()`; returns that name (None locally)."""
     if not store.is_local:
-        stamp = str(event.get("time", "")).replace(":", "").replace("+", "Z")
-        store.location.put(f"{S3_AUDIT}/{stamp}-{uuid.uuid4().hex[:8]}.json",
-                           json.dumps(event, sort_keys=True, default=str).encode())
-        return
+        name = name or _audit_name()
+        store.location.put(f"{S3_AUDIT}/{name}", json.dumps(event, sort_keys=True, default=str).encode())
+        return name
     path = audit_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, AUDIT_MODE)
@@ -343,13 +367,14 @@ def append_audit(store, event: dict[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return None
 
 
 def read_audit(store) -> tuple[list[dict[str, Any]], int]:
     """(events oldest first, unreadable lines skipped)."""
     if not store.is_local:
         events, bad = [], 0
-        for name in store.location.list_files(S3_AUDIT, "*.json"):  # names sort by time
+        for name in store.location.list_files(S3_AUDIT, "*.json"):  # names sort in write order
             try:
                 events.append(json.loads(store.location.read(f"{S3_AUDIT}/{name}")))
             except (ValueError, OSError):
@@ -382,7 +407,7 @@ def _finish_interrupted(store, actor: str, now: datetime) -> dict[str, Any] | No
         return None
     parts = [x for x in left if x.is_dir()]
     labels = [x for x in left if x.is_file()]
-    rows, shadow = _count(store, (str(f.relative_to(store.root)) for d in parts for f in _data_files(d)))
+    rows, shadow = _count(store, (str(f.relative_to(store.root)) for d in parts for f in _live_files(d)))
     label_rows, _ = _count_labels(labels)
     event = {"time": _iso(now), "actor": actor, "kind": "retention",
              "reason": "finishing an interrupted retention run",
@@ -397,39 +422,69 @@ def _finish_interrupted(store, actor: str, now: datetime) -> dict[str, Any] | No
     return event
 
 
-def _data_files(d: Path) -> list[Path]:
-    """A renamed-aside local partition's data files (retention deletes whole partitions)."""
-    return sorted(f for f in d.glob("*.parquet") if is_data_file(f.name))
+def _live_files(d: Path) -> list[Path]:
+    """A renamed-aside local partition's data files less those a compact file there replaced (a
+    compaction stopped before its deletes): what readers counted, each row once."""
+    files = sorted(f for f in d.glob("*.parquet") if is_data_file(f.name))
+    replaced: set[str] = set()
+    for f in files:
+        if f.name.startswith(COMPACT_PREFIX):
+            try:
+                meta = pq.read_metadata(f).metadata or {}
+                replaced |= set(json.loads(meta.get(REPLACES_KEY.encode(), b"[]")))
+            except (OSError, ValueError):
+                continue
+    return [f for f in files if f.name not in replaced]
 
 
 def _finish_interrupted_s3(store, actor: str, now: datetime) -> dict[str, Any] | None:
     """S3 has no rename: a run first writes a pending marker listing every object it will delete,
     then the audit event, then deletes, then removes the marker. A marker left behind is a run
-    killed in between: its objects still present are audited again and deleted."""
+    killed in between: the objects it lists that are still there are audited ("finishing an
+    interrupted retention run", rows as readers count them) and deleted, then the marker goes.
+    A marker whose objects are all gone (killed after its deletes) is just removed: its run's
+    audit event was written before its first delete."""
     loc = store.location
     markers = loc.list_files(S3_PENDING, "pending-*.json")
     if not markers:
         return None
-    parts: list[str] = []
-    labels: list[str] = []
+    runs: list[dict[str, Any]] = []
     files: list[str] = []
+    done: list[str] = []
     for m in markers:
-        pending = json.loads(loc.read(f"{S3_PENDING}/{m}"))
-        parts += pending["partitions"]
-        labels += pending["label_files"]
-        files += pending["files"]
-    present = [f for f in files if f.rsplit("/", 1)[-1] in set(loc.list_files(f.rsplit("/", 1)[0]))]
-    data = [f for f in present if f.startswith(f"{PREDICTIONS}/")]
-    rows, shadow = _count(store, data)
-    label_rows = sum(_rows(store, f) for f in present if f.startswith(f"{LABELS}/"))
-    event = {"time": _iso(now), "actor": actor, "kind": "retention",
-             "reason": "finishing an interrupted retention run", "partitions": sorted(set(parts)),
-             "label_files": sorted(set(labels)), "rows": rows, "shadow_rows": shadow, "label_rows": label_rows}
-    append_audit(store, event)
-    for f in present:
-        loc.delete(f)
-    for m in markers:
-        loc.delete(f"{S3_PENDING}/{m}")
+        try:
+            pending = json.loads(loc.read(f"{S3_PENDING}/{m}"))
+            files += [f for f in pending["files"] if isinstance(f, str) and f not in files]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("retention: pending marker %s unreadable (%s): left alone", m, one_line(exc))
+            continue
+        done.append(m)
+        runs.append({"time": pending.get("time"), "actor": pending.get("actor"), "audit": pending.get("audit")})
+    listing: dict[str, set[str]] = {}
+    present = []
+    for f in files:
+        folder, name = f.rsplit("/", 1) if "/" in f else ("", f)
+        if folder not in listing:
+            listing[folder] = set(loc.list_files(folder))
+        if name in listing[folder]:
+            present.append(f)
+    event = None
+    if present:
+        audits = set(loc.list_files(S3_AUDIT, "*.json"))
+        for r in runs:
+            r["audited"] = bool(r["audit"]) and r["audit"] in audits
+        parts = sorted({f.split("/")[1].removeprefix("date=") for f in present if f.startswith(f"{PREDICTIONS}/")})
+        live = {f for day in parts for f in store.day_files(date.fromisoformat(day))}
+        rows, shadow = _count(store, [f for f in present if f in live])
+        labels = [f for f in present if f.startswith(f"{LABELS}/")]
+        event = {"time": _iso(now), "actor": actor, "kind": "retention",
+                 "reason": "finishing an interrupted retention run", "partitions": parts,
+                 "label_files": [f.rsplit("/", 1)[-1] for f in labels], "rows": rows, "shadow_rows": shadow,
+                 "label_rows": sum(_rows(store, f) for f in labels), "interrupted_runs": runs}
+        append_audit(store, event)
+        _delete_objects(loc, [f for f in present if f.startswith(f"{PREDICTIONS}/") and f not in live])
+        _delete_objects(loc, [f for f in present if f in live or not f.startswith(f"{PREDICTIONS}/")])
+    _delete_objects(loc, [f"{S3_PENDING}/{m}" for m in done])
     return event
 
 
@@ -514,24 +569,67 @@ def _event(p: RetentionPlan, parts: list[dict], labels: list[dict], actor: str, 
             "kept": [{"day": x["day"], "reason": x["reason"]} for x in p.kept_partitions], "holds": p.holds}
 
 
+def _partition_objects(store, day: str) -> tuple[list[str], list[str]]:
+    """(objects of a day partition readers skip -- files a compact file replaced and anything that
+    is not a data file --, its live data files): deleted in that order."""
+    rel = f"{PREDICTIONS}/date={day}"
+    live = set(store.day_files(date.fromisoformat(day)))
+    every = [f"{rel}/{n}" for n in store.location.list_files(rel)]
+    return [f for f in every if f not in live], [f for f in every if f in live]
+
+
+def _delete_objects(loc, rels: list[str]) -> None:
+    """Delete objects (relative paths); already-gone ones are fine. On S3 in DeleteObjects batches;
+    one line (OSError) naming the first key S3 refused."""
+    if not rels:
+        return
+    if not isinstance(loc, S3Location):
+        for r in rels:
+            loc.delete(r)
+        return
+    for i in range(0, len(rels), S3_DELETE_BATCH):
+        batch = rels[i:i + S3_DELETE_BATCH]
+        try:
+            out = loc.client.delete_objects(Bucket=loc.bucket, Delete={
+                "Objects": [{"Key": loc.key(r)} for r in batch], "Quiet": True})
+        except Exception as exc:  # noqa: BLE001 - botocore's errors: one line
+            raise OSError(f"cannot delete under {loc.url}: {one_line(exc)}") from None
+        errors = out.get("Errors") or []
+        if errors:
+            e = errors[0]
+            raise OSError(f"cannot delete s3://{loc.bucket}/{e.get('Key')}: {e.get('Code')} "
+                          f"({len(errors)} of {len(batch)} keys refused)")
+
+
 def _delete_s3(store, p: RetentionPlan, actor: str, reason: str, now: datetime):
-    """On S3: the pending marker (every object to delete), the audit event, the deletes, then the
+    """On S3: the pending marker (every object to delete, and the name the audit event will have),
+    the audit event, the deletes (replaced files first, then live ones and label files), then the
     marker's removal; a run killed in between is finished by the next (`_finish_interrupted_s3`)."""
     loc = store.location
-    parts = [x for x in p.delete_partitions]
-    labels = [x for x in p.delete_label_files]
-    files = [f for x in parts for f in store.day_files(date.fromisoformat(x["day"]))]
-    files += [f"{LABELS}/{x['file']}" for x in labels]
-    if not files:
+    skipped: list[str] = []
+    live: list[str] = []
+    parts = []
+    for x in p.delete_partitions:
+        first, then = _partition_objects(store, x["day"])
+        if first or then:
+            parts.append(x)
+            skipped += first
+            live += then
+    present = set(loc.list_files(LABELS))
+    labels = [x for x in p.delete_label_files if x["file"] in present]
+    label_files = [f"{LABELS}/{x['file']}" for x in labels]
+    if not parts and not labels:
         return [], [], None
     marker = f"{S3_PENDING}/pending-{uuid.uuid4().hex[:12]}.json"
-    loc.put(marker, json.dumps({"time": _iso(now), "actor": actor, "partitions": [x["day"] for x in parts],
-                                "label_files": [x["file"] for x in labels], "files": files}).encode())
+    audit = _audit_name()
+    loc.put(marker, json.dumps({"time": _iso(now), "actor": actor, "audit": audit,
+                                "partitions": [x["day"] for x in parts], "label_files": [x["file"] for x in labels],
+                                "files": skipped + live + label_files}).encode())
     event = _event(p, parts, labels, actor, reason, now)
-    append_audit(store, event)
-    for f in files:
-        loc.delete(f)
-    loc.delete(marker)
+    append_audit(store, event, name=audit)  # before any delete: a kill after this leaves the marker
+    _delete_objects(loc, skipped)
+    _delete_objects(loc, live + label_files)
+    _delete_objects(loc, [marker])
     return parts, labels, event
 
 

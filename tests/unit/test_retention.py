@@ -207,3 +207,24 @@ def test_a_torn_audit_line_is_closed_and_skipped(tmp_path):
     retention.append_audit(store, {"n": 3})
     events, bad = retention.read_audit(store)
     assert [e["n"] for e in events] == [1, 3] and bad == 1
+
+
+def test_an_interrupted_runs_compacted_partition_is_audited_with_each_row_once(world, frame):
+    """A partition renamed aside by a killed run, holding a compact file and the inputs its
+    compaction had not deleted yet: the finishing event counts what readers counted, once."""
+    from datetime import date
+
+    store, home = world["store"], world["home"]
+    for i in range(3):
+        put(store, frame.iloc[50 + 2 * i: 52 + 2 * i], datetime(2020, 1, 1, i, tzinfo=timezone.utc))
+    part = home / "predictions" / "date=2020-01-01"
+    inputs = {f.name: f.read_bytes() for f in part.glob("part-*.parquet")}
+    store.compact([date(2020, 1, 1)])
+    for name, data in inputs.items():  # the compaction stopped before deleting its inputs
+        (part / name).write_bytes(data)
+    assert len(list(part.glob("*.parquet"))) == 4 and len(store.read(end="2020-01-02")) == 6
+    part.rename(part.with_name(".deleting-0123abcd-date=2020-01-01"))
+    result = retention.apply(store, world["reg"], world["journal"], world["settings"], NOW, actor="janitor")
+    finished = result["interrupted"]
+    assert (finished["partitions"], finished["rows"]) == (["2020-01-01"], 6)
+    assert not list((home / "predictions").glob(".deleting-*"))
