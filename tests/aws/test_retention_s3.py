@@ -204,3 +204,35 @@ def test_a_run_killed_before_or_after_its_audit_or_between_deletes_is_finished_b
     assert bad == 0 and [e["actor"] for e in events] == (["killed", "next"] if audited else ["next"])
     if audited:  # the killed run's own event, named in its marker, was kept as written
         assert events[0]["rows"] == 18 and f"audit/retention/{run['audit']}" in left
+
+
+def test_the_retention_command_on_the_sagemaker_backend_deletes_from_the_s3_store(aws_env, tmp_path, frame,
+                                                                                 monkeypatch):
+    """`retrainer retention` with `backend: sagemaker`: the store is the S3 prefix derived from
+    aws.bucket, the registry SageMaker's (on moto); the dry run changes nothing, the run deletes and
+    audits on S3. (Before, the command refused any store without a local directory.)"""
+    from tests.helpers import run_cli
+
+    from .conftest import ROLE
+
+    boto("s3").create_bucket(Bucket=BUCKET)
+    for k, v in {"RETRAINER_BACKEND": "sagemaker", "RETRAINER_AWS__BUCKET": BUCKET, "RETRAINER_AWS__ROLE_ARN": ROLE,
+                 "RETRAINER_AWS__REGION": "us-east-1", "RETRAINER_HOME": str(tmp_path / "aws-home")}.items():
+        monkeypatch.setenv(k, v)
+    store = PredictionStore(f"s3://{BUCKET}/retrainer/readmission-30d")
+    real_now = datetime.now(timezone.utc)
+    for days, lo in ((420, 0), (2, 5)):
+        store.append(frame.iloc[lo:lo + 5], [0.3] * 5, version="1.0.0", variant="blue", latency_ms=1.0,
+                     ts=real_now - timedelta(days=days), pseudonymizer=Pseudonymizer(KEY))
+    old = (real_now - timedelta(days=420)).date().isoformat()
+    before = keys(store)
+    code, out = run_cli("retention", "--dry-run")
+    assert code == 0, out
+    assert f"would delete 1 prediction partition(s), 5 rows (0 shadow): {old}" in out and keys(store) == before
+    code, out = run_cli("retention", "--actor", "ops")
+    assert code == 0, out
+    assert f"deleted 1 prediction partition(s), 5 rows (0 shadow): {old}" in out
+    assert [d.isoformat() for d in store.days()] == [(real_now - timedelta(days=2)).date().isoformat()]
+    [event], _ = retention.read_audit(store)
+    assert (event["actor"], event["reason"], event["partitions"], event["rows"]) == ("ops", "manual retention",
+                                                                                     [old], 5)
