@@ -109,6 +109,16 @@ class MotoServer:
             out[method] = out.get(method, 0) + 1
         return out
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the moto server has used so far."""
+        try:
+            import psutil
+
+            t = psutil.Process(self.proc.pid).cpu_times()
+            return t.user + t.system
+        except Exception:
+            return float("nan")
+
     def rss_mb(self) -> float:
         try:
             import psutil
