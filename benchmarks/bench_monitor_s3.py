@@ -71,8 +71,13 @@ def child(url: str, profile_path: str, start: str, end: str, mode: str, tuning: 
     from retrainer.errors import DataError
     from retrainer.predstore import PredictionStore, traffic_filter, untargeted
 
-    if tuning:  # batch_rows=..,batch_readahead=..,fragment_readahead=.. for scan(): a patched copy
-        _tune_scan(P, dict(kv.split("=") for kv in tuning.split(",")))
+    if tuning:  # batch_rows=..,batch_readahead=..,fragment_readahead=.. for scan(): a patched copy;
+        opts = dict(kv.split("=") for kv in tuning.split(","))  # memory_pool=system|jemalloc|mimalloc
+        if "memory_pool" in opts:
+            import pyarrow as pa
+
+            pa.set_memory_pool(getattr(pa, f"{opts.pop('memory_pool')}_memory_pool")())
+        _tune_scan(P, opts)
     store = PredictionStore(P.location_for(url, check_first=True))
     prof = ReferenceProfile.load(profile_path)
     version = s3common.VERSION
@@ -188,7 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-windows", default="1,4", help="window lengths for the read-then-score baseline")
     ap.add_argument("--stores", default="local,s3")
     ap.add_argument("--tune", action="append", default=[],
-                    help="extra streamed runs with scan() settings, e.g. batch_readahead=0,fragment_readahead=1")
+                    help="extra streamed runs with scan() settings, e.g. batch_readahead=0,fragment_readahead=1 "
+                         "(and memory_pool=system|jemalloc|mimalloc)")
     ap.add_argument("--_child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._child:

@@ -54,7 +54,7 @@ def test_bench_s3_store_end_to_end():
 
 def test_bench_monitor_s3_end_to_end():
     r = run("bench_monitor_s3.py", "--days", "2", "--rows-per-day", "3000", "--windows", "1,2",
-            "--baseline-windows", "1")
+            "--baseline-windows", "1", "--tune", "batch_rows=500,memory_pool=system")
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     assert "failed" not in out, out
@@ -67,6 +67,11 @@ def test_bench_monitor_s3_end_to_end():
     assert rows[("local", streamed)][0] == rows[("local", baseline)][0] == rows[("s3", streamed)][0] \
         == rows[("s3", baseline)][0] > 0
     assert rows[("s3", streamed)][1] == rows[("local", streamed)][1] > rows[("s3", streamed)][0]
+    # the --tune runs (scan with other batch settings, another Arrow memory pool) count the same rows
+    tuned = re.findall(r"^(local|s3)\s+scan \+ score \(streamed\) \[batch_rows=500,memory_pool=system\]\s+([\d,]+)",
+                       out, re.M)
+    assert sorted(int(n.replace(",", "")) for _, n in tuned) == sorted(
+        rows[("local", streamed)] + rows[("s3", streamed)])
 
 
 def test_bad_arguments_are_one_line():
