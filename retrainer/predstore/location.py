@@ -252,8 +252,11 @@ class S3Location:
             kwargs = {"region": region} if region else {}
             if host:
                 kwargs.update(endpoint_override=host, scheme=scheme)
+            # allow_delayed_open: a small file is one PutObject at close instead of create + part +
+            # complete (3x fewer billed requests; 26.5 -> 9.7 ms a capture file, bench_s3_store.py)
             self._fs = pafs.S3FileSystem(
-                **kwargs, connect_timeout=self.connect_timeout, request_timeout=self.request_timeout,
+                **kwargs, allow_delayed_open=True, connect_timeout=self.connect_timeout,
+                request_timeout=self.request_timeout,
                 retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=self.max_attempts))
         if self._unchecked:
             self._unchecked = False
