@@ -14,9 +14,9 @@ requests), makes `--files x --rows-per-file` de-identified prediction rows of on
 4. reads the day back after compaction (median of --repeat).
 
 Stores: `local` (a directory: the named baseline), `s3` (s3://bucket/prefix through pyarrow's S3
-filesystem as `S3Location` builds it) and `s3-delayed-open` (the same with pyarrow's
-`allow_delayed_open=True`, which lets a file smaller than one multipart part go up as a single
-PutObject instead of CreateMultipartUpload + UploadPart + CompleteMultipartUpload). Each phase's
+filesystem as `S3Location` builds it, with `allow_delayed_open=True`: a file smaller than one
+multipart part goes up as a single PutObject) and `s3-multipart` (the same without that option,
+as first written: CreateMultipartUpload + UploadPart + CompleteMultipartUpload per file). Each phase's
 requests are counted from moto's log, so they can be priced and timed for real S3.
 
 moto runs on the same 2 cores as the client, over loopback: per-request latency here is well
@@ -57,14 +57,14 @@ def make_store(kind: str, work: Path, moto: MotoServer) -> PredictionStore:
     if kind == "local":
         return PredictionStore(work / "local-store")
     loc = S3Location(f"s3://{moto.bucket}/{kind}/model")
-    if kind == "s3-delayed-open":
+    if kind == "s3-multipart":
         import pyarrow.fs as pafs
 
-        host = moto.url.split("://", 1)[1]  # as S3Location builds it, with the one option added
+        host = moto.url.split("://", 1)[1]  # as S3Location builds it, without delayed open
         loc._fs = pafs.S3FileSystem(region="us-east-1", endpoint_override=host, scheme="http",
                                     connect_timeout=loc.connect_timeout, request_timeout=loc.request_timeout,
                                     retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=loc.max_attempts),
-                                    allow_delayed_open=True)
+                                    allow_delayed_open=False)
     return PredictionStore(loc)
 
 
@@ -131,15 +131,15 @@ def main(argv=None) -> int:
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--rows-per-file", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--stores", default="local,s3,s3-delayed-open")
+    ap.add_argument("--stores", default="local,s3,s3-multipart")
     args = ap.parse_args(argv)
     if args.files < 2 or args.rows_per_file < 1 or args.repeat < 1:
         print("error: --files must be at least 2, --rows-per-file and --repeat at least 1", file=sys.stderr)
         return 2
     kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in ("local", "s3", "s3-delayed-open")]
+    bad = [k for k in kinds if k not in ("local", "s3", "s3-multipart")]
     if bad or not kinds:
-        print(f"error: unknown store(s) {', '.join(bad) or '(none)'}: choose from local, s3, s3-delayed-open",
+        print(f"error: unknown store(s) {', '.join(bad) or '(none)'}: choose from local, s3, s3-multipart",
               file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-s3-store-"))
