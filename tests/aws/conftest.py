@@ -100,3 +100,24 @@ def snapshot() -> dict:
 
 def pytest_collection_modifyitems(items):
     mark_folder(items, __file__, "aws")
+
+
+def backend_with_versions(tmp_path, record, versions=("1.2.0",)):
+    """A SageMaker backend on moto whose registry holds 1.0.0 (previous), 1.1.0 (production) and
+    `versions` as candidates, with tiny artifacts (nothing is served). `record(version, status=...)`
+    makes the registry records."""
+    from retrainer.backends.sagemaker import build
+
+    boto("s3").create_bucket(Bucket=BUCKET)
+    art = tmp_path / "art"
+    art.mkdir()
+    (art / "model.joblib").write_bytes(b"x")
+    (art / "model.json").write_text("{}")
+    backend = build(make_settings(tmp_path))
+    reg = backend.registry
+    reg.register(record("1.0.0", "production"), art, actor="ci")
+    reg.register(record("1.1.0"), art, actor="ci")
+    reg.promote("1.1.0", actor="ci", reason="x")
+    for v in versions:
+        reg.register(record(v), art, actor="ci")
+    return backend

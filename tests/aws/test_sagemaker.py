@@ -32,7 +32,7 @@ from retrainer.errors import ConfigError, RetrainerError, RolloutError
 from retrainer.registry import ModelRecord
 from retrainer.training import load_model
 
-from .conftest import BUCKET, ROLE, boto, make_settings, snapshot
+from .conftest import BUCKET, ROLE, backend_with_versions, boto, make_settings, snapshot
 
 PARAMS = {"learning_rate": 0.1, "max_iter": 30, "max_leaf_nodes": 15, "min_samples_leaf": 20,
           "l2_regularization": 1.0, "random_state": 42}
@@ -342,22 +342,8 @@ def test_timeout_stops_the_job_and_reports_moto_gap(aws_env, tmp_path, frames):
 # ---- endpoint: warm standby, cold change (moto gap), silent rollback -----------------------------
 @pytest.fixture
 def deployed(aws_env, tmp_path):
-    """1.0.0 previous, 1.1.0 production, 1.2.0 candidate, tiny fake artifacts."""
-    from retrainer.backends.sagemaker import build
-
-    boto("s3").create_bucket(Bucket=BUCKET)
-    art = tmp_path / "art"
-    art.mkdir()
-    (art / "model.joblib").write_bytes(b"x")
-    (art / "model.json").write_text("{}")
-    backend = build(make_settings(tmp_path))
-    reg = backend.registry
-    reg.register(model_record("1.0.0", "production"), art, actor="ci")
-    reg.register(model_record("1.1.0"), art, actor="ci")
-    reg.promote("1.1.0", actor="ci", reason="x")
-    reg.register(model_record("1.2.0"), art, actor="ci")
-    reg.register(model_record("1.3.0"), art, actor="ci")
-    return backend
+    """1.0.0 previous, 1.1.0 production, 1.2.0 and 1.3.0 candidates, tiny fake artifacts."""
+    return backend_with_versions(tmp_path, model_record, ("1.2.0", "1.3.0"))
 
 
 def test_warm_standby_rollback_is_weight_only(deployed):

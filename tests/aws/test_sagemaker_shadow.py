@@ -25,27 +25,14 @@ from retrainer.registry.model import Status
 from retrainer.rollout import RolloutPlan
 from retrainer.rollout import operations as ops
 
-from .conftest import BUCKET, boto, make_settings, snapshot
+from .conftest import backend_with_versions, boto, snapshot
 from .test_sagemaker import model_record
 
 
 @pytest.fixture
 def backend(aws_env, tmp_path):
     """1.0.0 previous, 1.1.0 production, 1.2.0 candidate; tiny artifacts (nothing is served)."""
-    from retrainer.backends.sagemaker import build
-
-    boto("s3").create_bucket(Bucket=BUCKET)
-    art = tmp_path / "art"
-    art.mkdir()
-    (art / "model.joblib").write_bytes(b"x")
-    (art / "model.json").write_text("{}")
-    b = build(make_settings(tmp_path))
-    reg = b.registry
-    reg.register(model_record("1.0.0", "production"), art, actor="ci")
-    reg.register(model_record("1.1.0"), art, actor="ci")
-    reg.promote("1.1.0", actor="ci", reason="x")
-    reg.register(model_record("1.2.0"), art, actor="ci")
-    return b
+    return backend_with_versions(tmp_path, model_record)
 
 
 class Sent:
