@@ -37,6 +37,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from .aws_errors import error_code, error_message, one_line
 from .container_env import REQUEST_ID_ATTRIBUTE
 from .deid import Pseudonymizer, pseudonymizer_from_env
 from .entity_routing import choose, cumulative_bounds, entity_point
@@ -60,19 +61,6 @@ class Call:
     inference_id: str
     rows: tuple[int, ...]
     invoked_variant: str | None = None
-
-
-def _one_line(text: Any, limit: int = 300) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def _code(exc: BaseException) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-
-
-def _message(exc: BaseException) -> str:
-    return _one_line(getattr(exc, "response", {}).get("Error", {}).get("Message", "") or exc, 200)
 
 
 def _status(exc: BaseException) -> int | None:
@@ -207,7 +195,7 @@ class EndpointClient:
         try:
             body = json.dumps({"instances": part}, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
-            raise EndpointClientError(f"records cannot be sent as JSON: {_one_line(exc, 200)}") from None
+            raise EndpointClientError(f"records cannot be sent as JSON: {one_line(exc, 200)}") from None
         if len(body) > MAX_BODY_BYTES:
             raise EndpointClientError(f"{len(part)} records for variant {variant} make {len(body)} bytes, over "
                                       f"InvokeEndpoint's {MAX_BODY_BYTES} byte limit; send fewer per call")
@@ -224,7 +212,7 @@ class EndpointClient:
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise EndpointClientError(f"{where} returned a bad response: not JSON ({_one_line(raw[:80], 100)!s})") \
+            raise EndpointClientError(f"{where} returned a bad response: not JSON ({one_line(raw[:80], 100)!s})") \
                 from None
         preds = data.get("predictions") if isinstance(data, dict) else None
         if not isinstance(preds, list):
@@ -235,7 +223,7 @@ class EndpointClient:
         return Call(variant, inference_id, tuple(rows), resp.get("InvokedProductionVariant")), preds
 
     def _error(self, op: str, exc: BaseException, variant: str | None = None) -> EndpointClientError:
-        code, msg, status = _code(exc), _message(exc), _status(exc)
+        code, msg, status = error_code(exc), error_message(exc), _status(exc)
         at = f" variant {variant}" if variant else ""
         if code in ("ValidationException", "ValidationError") and "could not find endpoint" in msg.lower():
             region = getattr(getattr(self.sagemaker, "meta", None), "region_name", None) or "?"
@@ -248,4 +236,4 @@ class EndpointClient:
         if code:
             return EndpointClientError(f"endpoint {self.endpoint_name}{at}: {op} failed ({code}: {msg})")
         return EndpointClientError(f"endpoint {self.endpoint_name}{at}: {op} failed ({type(exc).__name__}: "
-                                   f"{_one_line(exc, 200)})")
+                                   f"{one_line(exc, 200)})")

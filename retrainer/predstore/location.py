@@ -240,15 +240,17 @@ class S3Location:
         if self._client is None:
             import boto3  # noqa: PLC0415 - only for deletes
 
-            region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            self._client = boto3.session.Session().client("s3", region_name=region)
+            self._client = boto3.session.Session().client("s3", region_name=self._region())
         return self._client
+
+    def _region(self) -> str | None:
+        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
     @property
     def fs(self) -> pafs.S3FileSystem:
         if self._fs is None:
             host, scheme = s3_endpoint()
-            region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            region = self._region()
             kwargs = {"region": region} if region else {}
             if host:
                 kwargs.update(endpoint_override=host, scheme=scheme)

@@ -121,3 +121,19 @@ def backend_with_versions(tmp_path, record, versions=("1.2.0",)):
     for v in versions:
         reg.register(record(v), art, actor="ci")
     return backend
+
+
+def upload_job_model(s3, desc: dict, model_dir) -> str:
+    """What SageMaker does at the end of a training job moto only records: `model_dir`'s files as
+    the job's model.tar.gz at its S3ModelArtifacts; returns that URI."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for f in sorted(model_dir.iterdir()):
+            t.add(f, arcname=f.name)
+    uri = desc["ModelArtifacts"]["S3ModelArtifacts"]
+    bucket, key = uri[5:].split("/", 1)
+    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
+    return uri

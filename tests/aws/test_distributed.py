@@ -27,7 +27,7 @@ import pytest
 from retrainer.errors import ConfigError
 from retrainer.training import load_model
 
-from .conftest import BUCKET, ROLE, boto, snapshot
+from .conftest import BUCKET, ROLE, boto, snapshot, upload_job_model
 
 PARAMS = {"n_estimators": 60, "max_depth": 4, "learning_rate": 0.1, "random_state": 42, "n_jobs": 1}
 
@@ -98,14 +98,7 @@ def play_two_instances(job: str, root: Path) -> tuple[dict, str]:
         assert p.returncode == 0, f"{host}: {err[-2000:]}"
         lines[host] = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     assert not (root / "algo-2/ml/model").exists()  # only the first host writes the model
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for f in sorted((root / "algo-1/ml/model").iterdir()):
-            t.add(f, arcname=f.name)
-    uri = desc["ModelArtifacts"]["S3ModelArtifacts"]
-    bucket, key = uri[5:].split("/", 1)
-    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
-    return lines, uri
+    return lines, upload_job_model(s3, desc, root / "algo-1/ml/model")
 
 
 def test_two_instances_reach_the_job_definition_and_train_one_model(aws_env, tmp_path, leads):

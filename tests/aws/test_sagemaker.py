@@ -32,7 +32,7 @@ from retrainer.errors import ConfigError, RetrainerError, RolloutError
 from retrainer.registry import ModelRecord
 from retrainer.training import load_model
 
-from .conftest import BUCKET, ROLE, backend_with_versions, boto, make_settings, snapshot
+from .conftest import BUCKET, ROLE, backend_with_versions, boto, make_settings, snapshot, upload_job_model
 
 PARAMS = {"learning_rate": 0.1, "max_iter": 30, "max_leaf_nodes": 15, "min_samples_leaf": 20,
           "l2_regularization": 1.0, "random_state": 42}
@@ -101,14 +101,7 @@ def play_sagemaker(job: str, opt: Path) -> str:
     assert json.loads(hps["sagemaker_program"]) == "train.py"
     proc = run_entry_point(opt, toolkit_hps(hps))
     assert proc.returncode == 0, proc.stderr
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for f in sorted((opt / "ml/model").iterdir()):
-            t.add(f, arcname=f.name)
-    out = desc["ModelArtifacts"]["S3ModelArtifacts"]
-    bucket, key = out[5:].split("/", 1)
-    s3.put_object(Bucket=bucket, Key=key, Body=buf.getvalue())
-    return out
+    return upload_job_model(s3, desc, opt / "ml/model")
 
 
 def model_record(version: str, status: str = "candidate") -> ModelRecord:

@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
+from ...aws_errors import error_code, error_message, one_line  # noqa: F401 - re-exported to the backend's modules
 from ...errors import ConfigError, RetrainerError
 from ...settings import AWSSettings
 
@@ -50,19 +51,6 @@ class WaitTimeout(SageMakerError):
 
 class ArtifactError(SageMakerError):
     """model.tar.gz missing, unreadable, unsafe or incomplete."""
-
-
-def one_line(text: Any, limit: int = 400) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def error_code(exc: BaseException) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-
-
-def error_message(exc: BaseException) -> str:
-    return one_line(getattr(exc, "response", {}).get("Error", {}).get("Message", "") or exc, 200)
 
 
 def default_sklearn_image(region: str) -> str:
